@@ -1,0 +1,388 @@
+#include "machine.h"
+
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "err.h"
+
+const char *const csm_state_names[CSM_NSTATES] = {
+#define CSM_NAME(id, name) name,
+    CSM_STATES(CSM_NAME)
+};
+
+const char *const csm_event_names[CSM_NEVENTS] = {
+    CSM_EVENTS(CSM_NAME)
+#undef CSM_NAME
+};
+
+#define T(from, event, to) {CSM_##from, CSM_EV_##event, CSM_##to}
+#define ANY(state) T(state, STOP, STOPPING), T(state, INDUCE_SYNC, LOADING)
+
+const csm_transition csm_seed_transitions[] = {
+    T(STOPPED, START, STARTING),
+    T(STARTING, INIT_COMPLETE, LOADING),
+    T(LOADING, SYNC_TIMEOUT, LOADING),
+    T(LOADING, SYNC_COMPLETE, COLLECTING),
+    T(COLLECTING, COLLECTION_DONE, LIVENESS_CHECK),
+    T(LIVENESS_CHECK, PROVER_SIGNAL, PROVING),
+    T(LIVENESS_CHECK, LIVENESS_TIMEOUT, LIVENESS_CHECK),
+    T(PROVING, PROOF_COMPLETE, PUBLISHING),
+    T(PROVING, PUBLISH_TIMEOUT, VOTING),
+    T(PUBLISHING, PUBLISH_COMPLETE, VOTING),
+    T(PUBLISHING, PUBLISH_TIMEOUT, VOTING),
+    T(VOTING, PROPOSAL_RECEIVED, VOTING),
+    T(VOTING, QUORUM_REACHED, FINALIZING),
+    T(VOTING, VOTING_TIMEOUT, VOTING),
+    T(FINALIZING, AGGREGATION_DONE, VERIFYING),
+    T(FINALIZING, AGGREGATION_TIMEOUT, FINALIZING),
+    T(VERIFYING, VERIFICATION_DONE, COLLECTING),
+    T(VERIFYING, VERIFICATION_TIMEOUT, VERIFYING),
+    ANY(STARTING), ANY(LOADING), ANY(COLLECTING), ANY(LIVENESS_CHECK),
+    ANY(PROVING), ANY(PUBLISHING), ANY(VOTING), ANY(FINALIZING), ANY(VERIFYING),
+    T(STOPPING, CLEANUP_COMPLETE, STOPPED),
+};
+#undef ANY
+#undef T
+
+const size_t csm_seed_ntransitions =
+    sizeof csm_seed_transitions / sizeof csm_seed_transitions[0];
+
+const double csm_seed_timeouts[CSM_NSTATES] = {
+    [CSM_STARTING] = 1,        [CSM_LOADING] = 36000,   [CSM_COLLECTING] = 10,
+    [CSM_LIVENESS_CHECK] = 2,  [CSM_PROVING] = 120,     [CSM_PUBLISHING] = 1,
+    [CSM_VOTING] = 16,         [CSM_FINALIZING] = 1,    [CSM_VERIFYING] = 1,
+    [CSM_STOPPING] = 30,
+};
+
+const int csm_seed_timeout_events[CSM_NSTATES] = {
+    [CSM_STOPPED] = -1,
+    [CSM_STARTING] = CSM_EV_INIT_COMPLETE,
+    [CSM_LOADING] = CSM_EV_SYNC_TIMEOUT,
+    [CSM_COLLECTING] = CSM_EV_INDUCE_SYNC,
+    [CSM_LIVENESS_CHECK] = CSM_EV_LIVENESS_TIMEOUT,
+    [CSM_PROVING] = CSM_EV_PUBLISH_TIMEOUT,
+    [CSM_PUBLISHING] = CSM_EV_PUBLISH_TIMEOUT,
+    [CSM_VOTING] = CSM_EV_VOTING_TIMEOUT,
+    [CSM_FINALIZING] = CSM_EV_AGGREGATION_TIMEOUT,
+    [CSM_VERIFYING] = CSM_EV_VERIFICATION_TIMEOUT,
+    [CSM_STOPPING] = CSM_EV_CLEANUP_COMPLETE,
+};
+
+const csm_limits csm_default_limits = {
+    .rank_window = 64, .peers_per_rank = 4096, .identity_bytes = 256, .queue = 1024,
+};
+
+static void on_timeout(csm_timer *timer)
+{
+    csm_machine *m = (csm_machine *)((char *)timer - offsetof(csm_machine, timeout));
+    int event = m->timeout_events[m->state];
+    if (event >= 0)
+        csm_machine_send(m, event);
+}
+
+int csm_machine_init(csm_machine *m, csm_scheduler *s, int nstates, int nevents,
+                     const csm_limits *limits, csm_task_cb drive)
+{
+    memset(m, 0, sizeof *m);
+    if (nstates < CSM_NSTATES)
+        nstates = CSM_NSTATES;
+    if (nevents < CSM_NEVENTS)
+        nevents = CSM_NEVENTS;
+    m->scheduler = s;
+    m->nstates = nstates;
+    m->nevents = nevents;
+    m->limits = limits ? *limits : csm_default_limits;
+    m->task.cb = drive;
+    m->state = CSM_STOPPED;
+    m->entered = csm_scheduler_now(s);
+    csm_timer_init(s, &m->timeout, on_timeout);
+    csm_ledger_init(&m->ledger, m->limits.peers_per_rank);
+
+    size_t cells = (size_t)nstates * (size_t)nevents;
+    m->table = malloc(cells * sizeof *m->table);
+    m->guarded = calloc(cells, 1);
+    m->timeouts = calloc((size_t)nstates, sizeof *m->timeouts);
+    m->timeout_events = malloc((size_t)nstates * sizeof *m->timeout_events);
+    m->queue_cap = 8;
+    m->queue = malloc(m->queue_cap * sizeof *m->queue);
+    if (!m->table || !m->guarded || !m->timeouts || !m->timeout_events || !m->queue) {
+        csm_machine_free(m, NULL, NULL);
+        return CSM_ENOMEM;
+    }
+    for (size_t i = 0; i < cells; i++)
+        m->table[i] = -1;
+    for (int i = 0; i < nstates; i++) {
+        m->timeouts[i] = i < CSM_NSTATES ? csm_seed_timeouts[i] : 0;
+        m->timeout_events[i] = i < CSM_NSTATES ? csm_seed_timeout_events[i] : -1;
+    }
+    for (size_t i = 0; i < csm_seed_ntransitions; i++) {
+        const csm_transition *t = &csm_seed_transitions[i];
+        csm_machine_set_transition(m, t->from, t->event, t->to, 0);
+    }
+    m->receive_events[CSM_LIVENESS] = CSM_EV_LIVENESS_CHECK_RECEIVED;
+    m->receive_events[CSM_PROPOSALS] = CSM_EV_PROPOSAL_RECEIVED;
+    m->receive_events[CSM_VOTES] = CSM_EV_VOTE_RECEIVED;
+    m->receive_events[CSM_CONFIRMATIONS] = CSM_EV_CONFIRMATION_RECEIVED;
+    return CSM_OK;
+}
+
+void csm_machine_free(csm_machine *m, csm_release_fn release, void *ud)
+{
+    csm_machine_close(m);
+    csm_timer_close(&m->timeout);
+    csm_ledger_clear(&m->ledger, release, ud);
+    free(m->table);
+    free(m->guarded);
+    free(m->timeouts);
+    free(m->timeout_events);
+    free(m->queue);
+    m->table = NULL;
+    m->guarded = NULL;
+    m->timeouts = NULL;
+    m->timeout_events = NULL;
+    m->queue = NULL;
+    m->queue_cap = 0;
+}
+
+void csm_machine_set_transition(csm_machine *m, int from, int event, int to, int guarded)
+{
+    size_t i = (size_t)from * (size_t)m->nevents + (size_t)event;
+    m->table[i] = (int16_t)to;
+    m->guarded[i] = guarded ? 1 : 0;
+}
+
+void csm_machine_clear_transition(csm_machine *m, int from, int event)
+{
+    size_t i = (size_t)from * (size_t)m->nevents + (size_t)event;
+    m->table[i] = -1;
+    m->guarded[i] = 0;
+}
+
+void csm_machine_set_timeout(csm_machine *m, int state, double seconds, int event)
+{
+    m->timeouts[state] = seconds;
+    m->timeout_events[state] = event;
+}
+
+static void post(csm_machine *m)
+{
+    if (!m->driving && !m->closed)
+        csm_scheduler_post(m->scheduler, &m->task);
+}
+
+int csm_machine_send(csm_machine *m, int event)
+{
+    if (m->closed)
+        return CSM_ECLOSED;
+    if (m->queue_len >= m->limits.queue) {
+        snprintf(m->error, sizeof m->error, "event queue full (limit %zu)", m->limits.queue);
+        return CSM_EQUEUE;
+    }
+    if (m->queue_len == m->queue_cap) {
+        size_t cap = m->queue_cap * 2;
+        int *queue = malloc(cap * sizeof *queue);
+        if (queue == NULL)
+            return CSM_ENOMEM;
+        for (size_t i = 0; i < m->queue_len; i++)
+            queue[i] = m->queue[(m->queue_head + i) % m->queue_cap];
+        free(m->queue);
+        m->queue = queue;
+        m->queue_cap = cap;
+        m->queue_head = 0;
+    }
+    m->queue[(m->queue_head + m->queue_len) % m->queue_cap] = event;
+    m->queue_len++;
+    post(m);
+    return CSM_OK;
+}
+
+static void clear_queue(csm_machine *m)
+{
+    m->queue_head = 0;
+    m->queue_len = 0;
+    memset(m->receive_queued, 0, sizeof m->receive_queued);
+}
+
+int csm_machine_stop(csm_machine *m)
+{
+    if (m->closed)
+        return CSM_ECLOSED;
+    clear_queue(m);
+    return csm_machine_send(m, CSM_EV_STOP);
+}
+
+void csm_machine_close(csm_machine *m)
+{
+    if (m->scheduler != NULL) {
+        csm_timer_stop(&m->timeout);
+        csm_scheduler_unpost(m->scheduler, &m->task);
+    }
+    clear_queue(m);
+    m->closed = 1;
+    m->state = CSM_STOPPED;
+    m->waiting = 0;
+    m->wake_due = 0;
+}
+
+static int pop(csm_machine *m)
+{
+    int event = m->queue[m->queue_head];
+    m->queue_head = (m->queue_head + 1) % m->queue_cap;
+    m->queue_len--;
+    for (int kind = 0; kind < CSM_NKINDS; kind++)
+        if (m->receive_events[kind] == event)
+            m->receive_queued[kind] = 0;
+    return event;
+}
+
+int csm_machine_next(csm_machine *m, int *event, int *to, int *guarded)
+{
+    while (m->queue_len > 0 && !m->closed) {
+        int ev = pop(m);
+        size_t i = (size_t)m->state * (size_t)m->nevents + (size_t)ev;
+        if (m->table[i] < 0) {
+            m->dropped++;
+            continue;
+        }
+        *event = ev;
+        *to = m->table[i];
+        *guarded = m->guarded[i];
+        return 1;
+    }
+    return 0;
+}
+
+void csm_machine_drop(csm_machine *m)
+{
+    m->dropped++;
+}
+
+int csm_machine_enter(csm_machine *m, int to)
+{
+    csm_timer_stop(&m->timeout);
+    m->state = to;
+    m->entered = csm_scheduler_now(m->scheduler);
+    m->transitions++;
+    if (m->timeouts[to] > 0 && m->timeout_events[to] >= 0)
+        return csm_timer_start(&m->timeout, m->timeouts[to]);
+    return CSM_OK;
+}
+
+static int refuse(csm_machine *m, int code)
+{
+    m->refused++;
+    return code;
+}
+
+int csm_machine_admit(csm_machine *m, int kind, uint64_t rank, size_t keylen,
+                      size_t idlen)
+{
+    size_t longest = keylen > idlen ? keylen : idlen;
+    if (longest > m->limits.identity_bytes) {
+        snprintf(m->error, sizeof m->error, "identity too long (%zu bytes, identity_bytes %zu)",
+                 longest, m->limits.identity_bytes);
+        return refuse(m, CSM_EIDENTITY);
+    }
+    if (m->has_active && rank <= m->active_rank) {
+        snprintf(m->error, sizeof m->error, "stale rank %" PRIu64 " (active rank %" PRIu64 ")",
+                 rank, m->active_rank);
+        return refuse(m, CSM_ESTALE);
+    }
+    uint64_t base = m->has_active ? m->active_rank + 1 : 0;
+    if (rank - base >= m->limits.rank_window) {
+        if (m->has_active)
+            snprintf(m->error, sizeof m->error,
+                     "rank %" PRIu64 " beyond window (active rank %" PRIu64
+                     ", rank_window %" PRIu64 ")",
+                     rank, m->active_rank, m->limits.rank_window);
+        else
+            snprintf(m->error, sizeof m->error,
+                     "rank %" PRIu64 " beyond window (no active state, rank_window %" PRIu64 ")",
+                     rank, m->limits.rank_window);
+        return refuse(m, CSM_EFAR);
+    }
+    (void)kind;
+    return CSM_OK;
+}
+
+static int full(csm_machine *m, int kind, uint64_t rank)
+{
+    snprintf(m->error, sizeof m->error, "%s map full at rank %" PRIu64 " (peers_per_rank %zu)",
+             csm_kind_names[kind], rank, m->limits.peers_per_rank);
+    return refuse(m, CSM_EFULL);
+}
+
+int csm_machine_receive(csm_machine *m, int kind, const char *key, size_t keylen,
+                        const csm_value *value, int handle, int *stored,
+                        csm_release_fn release, void *ud)
+{
+    *stored = 0;
+    if (m->closed) {
+        snprintf(m->error, sizeof m->error, "machine is closed");
+        return CSM_ECLOSED;
+    }
+    int rc = csm_machine_admit(m, kind, value->rank, keylen, value->len);
+    if (rc != CSM_OK)
+        return rc;
+    csm_entry *held = csm_ledger_get(&m->ledger, kind, value->rank, key, keylen);
+    if (held != NULL) {
+        if (kind == CSM_VOTES && (held->value->len != value->len ||
+                                  memcmp(held->value->identity, value->identity, value->len))) {
+            snprintf(m->error, sizeof m->error, "receive vote: received conflicting vote");
+            return refuse(m, CSM_ECONFLICT);
+        }
+    } else {
+        int old;
+        rc = csm_ledger_put(&m->ledger, kind, value->rank, key, keylen, value, handle, &old);
+        if (rc == CSM_EFULL)
+            return full(m, kind, value->rank);
+        if (rc != CSM_OK)
+            return rc;
+        if (old >= 0 && release != NULL)
+            release(ud, old);
+        *stored = 1;
+    }
+    m->received++;
+    if (!m->receive_queued[kind]) {
+        rc = csm_machine_send(m, m->receive_events[kind]);
+        if (rc == CSM_OK)
+            m->receive_queued[kind] = 1;
+    }
+    if (m->waiting && !m->wake_due) {
+        m->wake_due = 1;
+        post(m);
+    }
+    return CSM_OK;
+}
+
+int csm_machine_store(csm_machine *m, int kind, const char *key, size_t keylen,
+                      const csm_value *value, int handle, csm_release_fn release,
+                      void *ud)
+{
+    int rc = csm_machine_admit(m, kind, value->rank, keylen, value->len);
+    if (rc != CSM_OK)
+        return rc;
+    int old;
+    rc = csm_ledger_put(&m->ledger, kind, value->rank, key, keylen, value, handle, &old);
+    if (rc == CSM_EFULL)
+        return full(m, kind, value->rank);
+    if (rc == CSM_OK && old >= 0 && release != NULL)
+        release(ud, old);
+    return rc;
+}
+
+void csm_machine_set_active(csm_machine *m, int has, uint64_t rank,
+                            csm_release_fn release, void *ud)
+{
+    m->has_active = has;
+    m->active_rank = has ? rank : 0;
+    if (has)
+        csm_ledger_prune(&m->ledger, rank, release, ud);
+}
+
+int csm_machine_busy(const csm_machine *m)
+{
+    return !m->closed && (m->state != CSM_STOPPED || m->queue_len > 0 || m->driving);
+}

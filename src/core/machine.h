@@ -1,0 +1,185 @@
+/* The machine: states, events, the transition table, the event queue, the
+ * current state's timeout and the ledger of what peers sent.
+ *
+ * The core decides, the binding acts: csm_machine_next says which
+ * transition the next queued event takes, the binding runs the Lua hooks
+ * (guard, on_exit, listeners, on_enter, behaviour) around
+ * csm_machine_enter, which switches state and arms the new timeout. */
+#ifndef CSM_MACHINE_H
+#define CSM_MACHINE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "ledger.h"
+#include "scheduler.h"
+
+#define CSM_STATES(X)                        \
+    X(CSM_STOPPED, "stopped")                \
+    X(CSM_STARTING, "starting")              \
+    X(CSM_LOADING, "loading")                \
+    X(CSM_COLLECTING, "collecting")          \
+    X(CSM_LIVENESS_CHECK, "liveness_check")  \
+    X(CSM_PROVING, "proving")                \
+    X(CSM_PUBLISHING, "publishing")          \
+    X(CSM_VOTING, "voting")                  \
+    X(CSM_FINALIZING, "finalizing")          \
+    X(CSM_VERIFYING, "verifying")            \
+    X(CSM_STOPPING, "stopping")
+
+#define CSM_EVENTS(X)                                          \
+    X(CSM_EV_START, "start")                                   \
+    X(CSM_EV_STOP, "stop")                                     \
+    X(CSM_EV_SYNC_TIMEOUT, "sync_timeout")                     \
+    X(CSM_EV_INDUCE_SYNC, "induce_sync")                       \
+    X(CSM_EV_SYNC_COMPLETE, "sync_complete")                   \
+    X(CSM_EV_INIT_COMPLETE, "init_complete")                   \
+    X(CSM_EV_COLLECTION_DONE, "collection_done")               \
+    X(CSM_EV_LIVENESS_CHECK_RECEIVED, "liveness_check_received") \
+    X(CSM_EV_LIVENESS_TIMEOUT, "liveness_timeout")             \
+    X(CSM_EV_PROVER_SIGNAL, "prover_signal")                   \
+    X(CSM_EV_PROOF_COMPLETE, "proof_complete")                 \
+    X(CSM_EV_PUBLISH_COMPLETE, "publish_complete")             \
+    X(CSM_EV_PUBLISH_TIMEOUT, "publish_timeout")               \
+    X(CSM_EV_PROPOSAL_RECEIVED, "proposal_received")           \
+    X(CSM_EV_VOTE_RECEIVED, "vote_received")                   \
+    X(CSM_EV_QUORUM_REACHED, "quorum_reached")                 \
+    X(CSM_EV_VOTING_TIMEOUT, "voting_timeout")                 \
+    X(CSM_EV_AGGREGATION_DONE, "aggregation_done")             \
+    X(CSM_EV_AGGREGATION_TIMEOUT, "aggregation_timeout")       \
+    X(CSM_EV_CONFIRMATION_RECEIVED, "confirmation_received")   \
+    X(CSM_EV_VERIFICATION_DONE, "verification_done")           \
+    X(CSM_EV_VERIFICATION_TIMEOUT, "verification_timeout")     \
+    X(CSM_EV_CLEANUP_COMPLETE, "cleanup_complete")
+
+enum csm_state {
+#define CSM_ENUM(id, name) id,
+    CSM_STATES(CSM_ENUM)
+    CSM_NSTATES
+};
+
+enum csm_event {
+    CSM_EVENTS(CSM_ENUM)
+#undef CSM_ENUM
+    CSM_NEVENTS
+};
+
+/* The seed's names, indexed by the enums above. */
+extern const char *const csm_state_names[CSM_NSTATES];
+extern const char *const csm_event_names[CSM_NEVENTS];
+
+/* One row of the seed's transition table. */
+typedef struct csm_transition {
+    int from, event, to;
+} csm_transition;
+
+/* The seed's 37 transitions, in the seed's order. */
+extern const csm_transition csm_seed_transitions[];
+extern const size_t csm_seed_ntransitions;
+
+/* The seed's timeout of each state (seconds, 0 for none) and its event. */
+extern const double csm_seed_timeouts[CSM_NSTATES];
+extern const int csm_seed_timeout_events[CSM_NSTATES];
+
+typedef struct csm_limits {
+    uint64_t rank_window;      /* ranks accepted beyond the active one */
+    size_t peers_per_rank;     /* entries per map per rank */
+    size_t identity_bytes;     /* longest identity accepted */
+    size_t queue;              /* events waiting at most */
+} csm_limits;
+
+/* The defaults: 64, 4096, 256, 1024. */
+extern const csm_limits csm_default_limits;
+
+typedef struct csm_machine {
+    csm_scheduler *scheduler;
+    csm_task task;            /* posted while events wait or a wake is due */
+    csm_timer timeout;        /* the current state's timeout */
+    int nstates, nevents;
+    int16_t *table;           /* [from * nevents + event] -> to, or -1 */
+    uint8_t *guarded;         /* same index: a guard must approve */
+    double *timeouts;         /* per state, seconds; <= 0 for none */
+    int *timeout_events;
+    int state;
+    double entered;           /* scheduler time of the last transition */
+    int *queue;               /* a ring of event ids */
+    size_t queue_cap, queue_head, queue_len;
+    int receive_events[CSM_NKINDS];
+    uint8_t receive_queued[CSM_NKINDS]; /* a receive event is waiting */
+    csm_ledger ledger;
+    csm_limits limits;
+    int has_active;
+    uint64_t active_rank;
+    uint64_t transitions, dropped, refused, received;
+    int closed;
+    int driving;              /* the binding is running hooks: no re-post */
+    int waiting;              /* a behaviour waits for messages */
+    int wake_due;
+    char error[192];          /* the message of the last refusal */
+} csm_machine;
+
+/* Sets up m with nstates states and nevents events (at least the seed's),
+ * the seed's table and timeouts. Returns CSM_OK or CSM_ENOMEM. */
+int csm_machine_init(csm_machine *m, csm_scheduler *s, int nstates, int nevents,
+                     const csm_limits *limits, csm_task_cb drive);
+
+/* Frees what init made. The values the ledger holds are released. */
+void csm_machine_free(csm_machine *m, csm_release_fn release, void *ud);
+
+/* Adds or replaces from --event--> to. */
+void csm_machine_set_transition(csm_machine *m, int from, int event, int to, int guarded);
+
+/* Removes the transition from --event-->. */
+void csm_machine_clear_transition(csm_machine *m, int from, int event);
+
+/* Sets a state's timeout (seconds, <= 0 for none) and the event it sends. */
+void csm_machine_set_timeout(csm_machine *m, int state, double seconds, int event);
+
+/* Queues event. Returns CSM_OK, CSM_ECLOSED or CSM_EQUEUE. */
+int csm_machine_send(csm_machine *m, int event);
+
+/* Empties the queue, then queues stop. */
+int csm_machine_stop(csm_machine *m);
+
+/* Cancels everything at once and leaves the machine stopped and closed. */
+void csm_machine_close(csm_machine *m);
+
+/* Pops events until one has a transition from the current state (the
+ * others are counted as dropped). Returns 1 with *event, *to and *guarded
+ * set, or 0 when the queue is empty. */
+int csm_machine_next(csm_machine *m, int *event, int *to, int *guarded);
+
+/* Counts an event whose guard refused it. */
+void csm_machine_drop(csm_machine *m);
+
+/* Switches to state to: disarms the old timeout, counts the transition and
+ * arms the new state's timeout. */
+int csm_machine_enter(csm_machine *m, int to);
+
+/* Checks identity lengths and rank against the limits. Returns CSM_OK or a
+ * refusal with m->error set. */
+int csm_machine_admit(csm_machine *m, int kind, uint64_t rank, size_t keylen,
+                      size_t idlen);
+
+/* A message from a peer: admits it, keeps the first entry per peer (a
+ * vote whose identity differs from the one held is refused as
+ * conflicting), queues the kind's receive event and wakes a waiting
+ * behaviour. *stored tells whether handle was kept. */
+int csm_machine_receive(csm_machine *m, int kind, const char *key, size_t keylen,
+                        const csm_value *value, int handle, int *stored,
+                        csm_release_fn release, void *ud);
+
+/* Stores value under key, replacing what was there; admitted as above. */
+int csm_machine_store(csm_machine *m, int kind, const char *key, size_t keylen,
+                      const csm_value *value, int handle, csm_release_fn release,
+                      void *ud);
+
+/* Sets the active rank (has = 0: none) and forgets every rank <= it. */
+void csm_machine_set_active(csm_machine *m, int has, uint64_t rank,
+                            csm_release_fn release, void *ud);
+
+/* Whether the machine should stay alive without references: it is not
+ * closed, and it is running or has events waiting. */
+int csm_machine_busy(const csm_machine *m);
+
+#endif

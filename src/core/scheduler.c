@@ -1,0 +1,317 @@
+#include "scheduler.h"
+
+#include <math.h>
+#include <string.h>
+#include <stdlib.h>
+#include <uv.h>
+
+#include "err.h"
+
+/* ---- random numbers: splitmix64 seeds xoshiro256** ---- */
+
+static uint64_t splitmix64(uint64_t *x)
+{
+    uint64_t z = (*x += 0x9e3779b97f4a7c15ULL);
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
+    return z ^ (z >> 31);
+}
+
+static void seed_rng(csm_scheduler *s, uint64_t seed)
+{
+    for (int i = 0; i < 4; i++)
+        s->rng[i] = splitmix64(&seed);
+}
+
+static uint64_t rotl(uint64_t x, int k)
+{
+    return (x << k) | (x >> (64 - k));
+}
+
+double csm_scheduler_random(csm_scheduler *s)
+{
+    uint64_t *r = s->rng;
+    uint64_t result = rotl(r[1] * 5, 7) * 9;
+    uint64_t t = r[1] << 17;
+    r[2] ^= r[0];
+    r[3] ^= r[1];
+    r[1] ^= r[2];
+    r[0] ^= r[3];
+    r[2] ^= t;
+    r[3] = rotl(r[3], 45);
+    return (double)(result >> 11) * 0x1.0p-53;
+}
+
+/* ---- set-up ---- */
+
+static void init_common(csm_scheduler *s, int kind)
+{
+    memset(s, 0, sizeof *s);
+    s->kind = kind;
+    s->ready.prev = s->ready.next = &s->ready;
+}
+
+void csm_scheduler_init_sim(csm_scheduler *s, uint64_t seed)
+{
+    init_common(s, CSM_SIM);
+    seed_rng(s, seed);
+}
+
+static void on_idle(uv_idle_t *idle);
+
+int csm_scheduler_init_real(csm_scheduler *s)
+{
+    init_common(s, CSM_REAL);
+    s->uv_loop = uv_default_loop();
+    if (s->uv_loop == NULL)
+        return CSM_ENOMEM;
+    uv_idle_t *idle = malloc(sizeof *idle);
+    if (idle == NULL)
+        return CSM_ENOMEM;
+    uv_idle_init(s->uv_loop, idle);
+    idle->data = s;
+    s->uv_idle = idle;
+    s->hr_base = uv_hrtime();
+    seed_rng(s, s->hr_base);
+    return CSM_OK;
+}
+
+static void free_handle(uv_handle_t *h)
+{
+    free(h);
+}
+
+void csm_scheduler_close(csm_scheduler *s)
+{
+    while (s->ready.next != &s->ready)
+        csm_scheduler_unpost(s, s->ready.next);
+    if (s->uv_idle != NULL) {
+        uv_idle_t *idle = s->uv_idle;
+        idle->data = NULL;
+        uv_close((uv_handle_t *)idle, free_handle);
+        s->uv_idle = NULL;
+    }
+    free(s->heap);
+    s->heap = NULL;
+    s->heap_len = s->heap_cap = 0;
+}
+
+double csm_scheduler_now(csm_scheduler *s)
+{
+    if (s->kind == CSM_SIM)
+        return s->now;
+    return (double)(uv_hrtime() - s->hr_base) / 1e9;
+}
+
+/* ---- the ready list ---- */
+
+void csm_scheduler_post(csm_scheduler *s, csm_task *task)
+{
+    if (task->queued)
+        return;
+    task->queued = 1;
+    task->prev = s->ready.prev;
+    task->next = &s->ready;
+    s->ready.prev->next = task;
+    s->ready.prev = task;
+    if (s->ready_len++ == 0 && s->uv_idle != NULL)
+        uv_idle_start(s->uv_idle, on_idle);
+}
+
+void csm_scheduler_unpost(csm_scheduler *s, csm_task *task)
+{
+    if (!task->queued)
+        return;
+    task->queued = 0;
+    task->prev->next = task->next;
+    task->next->prev = task->prev;
+    task->prev = task->next = NULL;
+    if (--s->ready_len == 0 && s->uv_idle != NULL)
+        uv_idle_stop(s->uv_idle);
+}
+
+int csm_scheduler_run_ready(csm_scheduler *s)
+{
+    if (s->ready.next == &s->ready)
+        return 0;
+    csm_task *task = s->ready.next;
+    csm_scheduler_unpost(s, task);
+    s->tasks_run++;
+    task->cb(task);
+    return 1;
+}
+
+/* Real loop: run the tasks that were ready when the iteration began, so
+ * tasks that keep re-posting cannot starve I/O and timers. */
+static void on_idle(uv_idle_t *idle)
+{
+    csm_scheduler *s = idle->data;
+    size_t n = s->ready_len;
+    while (n-- > 0 && !s->stopped && csm_scheduler_run_ready(s))
+        ;
+    if (s->stopped)
+        uv_stop(s->uv_loop);
+}
+
+/* ---- sim timers: a binary min-heap on (due, seq) ---- */
+
+static int before(const csm_timer *a, const csm_timer *b)
+{
+    return a->due < b->due || (a->due == b->due && a->seq < b->seq);
+}
+
+static void heap_set(csm_scheduler *s, size_t i, csm_timer *t)
+{
+    s->heap[i] = t;
+    t->slot = i;
+}
+
+static void heap_up(csm_scheduler *s, size_t i)
+{
+    csm_timer *t = s->heap[i];
+    while (i > 0) {
+        size_t parent = (i - 1) / 2;
+        if (!before(t, s->heap[parent]))
+            break;
+        heap_set(s, i, s->heap[parent]);
+        i = parent;
+    }
+    heap_set(s, i, t);
+}
+
+static void heap_down(csm_scheduler *s, size_t i)
+{
+    csm_timer *t = s->heap[i];
+    for (;;) {
+        size_t child = 2 * i + 1;
+        if (child >= s->heap_len)
+            break;
+        if (child + 1 < s->heap_len && before(s->heap[child + 1], s->heap[child]))
+            child++;
+        if (!before(s->heap[child], t))
+            break;
+        heap_set(s, i, s->heap[child]);
+        i = child;
+    }
+    heap_set(s, i, t);
+}
+
+static void heap_remove(csm_scheduler *s, csm_timer *t)
+{
+    size_t i = t->slot;
+    csm_timer *last = s->heap[--s->heap_len];
+    if (i < s->heap_len) {
+        heap_set(s, i, last);
+        heap_up(s, i);
+        heap_down(s, last->slot);
+    }
+}
+
+size_t csm_scheduler_timers(const csm_scheduler *s)
+{
+    return s->heap_len;
+}
+
+int csm_scheduler_advance(csm_scheduler *s, double limit)
+{
+    if (s->heap_len == 0)
+        return 0;
+    csm_timer *t = s->heap[0];
+    if (limit >= 0 && t->due > limit) {
+        if (limit > s->now)
+            s->now = limit;
+        return 0;
+    }
+    heap_remove(s, t);
+    t->active = 0;
+    if (t->due > s->now)
+        s->now = t->due;
+    s->timers_fired++;
+    t->cb(t);
+    return 1;
+}
+
+/* ---- timers ---- */
+
+void csm_timer_init(csm_scheduler *s, csm_timer *timer, csm_timer_cb cb)
+{
+    memset(timer, 0, sizeof *timer);
+    timer->scheduler = s;
+    timer->cb = cb;
+}
+
+static void on_uv_timer(uv_timer_t *h)
+{
+    csm_timer *timer = h->data;
+    timer->active = 0;
+    timer->scheduler->timers_fired++;
+    timer->cb(timer);
+    if (timer->scheduler->stopped)
+        uv_stop(timer->scheduler->uv_loop);
+}
+
+int csm_timer_start(csm_timer *timer, double seconds)
+{
+    csm_scheduler *s = timer->scheduler;
+    if (!(seconds > 0))
+        seconds = 0;
+    if (s->kind == CSM_SIM) {
+        if (timer->active)
+            heap_remove(s, timer);
+        if (s->heap_len == s->heap_cap) {
+            size_t cap = s->heap_cap ? 2 * s->heap_cap : 16;
+            csm_timer **heap = realloc(s->heap, cap * sizeof *heap);
+            if (heap == NULL) {
+                timer->active = 0;
+                return CSM_ENOMEM;
+            }
+            s->heap = heap;
+            s->heap_cap = cap;
+        }
+        timer->due = s->now + seconds;
+        timer->seq = s->seq++;
+        timer->active = 1;
+        heap_set(s, s->heap_len++, timer);
+        heap_up(s, timer->slot);
+        return CSM_OK;
+    }
+    if (timer->uv == NULL) {
+        uv_timer_t *h = malloc(sizeof *h);
+        if (h == NULL)
+            return CSM_ENOMEM;
+        uv_timer_init(s->uv_loop, h);
+        h->data = timer;
+        timer->uv = h;
+    }
+    /* libuv caches the loop time per iteration; refresh it so a timer armed
+     * after long work is not early. */
+    uv_update_time(s->uv_loop);
+    double ms = ceil(seconds * 1000.0);
+    if (ms > 1e15)
+        ms = 1e15;
+    uv_timer_start(timer->uv, on_uv_timer, (uint64_t)ms, 0);
+    timer->active = 1;
+    return CSM_OK;
+}
+
+void csm_timer_stop(csm_timer *timer)
+{
+    if (!timer->active)
+        return;
+    timer->active = 0;
+    if (timer->scheduler->kind == CSM_SIM)
+        heap_remove(timer->scheduler, timer);
+    else
+        uv_timer_stop(timer->uv);
+}
+
+void csm_timer_close(csm_timer *timer)
+{
+    csm_timer_stop(timer);
+    if (timer->uv != NULL) {
+        uv_timer_t *h = timer->uv;
+        h->data = NULL;
+        uv_close((uv_handle_t *)h, free_handle);
+        timer->uv = NULL;
+    }
+}

@@ -1,0 +1,103 @@
+/* The scheduler: timers and runnable tasks on one of two clocks.
+ *
+ * A real scheduler runs on libuv's default loop (shared with luv); a sim
+ * scheduler keeps virtual time that advances only when nothing is runnable,
+ * jumping to the next timer. Both run ready tasks in FIFO order and timers
+ * in (due time, arming order), so a sim run is deterministic. */
+#ifndef CSM_SCHEDULER_H
+#define CSM_SCHEDULER_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+typedef struct csm_scheduler csm_scheduler;
+typedef struct csm_timer csm_timer;
+typedef struct csm_task csm_task;
+
+typedef void (*csm_timer_cb)(csm_timer *timer);
+typedef void (*csm_task_cb)(csm_task *task);
+
+/* A runnable unit, linked into the ready list; embed it in its owner. */
+struct csm_task {
+    csm_task *prev, *next;
+    csm_task_cb cb;
+    int queued;
+};
+
+/* A one-shot timer; embed it in its owner and csm_timer_init it once. */
+struct csm_timer {
+    csm_scheduler *scheduler;
+    csm_timer_cb cb;
+    double due;           /* sim: virtual due time */
+    uint64_t seq;         /* sim: arming order, breaks ties */
+    size_t slot;          /* sim: index in the heap while active */
+    void *uv;             /* real: the uv_timer_t, made on first start */
+    int active;
+};
+
+enum csm_scheduler_kind { CSM_REAL, CSM_SIM };
+
+struct csm_scheduler {
+    int kind;
+    double now;                 /* sim: virtual seconds */
+    csm_timer **heap;           /* sim: min-heap on (due, seq) */
+    size_t heap_len, heap_cap;
+    uint64_t seq;
+    csm_task ready;             /* sentinel of the ready list */
+    size_t ready_len;
+    uint64_t rng[4];            /* xoshiro256** state */
+    int stopped;                /* loop:stop() asked for */
+    uint64_t tasks_run, timers_fired;
+    void *uv_loop;              /* real: libuv's default loop */
+    void *uv_idle;              /* real: keeps the loop polling while tasks are ready */
+    uint64_t hr_base;           /* real: uv_hrtime() at creation */
+};
+
+/* Sets up a sim scheduler whose random numbers come from seed. */
+void csm_scheduler_init_sim(csm_scheduler *s, uint64_t seed);
+
+/* Sets up a real scheduler on libuv's default loop. Returns CSM_OK or
+ * CSM_ENOMEM. */
+int csm_scheduler_init_real(csm_scheduler *s);
+
+/* Releases what init made; every timer must be stopped or closed first. */
+void csm_scheduler_close(csm_scheduler *s);
+
+/* Seconds: virtual in a sim, monotonic since creation in a real one. */
+double csm_scheduler_now(csm_scheduler *s);
+
+/* A float in [0,1) from the scheduler's generator. */
+double csm_scheduler_random(csm_scheduler *s);
+
+/* Appends task to the ready list unless it is already there. */
+void csm_scheduler_post(csm_scheduler *s, csm_task *task);
+
+/* Takes task off the ready list if it is there. */
+void csm_scheduler_unpost(csm_scheduler *s, csm_task *task);
+
+/* Runs one ready task. Returns 1 if one ran, 0 if none was ready. */
+int csm_scheduler_run_ready(csm_scheduler *s);
+
+/* Sim: advances time to the earliest timer and fires it. Returns 1 if a
+ * timer fired, 0 if none is armed. Only when no task is ready; limit, when
+ * >= 0, is a virtual time not to pass (returns 0 and sets now = limit). */
+int csm_scheduler_advance(csm_scheduler *s, double limit);
+
+/* Sim: the number of armed timers. */
+size_t csm_scheduler_timers(const csm_scheduler *s);
+
+/* Prepares timer for use on s. */
+void csm_timer_init(csm_scheduler *s, csm_timer *timer, csm_timer_cb cb);
+
+/* Arms timer to fire once after seconds (re-arming an active one). Returns
+ * CSM_OK or CSM_ENOMEM. */
+int csm_timer_start(csm_timer *timer, double seconds);
+
+/* Disarms timer; harmless when it is not armed. */
+void csm_timer_stop(csm_timer *timer);
+
+/* Disarms timer and releases what start made; the timer may be freed
+ * afterwards. */
+void csm_timer_close(csm_timer *timer);
+
+#endif

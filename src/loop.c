@@ -1,0 +1,494 @@
+/* csm.loop and csm.sim: the real loop (libuv's default loop) and
+ * virtual-time worlds; csm.timer: what loop:after returns. */
+#include <string.h>
+#include <uv.h>
+
+#include "private.h"
+
+typedef struct csm_ltimer {
+    csm_timer timer;
+    csm_loop *loop;
+    int self_ref;         /* anchors the timer while it is armed */
+} csm_ltimer;
+
+csm_loop *csm_check_loop(lua_State *L, int idx, const char *fname, int n)
+{
+    csm_loop *loop = luaL_testudata(L, idx, CSM_LOOP_MT);
+    if (loop == NULL)
+        csm_argerror(L, fname, n, "loop", "csm loop expected");
+    return loop;
+}
+
+void csm_loop_fail(csm_loop *loop, lua_State *T)
+{
+    if (loop->error_ref == LUA_NOREF)
+        loop->error_ref = luaL_ref(T, LUA_REGISTRYINDEX);
+    else
+        lua_pop(T, 1);
+    loop->scheduler.stopped = 1;
+    if (loop->scheduler.kind == CSM_REAL)
+        uv_stop(loop->scheduler.uv_loop);
+}
+
+/* Raises the error a callback left, if any. */
+static void raise_failure(lua_State *L, csm_loop *loop)
+{
+    if (loop->error_ref == LUA_NOREF)
+        return;
+    lua_rawgeti(L, LUA_REGISTRYINDEX, loop->error_ref);
+    luaL_unref(L, LUA_REGISTRYINDEX, loop->error_ref);
+    loop->error_ref = LUA_NOREF;
+    lua_error(L);
+}
+
+/* ---- loop:_post(fn): Lua functions run in order on the ready list ---- */
+
+/* The loop's user value is a FIFO table: [1] head, [2] tail, then the
+ * functions at [3..]. */
+static void on_deferred(csm_task *task)
+{
+    csm_loop *loop = (csm_loop *)((char *)task - offsetof(csm_loop, deferred));
+    csm_binding *b = loop->binding;
+    lua_State *T = b->L;
+    /* the FIFO is reached through the anchored loop in the registry */
+    lua_pushlightuserdata(T, loop);
+    lua_rawget(T, LUA_REGISTRYINDEX);
+    csm_getuservalue(T, -1);
+    int fifo = lua_gettop(T);
+    lua_rawgeti(T, fifo, 1);
+    lua_rawgeti(T, fifo, 2);
+    lua_Integer head = lua_tointeger(T, -2), tail = lua_tointeger(T, -1);
+    lua_pop(T, 2);
+    lua_Integer end = tail;
+    while (head < end && !loop->scheduler.stopped) {
+        lua_rawgeti(T, fifo, (int)head);
+        lua_pushnil(T);
+        lua_rawseti(T, fifo, (int)head);
+        head++;
+        lua_pushinteger(T, head);
+        lua_rawseti(T, fifo, 1);
+        if (csm_pcall(b, 0, 0) != 0)
+            csm_loop_fail(loop, T);
+    }
+    lua_rawgeti(T, fifo, 1);
+    lua_rawgeti(T, fifo, 2);
+    head = lua_tointeger(T, -2);
+    tail = lua_tointeger(T, -1);
+    lua_pop(T, 2);
+    if (head == tail) {
+        /* drained: restart the indexes and drop the anchor */
+        lua_pushinteger(T, 3);
+        lua_rawseti(T, fifo, 1);
+        lua_pushinteger(T, 3);
+        lua_rawseti(T, fifo, 2);
+        lua_pushlightuserdata(T, loop);
+        lua_pushnil(T);
+        lua_rawset(T, LUA_REGISTRYINDEX);
+    } else {
+        csm_scheduler_post(&loop->scheduler, &loop->deferred);
+    }
+    lua_pop(T, 2);
+}
+
+static int loop_post(lua_State *L)
+{
+    csm_loop *loop = csm_check_loop(L, 1, "loop:_post", 1);
+    luaL_checktype(L, 2, LUA_TFUNCTION);
+    csm_getuservalue(L, 1);
+    lua_rawgeti(L, -1, 2);
+    lua_Integer tail = lua_tointeger(L, -1);
+    lua_pop(L, 1);
+    lua_pushvalue(L, 2);
+    lua_rawseti(L, -2, (int)tail);
+    lua_pushinteger(L, tail + 1);
+    lua_rawseti(L, -2, 2);
+    /* anchor the loop while functions wait */
+    lua_pushlightuserdata(L, loop);
+    lua_pushvalue(L, 1);
+    lua_rawset(L, LUA_REGISTRYINDEX);
+    csm_scheduler_post(&loop->scheduler, &loop->deferred);
+    return 0;
+}
+
+/* ---- making loops ---- */
+
+static csm_loop *new_loop(lua_State *L)
+{
+    csm_loop *loop = csm_newuserdata(L, sizeof *loop);
+    memset(loop, 0, sizeof *loop);
+    loop->binding = csm_binding_get(L);
+    loop->error_ref = LUA_NOREF;
+    loop->deferred.cb = on_deferred;
+    lua_createtable(L, 4, 0);
+    lua_pushinteger(L, 3);
+    lua_rawseti(L, -2, 1);
+    lua_pushinteger(L, 3);
+    lua_rawseti(L, -2, 2);
+    csm_setuservalue(L, -2);
+    return loop;
+}
+
+/* csm.loop(): the real loop, one per Lua state. */
+int csm_loop_real(lua_State *L)
+{
+    csm_binding *b = csm_binding_get(L);
+    if (b->real_ref != LUA_NOREF) {
+        lua_rawgeti(L, LUA_REGISTRYINDEX, b->real_ref);
+        return 1;
+    }
+    csm_loop *loop = new_loop(L);
+    if (csm_scheduler_init_real(&loop->scheduler) != CSM_OK)
+        return luaL_error(L, "csm.loop: cannot set up libuv's default loop");
+    luaL_setmetatable(L, CSM_LOOP_MT);
+    lua_pushvalue(L, -1);
+    b->real_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    return 1;
+}
+
+/* csm.sim{seed = n}: a new virtual-time world. */
+int csm_loop_sim(lua_State *L)
+{
+    uint64_t seed = 0;
+    if (!lua_isnoneornil(L, 1)) {
+        if (!lua_istable(L, 1))
+            return csm_argerror(L, "csm.sim", 1, "options", "table expected");
+        lua_pushnil(L);
+        while (lua_next(L, 1) != 0) {
+            lua_pop(L, 1);
+            if (lua_type(L, -1) != LUA_TSTRING || strcmp(lua_tostring(L, -1), "seed") != 0) {
+                const char *k = lua_type(L, -1) == LUA_TSTRING ? lua_tostring(L, -1)
+                                                              : luaL_typename(L, -1);
+                return luaL_error(L, "csm.sim: unknown option '%s'", k);
+            }
+        }
+        lua_getfield(L, 1, "seed");
+        if (!lua_isnil(L, -1)) {
+            if (lua_type(L, -1) != LUA_TNUMBER)
+                return luaL_error(L, "csm.sim: option 'seed' must be an integer (got %s)",
+                                  luaL_typename(L, -1));
+            seed = (uint64_t)(int64_t)lua_tonumber(L, -1);
+        }
+        lua_pop(L, 1);
+    }
+    csm_loop *loop = new_loop(L);
+    csm_scheduler_init_sim(&loop->scheduler, seed);
+    luaL_setmetatable(L, CSM_LOOP_MT);
+    return 1;
+}
+
+static int loop_gc(lua_State *L)
+{
+    csm_loop *loop = luaL_checkudata(L, 1, CSM_LOOP_MT);
+    if (!loop->closed) {
+        loop->closed = 1;
+        csm_scheduler_close(&loop->scheduler);
+        luaL_unref(L, LUA_REGISTRYINDEX, loop->error_ref);
+        loop->error_ref = LUA_NOREF;
+    }
+    return 0;
+}
+
+/* ---- methods ---- */
+
+static int loop_now(lua_State *L)
+{
+    csm_loop *loop = csm_check_loop(L, 1, "loop:now", 1);
+    lua_pushnumber(L, csm_scheduler_now(&loop->scheduler));
+    return 1;
+}
+
+static int loop_random(lua_State *L)
+{
+    csm_loop *loop = csm_check_loop(L, 1, "loop:random", 1);
+    lua_pushnumber(L, csm_scheduler_random(&loop->scheduler));
+    return 1;
+}
+
+static int loop_is_sim(lua_State *L)
+{
+    csm_loop *loop = csm_check_loop(L, 1, "loop:is_sim", 1);
+    lua_pushboolean(L, loop->scheduler.kind == CSM_SIM);
+    return 1;
+}
+
+static int loop_stop(lua_State *L)
+{
+    csm_loop *loop = csm_check_loop(L, 1, "loop:stop", 1);
+    loop->scheduler.stopped = 1;
+    if (loop->scheduler.kind == CSM_REAL)
+        uv_stop(loop->scheduler.uv_loop);
+    return 0;
+}
+
+static double check_seconds(lua_State *L, int idx, const char *fname, int n, const char *name)
+{
+    if (lua_type(L, idx) != LUA_TNUMBER || !(lua_tonumber(L, idx) >= 0))
+        csm_argerror(L, fname, n, name, "number >= 0 expected");
+    return lua_tonumber(L, idx);
+}
+
+static void on_ltimer(csm_timer *timer)
+{
+    csm_ltimer *t = (csm_ltimer *)timer;
+    csm_binding *b = t->loop->binding;
+    lua_State *T = b->L;
+    lua_rawgeti(T, LUA_REGISTRYINDEX, t->self_ref);
+    luaL_unref(T, LUA_REGISTRYINDEX, t->self_ref);
+    t->self_ref = LUA_NOREF;
+    csm_getuservalue(T, -1);
+    lua_rawgeti(T, -1, 2);
+    lua_remove(T, -2);
+    lua_remove(T, -2);
+    if (csm_pcall(b, 0, 0) != 0)
+        csm_loop_fail(t->loop, T);
+}
+
+/* loop:after(seconds, fn) -> timer */
+static int loop_after(lua_State *L)
+{
+    csm_loop *loop = csm_check_loop(L, 1, "loop:after", 1);
+    double seconds = check_seconds(L, 2, "loop:after", 2, "seconds");
+    if (lua_type(L, 3) != LUA_TFUNCTION)
+        return csm_argerror(L, "loop:after", 3, "fn", "function expected");
+    csm_ltimer *t = csm_newuserdata(L, sizeof *t);
+    csm_timer_init(&loop->scheduler, &t->timer, on_ltimer);
+    t->loop = loop;
+    t->self_ref = LUA_NOREF;
+    luaL_setmetatable(L, CSM_TIMER_MT);
+    lua_createtable(L, 2, 0);
+    lua_pushvalue(L, 1);
+    lua_rawseti(L, -2, 1);
+    lua_pushvalue(L, 3);
+    lua_rawseti(L, -2, 2);
+    csm_setuservalue(L, -2);
+    if (csm_timer_start(&t->timer, seconds) != CSM_OK)
+        return luaL_error(L, "loop:after: out of memory");
+    lua_pushvalue(L, -1);
+    t->self_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    return 1;
+}
+
+static csm_ltimer *check_timer(lua_State *L, const char *fname)
+{
+    csm_ltimer *t = luaL_testudata(L, 1, CSM_TIMER_MT);
+    if (t == NULL)
+        csm_argerror(L, fname, 1, "self", "csm timer expected");
+    return t;
+}
+
+static int timer_cancel(lua_State *L)
+{
+    csm_ltimer *t = check_timer(L, "timer:cancel");
+    csm_timer_stop(&t->timer);
+    luaL_unref(L, LUA_REGISTRYINDEX, t->self_ref);
+    t->self_ref = LUA_NOREF;
+    return 0;
+}
+
+static int timer_active(lua_State *L)
+{
+    csm_ltimer *t = check_timer(L, "timer:active");
+    lua_pushboolean(L, t->timer.active);
+    return 1;
+}
+
+static int timer_gc(lua_State *L)
+{
+    csm_ltimer *t = lua_touserdata(L, 1);
+    csm_timer_close(&t->timer);
+    return 0;
+}
+
+/* ---- running ---- */
+
+static int check_running(lua_State *L, csm_loop *loop, const char *fname)
+{
+    if (loop->closed)
+        return luaL_error(L, "%s: the loop is closed", fname);
+    loop->scheduler.stopped = 0;
+    return 0;
+}
+
+static int sim_step(csm_scheduler *s, double limit)
+{
+    if (csm_scheduler_run_ready(s))
+        return 1;
+    return csm_scheduler_advance(s, limit);
+}
+
+static const char *const run_modes[] = {"default", "once", "nowait", NULL};
+
+/* loop:run([mode]) -> whether work remains */
+static int loop_run(lua_State *L)
+{
+    csm_loop *loop = csm_check_loop(L, 1, "loop:run", 1);
+    int mode = 0;
+    if (!lua_isnoneornil(L, 2)) {
+        const char *m = lua_tostring(L, 2);
+        for (mode = 0; run_modes[mode] && (!m || strcmp(run_modes[mode], m)); mode++)
+            ;
+        if (run_modes[mode] == NULL || lua_type(L, 2) != LUA_TSTRING)
+            return csm_argerror(L, "loop:run", 2, "mode",
+                                "\"default\", \"once\" or \"nowait\" expected");
+    }
+    check_running(L, loop, "loop:run");
+    csm_scheduler *s = &loop->scheduler;
+    int more;
+    if (s->kind == CSM_REAL) {
+        static const uv_run_mode uv_modes[] = {UV_RUN_DEFAULT, UV_RUN_ONCE, UV_RUN_NOWAIT};
+        more = uv_run(s->uv_loop, uv_modes[mode]);
+    } else if (mode == 0) {
+        while (!s->stopped && sim_step(s, -1))
+            ;
+        more = s->ready_len > 0 || csm_scheduler_timers(s) > 0;
+    } else {
+        /* once: the ready tasks, else the timers of the next instant;
+         * nowait: the ready tasks and the timers already due */
+        int ran = 0;
+        while (!s->stopped && csm_scheduler_run_ready(s))
+            ran = 1;
+        if (!ran && mode == 1 && s->heap_len > 0) {
+            double at = s->heap[0]->due;
+            while (!s->stopped && csm_scheduler_advance(s, at))
+                while (!s->stopped && csm_scheduler_run_ready(s))
+                    ;
+        } else if (mode == 2) {
+            while (!s->stopped && (csm_scheduler_run_ready(s) || csm_scheduler_advance(s, s->now)))
+                ;
+        }
+        more = s->ready_len > 0 || csm_scheduler_timers(s) > 0;
+    }
+    raise_failure(L, loop);
+    lua_pushboolean(L, more);
+    return 1;
+}
+
+static void on_deadline(csm_timer *timer)
+{
+    timer->seq = 1; /* marks the deadline as passed */
+    uv_stop(timer->scheduler->uv_loop);
+}
+
+/* loop:run_for(seconds) */
+static int loop_run_for(lua_State *L)
+{
+    csm_loop *loop = csm_check_loop(L, 1, "loop:run_for", 1);
+    double seconds = check_seconds(L, 2, "loop:run_for", 2, "seconds");
+    check_running(L, loop, "loop:run_for");
+    csm_scheduler *s = &loop->scheduler;
+    if (s->kind == CSM_SIM) {
+        double limit = s->now + seconds;
+        while (!s->stopped && sim_step(s, limit))
+            ;
+        if (!s->stopped && s->now < limit)
+            s->now = limit;
+    } else {
+        csm_timer deadline;
+        csm_timer_init(s, &deadline, on_deadline);
+        if (csm_timer_start(&deadline, seconds) != CSM_OK)
+            return luaL_error(L, "loop:run_for: out of memory");
+        while (!s->stopped && deadline.seq == 0)
+            uv_run(s->uv_loop, UV_RUN_ONCE);
+        csm_timer_close(&deadline);
+    }
+    raise_failure(L, loop);
+    return 0;
+}
+
+/* Calls the predicate at idx; 1 true, 0 false, -1 raised (error on top). */
+static int check_predicate(lua_State *L, int idx)
+{
+    lua_pushvalue(L, idx);
+    if (lua_pcall(L, 0, 1, 0) != 0)
+        return -1;
+    int ok = lua_toboolean(L, -1);
+    lua_pop(L, 1);
+    return ok;
+}
+
+/* loop:run_until(predicate, timeout_seconds) -> boolean */
+static int loop_run_until(lua_State *L)
+{
+    csm_loop *loop = csm_check_loop(L, 1, "loop:run_until", 1);
+    if (lua_type(L, 2) != LUA_TFUNCTION)
+        return csm_argerror(L, "loop:run_until", 2, "predicate", "function expected");
+    double timeout = check_seconds(L, 3, "loop:run_until", 3, "timeout_seconds");
+    check_running(L, loop, "loop:run_until");
+    csm_scheduler *s = &loop->scheduler;
+    int ok = check_predicate(L, 2);
+    if (s->kind == CSM_SIM) {
+        double limit = s->now + timeout;
+        while (ok == 0 && !s->stopped) {
+            if (!sim_step(s, limit)) {
+                if (s->now < limit)
+                    s->now = limit;
+                break;
+            }
+            ok = check_predicate(L, 2);
+        }
+    } else if (ok == 0) {
+        csm_timer deadline;
+        csm_timer_init(s, &deadline, on_deadline);
+        if (csm_timer_start(&deadline, timeout) != CSM_OK)
+            return luaL_error(L, "loop:run_until: out of memory");
+        while (ok == 0 && !s->stopped && deadline.seq == 0) {
+            uv_run(s->uv_loop, UV_RUN_ONCE);
+            ok = check_predicate(L, 2);
+        }
+        csm_timer_close(&deadline);
+    }
+    if (ok < 0)
+        return lua_error(L);
+    raise_failure(L, loop);
+    lua_pushboolean(L, ok);
+    return 1;
+}
+
+static int loop_tostring(lua_State *L)
+{
+    csm_loop *loop = lua_touserdata(L, 1);
+    if (loop->scheduler.kind == CSM_SIM)
+        lua_pushfstring(L, "csm.sim (t=%f)", loop->scheduler.now);
+    else
+        lua_pushliteral(L, "csm.loop (libuv default loop)");
+    return 1;
+}
+
+static const luaL_Reg loop_methods[] = {
+    {"now", loop_now},
+    {"random", loop_random},
+    {"is_sim", loop_is_sim},
+    {"stop", loop_stop},
+    {"after", loop_after},
+    {"run", loop_run},
+    {"run_for", loop_run_for},
+    {"run_until", loop_run_until},
+    {"_post", loop_post},
+    {NULL, NULL},
+};
+
+static const luaL_Reg timer_methods[] = {
+    {"cancel", timer_cancel},
+    {"active", timer_active},
+    {NULL, NULL},
+};
+
+void csm_open_loop(lua_State *L)
+{
+    luaL_newmetatable(L, CSM_LOOP_MT);
+    lua_newtable(L);
+    luaL_setfuncs(L, loop_methods, 0);
+    lua_setfield(L, -2, "__index");
+    lua_pushcfunction(L, loop_gc);
+    lua_setfield(L, -2, "__gc");
+    lua_pushcfunction(L, loop_tostring);
+    lua_setfield(L, -2, "__tostring");
+    lua_pop(L, 1);
+    luaL_newmetatable(L, CSM_TIMER_MT);
+    lua_newtable(L);
+    luaL_setfuncs(L, timer_methods, 0);
+    lua_setfield(L, -2, "__index");
+    lua_pushcfunction(L, timer_gc);
+    lua_setfield(L, -2, "__gc");
+    lua_pop(L, 1);
+}

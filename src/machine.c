@@ -1,0 +1,605 @@
+/* csm.machine: the core machine as Lua userdata. The methods here convert
+ * arguments and call the core; lua/csm/init.lua adds the Lua methods (new,
+ * the behaviours' driver, listeners, inspect) to the same method table. */
+#include <stdio.h>
+#include <string.h>
+
+#include "private.h"
+
+typedef struct csm_lmachine {
+    csm_machine core;
+    csm_loop *loop;
+    int self_ref;     /* anchors a busy machine in the registry */
+    int freed;
+} csm_lmachine;
+
+/* The user value is a table: Lua-side fields under string keys, and the
+ * ledger's values under integer references (luaL_ref). */
+typedef struct release_ctx {
+    lua_State *L;
+    int refs;         /* stack index of the user value */
+} release_ctx;
+
+static void release(void *ud, int handle)
+{
+    release_ctx *r = ud;
+    luaL_unref(r->L, r->refs, handle);
+}
+
+static csm_lmachine *check_machine(lua_State *L, const char *fname)
+{
+    csm_lmachine *m = luaL_testudata(L, 1, CSM_MACHINE_MT);
+    if (m == NULL)
+        csm_argerror(L, fname, 1, "self", "csm machine expected");
+    return m;
+}
+
+/* Keeps a machine with work referenced, and lets an idle one go. */
+static void sync_anchor(lua_State *L, csm_lmachine *m, int idx)
+{
+    int busy = csm_machine_busy(&m->core);
+    if (busy && m->self_ref == LUA_NOREF) {
+        lua_pushvalue(L, idx);
+        m->self_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    } else if (!busy && m->self_ref != LUA_NOREF) {
+        luaL_unref(L, LUA_REGISTRYINDEX, m->self_ref);
+        m->self_ref = LUA_NOREF;
+    }
+}
+
+static int result(lua_State *L, csm_lmachine *m, int rc)
+{
+    sync_anchor(L, m, 1);
+    if (rc == CSM_OK) {
+        lua_pushboolean(L, 1);
+        return 1;
+    }
+    if (rc == CSM_ECLOSED)
+        return csm_refuse(L, "machine is closed");
+    if (rc == CSM_ENOMEM)
+        return luaL_error(L, "csm: out of memory");
+    return csm_refuse(L, m->core.error);
+}
+
+/* Runs the Lua driver for a machine with events or a wake waiting. */
+static void on_drive(csm_task *task)
+{
+    csm_lmachine *m = (csm_lmachine *)((char *)task - offsetof(csm_machine, task));
+    csm_binding *b = m->loop->binding;
+    lua_State *T = b->L;
+    if (m->self_ref == LUA_NOREF || b->drive_ref == LUA_NOREF)
+        return;
+    lua_rawgeti(T, LUA_REGISTRYINDEX, m->self_ref);
+    int self = lua_gettop(T);
+    m->core.driving = 1;
+    lua_rawgeti(T, LUA_REGISTRYINDEX, b->drive_ref);
+    lua_pushvalue(T, self);
+    int status = csm_pcall(b, 1, 0);
+    m->core.driving = 0;
+    if (status != 0) {
+        /* the driver handles hook errors itself; this is a last resort */
+        fprintf(stderr, "csm: machine driver failed: %s\n", lua_tostring(T, -1));
+        lua_pop(T, 1);
+        csm_machine_close(&m->core);
+    }
+    if (!m->core.closed && (m->core.queue_len > 0 || m->core.wake_due))
+        csm_scheduler_post(m->core.scheduler, &m->core.task);
+    sync_anchor(T, m, self);
+    lua_pop(T, 1);
+}
+
+static void check_limit(lua_State *L, int idx, const char *name, double lo, double *out)
+{
+    lua_getfield(L, idx, name);
+    if (!lua_isnil(L, -1)) {
+        double x = lua_tonumber(L, -1);
+        if (lua_type(L, -1) != LUA_TNUMBER || x < lo || x != (double)(int64_t)x)
+            luaL_error(L, "csm.new: limits.%s must be an integer >= %d", name, (int)lo);
+        *out = x;
+    }
+    lua_pop(L, 1);
+}
+
+/* core.machine(loop, nstates, nevents, limits) -> machine */
+int csm_machine_new(lua_State *L)
+{
+    csm_loop *loop = csm_check_loop(L, 1, "core.machine", 1);
+    int nstates = (int)luaL_checkinteger(L, 2);
+    int nevents = (int)luaL_checkinteger(L, 3);
+    if (nstates > 32767 || nevents > 32767)
+        return luaL_error(L, "csm.new: too many states or events");
+    csm_limits limits = csm_default_limits;
+    if (lua_istable(L, 4)) {
+        double rank_window = (double)limits.rank_window, peers = (double)limits.peers_per_rank,
+               idbytes = (double)limits.identity_bytes, queue = (double)limits.queue;
+        check_limit(L, 4, "rank_window", 1, &rank_window);
+        check_limit(L, 4, "peers_per_rank", 1, &peers);
+        check_limit(L, 4, "identity_bytes", 1, &idbytes);
+        check_limit(L, 4, "queue", 2, &queue);
+        limits.rank_window = (uint64_t)rank_window;
+        limits.peers_per_rank = (size_t)peers;
+        limits.identity_bytes = (size_t)idbytes;
+        limits.queue = (size_t)queue;
+    }
+    csm_lmachine *m = csm_newuserdata(L, sizeof *m);
+    memset(m, 0, sizeof *m);
+    m->loop = loop;
+    m->self_ref = LUA_NOREF;
+    m->freed = 1;
+    luaL_setmetatable(L, CSM_MACHINE_MT);
+    lua_newtable(L);
+    lua_pushvalue(L, 1);
+    lua_setfield(L, -2, "loop");
+    csm_setuservalue(L, -2);
+    if (csm_machine_init(&m->core, &loop->scheduler, nstates, nevents, &limits, on_drive) !=
+        CSM_OK)
+        return luaL_error(L, "csm: out of memory");
+    m->freed = 0;
+    return 1;
+}
+
+static int machine_free(lua_State *L)
+{
+    csm_lmachine *m = lua_touserdata(L, 1);
+    if (m->freed)
+        return 0;
+    m->freed = 1;
+    csm_getuservalue(L, 1);
+    release_ctx r = {L, lua_gettop(L)};
+    csm_machine_free(&m->core, release, &r);
+    if (m->self_ref != LUA_NOREF) {
+        luaL_unref(L, LUA_REGISTRYINDEX, m->self_ref);
+        m->self_ref = LUA_NOREF;
+    }
+    return 0;
+}
+
+static int event_arg(lua_State *L, csm_lmachine *m, int idx, const char *fname)
+{
+    int event = (int)luaL_checkinteger(L, idx);
+    if (event < 0 || event >= m->core.nevents)
+        luaL_error(L, "%s: event id %d out of range", fname, event);
+    return event;
+}
+
+static int state_arg(lua_State *L, csm_lmachine *m, int idx, const char *fname)
+{
+    int state = (int)luaL_checkinteger(L, idx);
+    if (state < 0 || state >= m->core.nstates)
+        luaL_error(L, "%s: state id %d out of range", fname, state);
+    return state;
+}
+
+/* ---- set-up, used by csm.new ---- */
+
+static int machine_set_transition(lua_State *L)
+{
+    csm_lmachine *m = check_machine(L, "sm:_set_transition");
+    int from = state_arg(L, m, 2, "sm:_set_transition");
+    int event = event_arg(L, m, 3, "sm:_set_transition");
+    if (lua_isnil(L, 4)) {
+        csm_machine_clear_transition(&m->core, from, event);
+        return 0;
+    }
+    int to = state_arg(L, m, 4, "sm:_set_transition");
+    csm_machine_set_transition(&m->core, from, event, to, lua_toboolean(L, 5));
+    return 0;
+}
+
+static int machine_set_timeout(lua_State *L)
+{
+    csm_lmachine *m = check_machine(L, "sm:_set_timeout");
+    int state = state_arg(L, m, 2, "sm:_set_timeout");
+    double seconds = luaL_checknumber(L, 3);
+    int event = lua_isnil(L, 4) ? -1 : event_arg(L, m, 4, "sm:_set_timeout");
+    csm_machine_set_timeout(&m->core, state, seconds, event);
+    return 0;
+}
+
+/* ---- the driver's primitives ---- */
+
+static int machine_data(lua_State *L)
+{
+    check_machine(L, "sm:_data");
+    csm_getuservalue(L, 1);
+    return 1;
+}
+
+static int machine_send(lua_State *L)
+{
+    csm_lmachine *m = check_machine(L, "sm:_send");
+    int event = event_arg(L, m, 2, "sm:_send");
+    return result(L, m, csm_machine_send(&m->core, event));
+}
+
+static int machine_next(lua_State *L)
+{
+    csm_lmachine *m = check_machine(L, "sm:_next");
+    int event, to, guarded;
+    if (!csm_machine_next(&m->core, &event, &to, &guarded))
+        return 0;
+    lua_pushinteger(L, event);
+    lua_pushinteger(L, to);
+    lua_pushboolean(L, guarded);
+    lua_pushinteger(L, m->core.state);
+    return 4;
+}
+
+static int machine_enter(lua_State *L)
+{
+    csm_lmachine *m = check_machine(L, "sm:_enter");
+    int to = state_arg(L, m, 2, "sm:_enter");
+    if (m->core.closed)
+        return 0;
+    if (csm_machine_enter(&m->core, to) != CSM_OK)
+        return luaL_error(L, "csm: out of memory");
+    return 0;
+}
+
+static int machine_drop(lua_State *L)
+{
+    csm_lmachine *m = check_machine(L, "sm:_drop");
+    csm_machine_drop(&m->core);
+    return 0;
+}
+
+static int machine_set_waiting(lua_State *L)
+{
+    csm_lmachine *m = check_machine(L, "sm:_set_waiting");
+    m->core.waiting = lua_toboolean(L, 2);
+    return 0;
+}
+
+static int machine_take_wake(lua_State *L)
+{
+    csm_lmachine *m = check_machine(L, "sm:_take_wake");
+    lua_pushboolean(L, m->core.wake_due);
+    m->core.wake_due = 0;
+    return 1;
+}
+
+static int machine_close(lua_State *L)
+{
+    csm_lmachine *m = check_machine(L, "sm:_close");
+    if (!m->freed)
+        csm_machine_close(&m->core);
+    sync_anchor(L, m, 1);
+    return 0;
+}
+
+static int machine_closed(lua_State *L)
+{
+    csm_lmachine *m = check_machine(L, "sm:closed");
+    lua_pushboolean(L, m->core.closed);
+    return 1;
+}
+
+static int machine_state_id(lua_State *L)
+{
+    csm_lmachine *m = check_machine(L, "sm:_state_id");
+    lua_pushinteger(L, m->core.state);
+    return 1;
+}
+
+/* ---- the seed's API ---- */
+
+static int machine_start(lua_State *L)
+{
+    csm_lmachine *m = check_machine(L, "sm:start");
+    return result(L, m, csm_machine_send(&m->core, CSM_EV_START));
+}
+
+static int machine_stop(lua_State *L)
+{
+    csm_lmachine *m = check_machine(L, "sm:stop");
+    return result(L, m, csm_machine_stop(&m->core));
+}
+
+static int machine_state(lua_State *L)
+{
+    csm_lmachine *m = check_machine(L, "sm:state");
+    csm_getuservalue(L, 1);
+    lua_getfield(L, -1, "state_names");
+    lua_rawgeti(L, -1, m->core.state + 1);
+    return 1;
+}
+
+static int machine_state_time(lua_State *L)
+{
+    csm_lmachine *m = check_machine(L, "sm:state_time");
+    lua_pushnumber(L, csm_scheduler_now(m->core.scheduler) - m->core.entered);
+    return 1;
+}
+
+static int machine_transition_count(lua_State *L)
+{
+    csm_lmachine *m = check_machine(L, "sm:transition_count");
+    csm_push_rank(L, m->core.transitions);
+    return 1;
+}
+
+static int receive(lua_State *L, int kind, const char *fname, int peer_idx,
+                   const char *peer_name, const char *value_name)
+{
+    csm_lmachine *m = check_machine(L, fname);
+    size_t keylen;
+    const char *key = csm_check_identity(L, peer_idx, fname, peer_idx - 1, peer_name, &keylen);
+    csm_value *v = csm_check_value(L, peer_idx + 1, fname, peer_idx, value_name);
+    csm_getuservalue(L, 1);
+    int refs = lua_gettop(L);
+    lua_pushvalue(L, peer_idx + 1);
+    int handle = luaL_ref(L, refs);
+    int stored;
+    release_ctx r = {L, refs};
+    int rc = csm_machine_receive(&m->core, kind, key, keylen, v, handle, &stored, release, &r);
+    if (!stored)
+        luaL_unref(L, refs, handle);
+    return result(L, m, rc);
+}
+
+static int machine_receive_liveness_check(lua_State *L)
+{
+    return receive(L, CSM_LIVENESS, "sm:receive_liveness_check", 2, "peer", "collected");
+}
+
+static int machine_receive_proposal(lua_State *L)
+{
+    return receive(L, CSM_PROPOSALS, "sm:receive_proposal", 2, "peer", "proposal");
+}
+
+static int machine_receive_vote(lua_State *L)
+{
+    size_t len;
+    csm_check_identity(L, 2, "sm:receive_vote", 1, "proposer", &len);
+    return receive(L, CSM_VOTES, "sm:receive_vote", 3, "voter", "vote");
+}
+
+static int machine_receive_confirmation(lua_State *L)
+{
+    return receive(L, CSM_CONFIRMATIONS, "sm:receive_confirmation", 2, "peer", "confirmation");
+}
+
+/* ---- the ledger, for behaviours ---- */
+
+static int kind_arg(lua_State *L, int idx, const char *fname)
+{
+    const char *kind = lua_tostring(L, idx);
+    for (int k = 0; kind != NULL && lua_type(L, idx) == LUA_TSTRING && k < CSM_NKINDS; k++)
+        if (strcmp(kind, csm_kind_names[k]) == 0)
+            return k;
+    return csm_argerror(L, fname, idx - 1, "kind",
+                        "\"liveness\", \"proposals\", \"votes\" or \"confirmations\" expected");
+}
+
+/* A fresh table: identity -> clone of each value held for kind at rank. */
+static int map(lua_State *L, int kind, const char *fname)
+{
+    csm_lmachine *m = check_machine(L, fname);
+    uint64_t rank = csm_check_rank(L, 2, fname, 1, "rank");
+    csm_round *round = csm_ledger_round(&m->core.ledger, rank);
+    lua_createtable(L, 0, round ? (int)round->sizes[kind] : 0);
+    if (round == NULL)
+        return 1;
+    int out = lua_gettop(L);
+    csm_getuservalue(L, 1);
+    int refs = lua_gettop(L);
+    for (csm_entry *e = round->maps[kind]; e != NULL; e = e->hh.next) {
+        lua_pushlstring(L, e->key, e->keylen);
+        lua_rawgeti(L, refs, e->handle);
+        csm_push_clone(L, -1);
+        lua_remove(L, -2);
+        lua_rawset(L, out);
+    }
+    lua_settop(L, out);
+    return 1;
+}
+
+static int machine_liveness(lua_State *L)
+{
+    return map(L, CSM_LIVENESS, "sm:liveness");
+}
+
+static int machine_proposals(lua_State *L)
+{
+    return map(L, CSM_PROPOSALS, "sm:proposals");
+}
+
+static int machine_votes(lua_State *L)
+{
+    return map(L, CSM_VOTES, "sm:votes");
+}
+
+static int machine_confirmations(lua_State *L)
+{
+    return map(L, CSM_CONFIRMATIONS, "sm:confirmations");
+}
+
+/* sm:get(kind, rank, peer) -> the value held (not a clone), or nil */
+static int machine_get(lua_State *L)
+{
+    csm_lmachine *m = check_machine(L, "sm:get");
+    int kind = kind_arg(L, 2, "sm:get");
+    uint64_t rank = csm_check_rank(L, 3, "sm:get", 2, "rank");
+    size_t keylen;
+    const char *key = csm_check_identity(L, 4, "sm:get", 3, "peer", &keylen);
+    csm_entry *e = csm_ledger_get(&m->core.ledger, kind, rank, key, keylen);
+    if (e == NULL)
+        return 0;
+    csm_getuservalue(L, 1);
+    lua_rawgeti(L, -1, e->handle);
+    return 1;
+}
+
+static int machine_count(lua_State *L)
+{
+    csm_lmachine *m = check_machine(L, "sm:count");
+    int kind = kind_arg(L, 2, "sm:count");
+    uint64_t rank = csm_check_rank(L, 3, "sm:count", 2, "rank");
+    lua_pushinteger(L, (lua_Integer)csm_ledger_count(&m->core.ledger, kind, rank));
+    return 1;
+}
+
+static int machine_store(lua_State *L)
+{
+    csm_lmachine *m = check_machine(L, "sm:store");
+    int kind = kind_arg(L, 2, "sm:store");
+    uint64_t rank = csm_check_rank(L, 3, "sm:store", 2, "rank");
+    size_t keylen;
+    const char *key = csm_check_identity(L, 4, "sm:store", 3, "peer", &keylen);
+    csm_value *v = csm_check_value(L, 5, "sm:store", 4, "value");
+    if (m->core.closed)
+        return csm_refuse(L, "machine is closed");
+    /* the entry is filed under rank, whatever the value's own rank */
+    int rc = csm_machine_admit(&m->core, kind, rank, keylen, v->len);
+    if (rc != CSM_OK)
+        return csm_refuse(L, m->core.error);
+    csm_getuservalue(L, 1);
+    int refs = lua_gettop(L);
+    lua_pushvalue(L, 5);
+    int handle = luaL_ref(L, refs);
+    release_ctx r = {L, refs};
+    int old;
+    rc = csm_ledger_put(&m->core.ledger, kind, rank, key, keylen, v, handle, &old);
+    if (rc != CSM_OK) {
+        luaL_unref(L, refs, handle);
+        if (rc == CSM_EFULL) {
+            snprintf(m->core.error, sizeof m->core.error,
+                     "%s map full at rank %llu (peers_per_rank %zu)", csm_kind_names[kind],
+                     (unsigned long long)rank, m->core.limits.peers_per_rank);
+            return csm_refuse(L, m->core.error);
+        }
+        return luaL_error(L, "csm: out of memory");
+    }
+    if (old >= 0)
+        release(&r, old);
+    lua_pushboolean(L, 1);
+    return 1;
+}
+
+static int machine_prune(lua_State *L)
+{
+    csm_lmachine *m = check_machine(L, "sm:prune");
+    uint64_t rank = csm_check_rank(L, 2, "sm:prune", 1, "rank");
+    csm_getuservalue(L, 1);
+    release_ctx r = {L, lua_gettop(L)};
+    csm_ledger_prune(&m->core.ledger, rank, release, &r);
+    return 0;
+}
+
+static int machine_active_state(lua_State *L)
+{
+    check_machine(L, "sm:active_state");
+    csm_getuservalue(L, 1);
+    lua_getfield(L, -1, "active");
+    return 1;
+}
+
+/* Adopting a state forgets every rank <= it. */
+static int machine_set_active_state(lua_State *L)
+{
+    csm_lmachine *m = check_machine(L, "sm:set_active_state");
+    csm_value *v = NULL;
+    if (!lua_isnil(L, 2))
+        v = csm_check_value(L, 2, "sm:set_active_state", 1, "state");
+    csm_getuservalue(L, 1);
+    int refs = lua_gettop(L);
+    lua_pushvalue(L, 2);
+    lua_setfield(L, refs, "active");
+    release_ctx r = {L, refs};
+    csm_machine_set_active(&m->core, v != NULL, v ? v->rank : 0, release, &r);
+    return 0;
+}
+
+static void set_count(lua_State *L, const char *name, uint64_t n)
+{
+    lua_pushnumber(L, (lua_Number)n);
+    lua_setfield(L, -2, name);
+}
+
+/* sm:_counters() -> table of the core's counters and sizes */
+static int machine_counters(lua_State *L)
+{
+    csm_lmachine *m = check_machine(L, "sm:_counters");
+    csm_machine *c = &m->core;
+    lua_newtable(L);
+    set_count(L, "transitions", c->transitions);
+    set_count(L, "dropped", c->dropped);
+    set_count(L, "refused", c->refused);
+    set_count(L, "received", c->received);
+    set_count(L, "queued", c->queue_len);
+    set_count(L, "ranks", c->ledger.nrounds);
+    set_count(L, "entries", c->ledger.nentries);
+    size_t sizes[CSM_NKINDS] = {0};
+    for (csm_round *round = c->ledger.rounds; round != NULL; round = round->hh.next)
+        for (int k = 0; k < CSM_NKINDS; k++)
+            sizes[k] += round->sizes[k];
+    for (int k = 0; k < CSM_NKINDS; k++)
+        set_count(L, csm_kind_names[k], sizes[k]);
+    return 1;
+}
+
+/* sm:_ranks(kind) -> sorted array of ranks with entries of kind */
+static int machine_ranks(lua_State *L)
+{
+    csm_lmachine *m = check_machine(L, "sm:_ranks");
+    int kind = kind_arg(L, 2, "sm:_ranks");
+    lua_newtable(L);
+    int n = 0;
+    for (csm_round *round = m->core.ledger.rounds; round != NULL; round = round->hh.next) {
+        if (round->sizes[kind] == 0)
+            continue;
+        csm_push_rank(L, round->rank);
+        lua_rawseti(L, -2, ++n);
+    }
+    return 1;
+}
+
+static const luaL_Reg methods[] = {
+    {"_set_transition", machine_set_transition},
+    {"_set_timeout", machine_set_timeout},
+    {"_data", machine_data},
+    {"_send", machine_send},
+    {"_next", machine_next},
+    {"_enter", machine_enter},
+    {"_drop", machine_drop},
+    {"_set_waiting", machine_set_waiting},
+    {"_take_wake", machine_take_wake},
+    {"_close", machine_close},
+    {"_state_id", machine_state_id},
+    {"_counters", machine_counters},
+    {"_ranks", machine_ranks},
+    {"closed", machine_closed},
+    {"start", machine_start},
+    {"stop", machine_stop},
+    {"state", machine_state},
+    {"state_time", machine_state_time},
+    {"transition_count", machine_transition_count},
+    {"receive_liveness_check", machine_receive_liveness_check},
+    {"receive_proposal", machine_receive_proposal},
+    {"receive_vote", machine_receive_vote},
+    {"receive_confirmation", machine_receive_confirmation},
+    {"liveness", machine_liveness},
+    {"proposals", machine_proposals},
+    {"votes", machine_votes},
+    {"confirmations", machine_confirmations},
+    {"get", machine_get},
+    {"count", machine_count},
+    {"store", machine_store},
+    {"prune", machine_prune},
+    {"active_state", machine_active_state},
+    {"set_active_state", machine_set_active_state},
+    {NULL, NULL},
+};
+
+void csm_open_machine(lua_State *L)
+{
+    luaL_newmetatable(L, CSM_MACHINE_MT);
+    lua_newtable(L);
+    luaL_setfuncs(L, methods, 0);
+    lua_setfield(L, -2, "__index");
+    lua_pushcfunction(L, machine_free);
+    lua_setfield(L, -2, "__gc");
+    lua_pushliteral(L, CSM_MACHINE_MT);
+    lua_setfield(L, -2, "__name");
+    lua_pop(L, 1);
+}
