@@ -1,0 +1,834 @@
+--- csm: a round-based consensus state machine for Lua.
+-- The C module `csm.core` owns loops, timers, the event queue and the
+-- per-rank ledger; this file adds machine construction, the driver that
+-- runs state hooks and behaviours as coroutines, `ctx`, and the Lua half
+-- of the machine's methods.
+-- @module csm
+
+local core = require "csm.core"
+
+local coroutine_create, coroutine_resume, coroutine_status, coroutine_yield =
+  coroutine.create, coroutine.resume, coroutine.status, coroutine.yield
+local unpack = table.unpack or unpack
+local pack = table.pack or function(...) return { n = select("#", ...), ... } end
+local type, select, error, pairs, ipairs, tostring = type, select, error, pairs, ipairs, tostring
+local traceback = debug.traceback
+
+local csm = { _VERSION = "csm 0.1.0" }
+
+csm.value = core.value
+csm.peer = core.peer
+csm.is_value = core.is_value
+csm.loop = core.loop
+csm.sim = core.sim
+
+--- Runs the real loop: `csm.loop():run(...)`.
+function csm.run(...)
+  return core.loop():run(...)
+end
+
+local seed = core.seed()
+
+--- State names: `csm.states.voting == "voting"`.
+csm.states = {}
+for _, name in ipairs(seed.states) do csm.states[name] = name end
+
+--- Event names: `csm.events.quorum_reached == "quorum_reached"`.
+csm.events = {}
+for _, name in ipairs(seed.events) do csm.events[name] = name end
+
+local NSEED_STATES, NSEED_EVENTS = #seed.states, #seed.events
+
+--- The seed's defaults: timeouts and intervals in seconds, limits.
+csm.defaults = {
+  timing = {
+    sync_retry = 10, liveness_resend = 1, proving_poll = 1, proving_grace = 10,
+    vote_resend = 1, scale = 1,
+  },
+  limits = seed.limits,
+}
+for state, seconds in pairs(seed.timeouts) do csm.defaults.timing[state] = seconds end
+
+local function fail(fmt, ...)
+  error(string.format(fmt, ...), 0)
+end
+
+local function argerror(fname, n, name, expected, got)
+  fail("%s: bad argument #%d '%s' (%s, got %s)", fname, n, name, expected, type(got))
+end
+
+-------------------------------------------------------------------------------
+-- Tasks: coroutines that run behaviours, and what they wait on.
+-------------------------------------------------------------------------------
+
+local Ctx = {}
+Ctx.__index = Ctx
+local Task = {}
+Task.__index = Task
+
+local current -- the task whose coroutine is running, if any
+
+local fatal -- forward: closes a machine after a bug
+
+local function finish(task, ok, ...)
+  if not ok then
+    task.finished = true
+    local err = ...
+    fatal(task.ctx.sm, traceback(task.co, tostring(err)))
+    return
+  end
+  if coroutine_status(task.co) == "dead" then
+    task.finished = true
+    task.results = pack(...)
+    local ctx = task.ctx
+    if task ~= ctx.main and not ctx.cancelled then ctx:_wake() end
+  end
+end
+
+local function resume(task, ...)
+  local prev = current
+  current = task
+  task.blocked = nil
+  finish(task, coroutine_resume(task.co, ...))
+  current = prev
+end
+
+local function new_task(ctx, fn)
+  local task = setmetatable({ ctx = ctx, co = coroutine_create(fn), token = 0 }, Task)
+  local tasks = ctx.tasks
+  tasks[#tasks + 1] = task
+  return task
+end
+
+--- Whether the task's function has returned.
+function Task:done()
+  return self.finished == true
+end
+
+--- What the task's function returned, or nil, "not done".
+function Task:result()
+  if not self.finished or not self.results then return nil, "not done" end
+  return unpack(self.results, 1, self.results.n)
+end
+
+-- Marks task as blocked on kind and returns a token that later wake-ups
+-- must present, so a stale one (an old timer, a second resolve) is ignored.
+local function block(task, kind)
+  local token = task.token + 1
+  task.token = token
+  task.blocked = kind
+  return token
+end
+
+local function running_task(ctx, fname)
+  local task = current
+  if task == nil or task.ctx ~= ctx or coroutine.running() ~= task.co then
+    fail("%s: called outside a behaviour of this ctx", fname)
+  end
+  return task
+end
+
+local function check_seconds(fname, seconds)
+  if type(seconds) ~= "number" or not (seconds >= 0) then
+    argerror(fname, 1, "seconds", "number >= 0 expected", seconds)
+  end
+end
+
+local function new_ctx(sm, d)
+  return setmetatable({ sm = sm, d = d, loop = d.loop, cancelled_ = false, tasks = {},
+                        waiters = {}, wake_pending = false }, Ctx)
+end
+
+--- Whether the state this ctx belongs to has been left.
+function Ctx:cancelled()
+  return self.cancelled_
+end
+
+--- Suspends the calling behaviour for seconds.
+-- @return true, or nil, "canceled"
+function Ctx:sleep(seconds)
+  check_seconds("ctx:sleep", seconds)
+  local task = running_task(self, "ctx:sleep")
+  if self.cancelled_ then return nil, "canceled" end
+  local token = block(task, "sleep")
+  task.timer = self.loop:after(seconds, function()
+    if task.token == token and task.blocked == "sleep" then
+      task.timer = nil
+      resume(task, true)
+    end
+  end)
+  return coroutine_yield()
+end
+
+--- Waits for a callback: fn(resolve) is called, and await returns what
+-- resolve gets. A second resolve, or one after cancellation, is ignored.
+function Ctx:await(fn)
+  if type(fn) ~= "function" then argerror("ctx:await", 1, "fn", "function expected", fn) end
+  local task = running_task(self, "ctx:await")
+  if self.cancelled_ then return nil, "canceled" end
+  local token = task.token + 1
+  task.token = token
+  local resolved = false
+  local loop = self.loop
+  local function resolve(...)
+    if resolved then return end
+    resolved = true
+    local args = pack(...)
+    loop:_post(function()
+      if task.token == token and task.blocked == "await" then
+        resume(task, unpack(args, 1, args.n))
+      end
+    end)
+  end
+  fn(resolve)
+  if task.token == token then task.blocked = "await" end
+  return coroutine_yield()
+end
+
+--- Waits up to seconds, returning early when the machine receives a message
+-- or a spawned task finishes.
+-- @return "timeout" | "wake" | nil, "canceled"
+function Ctx:wait(seconds)
+  check_seconds("ctx:wait", seconds)
+  local task = running_task(self, "ctx:wait")
+  if self.cancelled_ then return nil, "canceled" end
+  if self.wake_pending then
+    self.wake_pending = false
+    return "wake"
+  end
+  local token = block(task, "wait")
+  self.waiters[task] = true
+  task.timer = self.loop:after(seconds, function()
+    if task.token == token and task.blocked == "wait" then
+      task.timer = nil
+      self.waiters[task] = nil
+      resume(task, "timeout")
+    end
+  end)
+  return coroutine_yield()
+end
+
+-- A message arrived or a spawned task finished: wake the waiters, or
+-- remember it for the next wait.
+function Ctx:_wake()
+  local woke = false
+  for task in pairs(self.waiters) do
+    self.waiters[task] = nil
+    if task.blocked == "wait" then
+      if task.timer then task.timer:cancel(); task.timer = nil end
+      woke = true
+      resume(task, "wake")
+    end
+  end
+  if not woke then self.wake_pending = true end
+end
+
+--- Queues event on the machine unless this ctx is cancelled.
+-- @return true, or nil, err
+function Ctx:send_event(event)
+  if self.cancelled_ then return nil, "canceled" end
+  return self.sm:send_event(event)
+end
+
+--- Runs fn(...) in a new task that shares this ctx.
+function Ctx:spawn(fn, ...)
+  if type(fn) ~= "function" then argerror("ctx:spawn", 1, "fn", "function expected", fn) end
+  local task = new_task(self, fn)
+  if self.cancelled_ then
+    task.finished = true
+    return task
+  end
+  resume(task, ...)
+  return task
+end
+
+-- Leaves the state: every blocked task resumes with nil, "canceled".
+local function cancel(ctx)
+  ctx.cancelled_ = true
+  local loop = ctx.loop
+  for _, task in ipairs(ctx.tasks) do
+    if task.blocked then
+      if task.timer then task.timer:cancel(); task.timer = nil end
+      block(task, "canceled")
+      loop:_post(function() resume(task, nil, "canceled") end)
+    end
+  end
+  ctx.waiters = {}
+end
+
+-------------------------------------------------------------------------------
+-- The machine's Lua methods.
+-------------------------------------------------------------------------------
+
+local Machine = core.metatable("csm.machine").__index
+
+local function notify(d, message, err)
+  if err == nil then
+    if d.on_trace then d.on_trace(message) end
+  elseif d.on_error then
+    d.on_error(message, err)
+  end
+end
+
+fatal = function(sm, err)
+  local d = sm:_data()
+  if d.error == nil then d.error = err end
+  pcall(notify, d, "fatal error encountered", err)
+  sm:close()
+end
+
+local function event_id(sm, d, event, fname)
+  local id = d.event_ids[event]
+  if id == nil then
+    if type(event) ~= "string" then argerror(fname, 1, "event", "string expected", event) end
+    fail("%s: unknown event '%s'", fname, event)
+  end
+  return id
+end
+
+--- Queues an event; it is handled later by the loop, in order.
+-- @return true, or nil, err (closed machine, full queue)
+function Machine:send_event(event)
+  local d = self:_data()
+  return self:_send(event_id(self, d, event, "sm:send_event"))
+end
+
+--- Cancels everything at once: the machine is left stopped, listeners are
+-- not told, and start is refused from now on.
+function Machine:close()
+  local d = self:_data()
+  local ctx = d.ctx
+  self:_close()
+  if ctx then
+    d.ctx = nil
+    cancel(ctx)
+  end
+end
+
+--- The fatal error that closed the machine, if any.
+function Machine:error()
+  return self:_data().error
+end
+
+--- Adds a listener: fn(from, to, event), or an object whose
+-- on_transition(self, from, to, event) is called.
+-- @return a handle for remove_listener
+function Machine:add_listener(listener)
+  local fn
+  if type(listener) == "function" then
+    fn = listener
+  elseif type(listener) == "table" and type(listener.on_transition) == "function" then
+    fn = function(from, to, event) return listener:on_transition(from, to, event) end
+  else
+    argerror("sm:add_listener", 1, "listener", "function or table with on_transition expected",
+      listener)
+  end
+  local d = self:_data()
+  local handle = { fn = fn, listener = listener }
+  local list = {}
+  for i, h in ipairs(d.listeners) do list[i] = h end
+  list[#list + 1] = handle
+  d.listeners = list
+  return handle
+end
+
+--- Removes a listener added by add_listener.
+-- @return true if it was there
+function Machine:remove_listener(handle)
+  local d = self:_data()
+  local list, found = {}, false
+  for _, h in ipairs(d.listeners) do
+    if h == handle or h.listener == handle then found = true else list[#list + 1] = h end
+  end
+  d.listeners = list
+  return found
+end
+
+function Machine:id() return self:_data().id end
+function Machine:loop() return self:_data().loop end
+
+--- The provider table given to csm.new under name, or nil.
+function Machine:provider(name) return self:_data().providers[name] end
+function Machine:next_state() return self:_data().next_state end
+function Machine:collected() return self:_data().collected end
+function Machine:next_provers() return self:_data().next_provers end
+function Machine:chosen_proposer() return self:_data().chosen_proposer end
+function Machine:emit_on_send() return self:_data().emit end
+
+local function optional_value(fname, v, name)
+  if v ~= nil and not csm.is_value(v) then argerror(fname, 1, name, "csm value or nil expected", v) end
+end
+
+function Machine:set_next_state(v)
+  optional_value("sm:set_next_state", v, "state")
+  self:_data().next_state = v
+end
+
+function Machine:set_collected(v)
+  optional_value("sm:set_collected", v, "collected")
+  self:_data().collected = v
+end
+
+function Machine:set_next_provers(list)
+  if list ~= nil and type(list) ~= "table" then
+    argerror("sm:set_next_provers", 1, "list", "table or nil expected", list)
+  end
+  self:_data().next_provers = list or {}
+end
+
+function Machine:set_chosen_proposer(p)
+  if p ~= nil and type(p) ~= "string" and not csm.is_value(p) then
+    argerror("sm:set_chosen_proposer", 1, "peer", "csm value, string or nil expected", p)
+  end
+  self:_data().chosen_proposer = p
+end
+
+--- The minimum number of provers (calls the function form).
+function Machine:minimum_provers()
+  local m = self:_data().minimum_provers
+  if type(m) == "function" then
+    local n = m()
+    if type(n) ~= "number" or n < 0 or n % 1 ~= 0 then
+      fail("minimum_provers: function returned %s, expected an integer >= 0", tostring(n))
+    end
+    return n
+  end
+  return m
+end
+
+--- A timeout or interval in seconds, scaled; proving_grace is a count.
+function Machine:timing(name)
+  local t = self:_data().timing[name]
+  if t == nil then
+    if type(name) ~= "string" then argerror("sm:timing", 1, "name", "string expected", name) end
+    fail("sm:timing: unknown timing '%s'", name)
+  end
+  return t
+end
+
+function Machine:trace(message)
+  notify(self:_data(), message)
+end
+
+function Machine:trace_error(message, err)
+  notify(self:_data(), message, err == nil and "error" or err)
+end
+
+--- The transition table: { {from=, event=, to=, guarded=}, ... }.
+function Machine:transitions()
+  local d, out = self:_data(), {}
+  for _, t in ipairs(d.transition_list) do
+    out[#out + 1] = { from = t.from, event = t.event, to = t.to, guarded = t.guarded }
+  end
+  return out
+end
+
+--- The state names this machine knows, in id order.
+function Machine:states()
+  local out = {}
+  for i, name in ipairs(self:_data().state_names) do out[i] = name end
+  return out
+end
+
+local KINDS = { "liveness", "proposals", "votes", "confirmations" }
+
+--- A snapshot of the machine: state, data, counters and map sizes.
+function Machine:inspect()
+  local d = self:_data()
+  local counters = self:_counters()
+  local maps = {}
+  for _, kind in ipairs(KINDS) do
+    local ranks = {}
+    for _, rank in ipairs(self:_ranks(kind)) do ranks[rank] = self:count(kind, rank) end
+    maps[kind] = ranks
+  end
+  return {
+    id = d.id, state = self:state(), state_time = self:state_time(),
+    transition_count = self:transition_count(), closed = self:closed(), error = d.error,
+    active_state = self:active_state(), next_state = d.next_state, collected = d.collected,
+    next_provers = d.next_provers, chosen_proposer = d.chosen_proposer,
+    minimum_provers = self:minimum_provers(), emit_on_send = d.emit,
+    transitions_made = counters.transitions, events_dropped = counters.dropped,
+    receives_refused = counters.refused, messages_received = counters.received,
+    events_queued = counters.queued, ranks_held = counters.ranks, entries_held = counters.entries,
+    sizes = { liveness = counters.liveness, proposals = counters.proposals,
+              votes = counters.votes, confirmations = counters.confirmations },
+    maps = maps,
+  }
+end
+
+-- The shape of each provider method's results: what is required and what
+-- type each has. A result past these, or nil then a non-nil, is the error.
+local RESULTS = {
+  sync = { synchronize = { "state?" } },
+  voting = {
+    send_proposal = { "any" }, decide_and_send_vote = { "peer", "value" },
+    send_vote = { "any" }, is_quorum = { "boolean" }, finalize_votes = { "value", "peer?" },
+    send_confirmation = { "any" },
+  },
+  leader = { get_next_leaders = { "peers" }, prove_next_state = { "value" } },
+  liveness = { collect = { "value" }, send_liveness = { "any" } },
+}
+
+local function is_peer(x)
+  return (type(x) == "string" and #x > 0) or csm.is_value(x)
+end
+
+local function check_result(provider, method, i, want, got)
+  local ok
+  if want == "any" then ok = true
+  elseif want == "boolean" then ok = type(got) == "boolean"
+  elseif want == "value" or want == "state?" then ok = csm.is_value(got)
+  elseif want == "peer" or want == "peer?" then ok = is_peer(got)
+  elseif want == "peers" then
+    ok = type(got) == "table"
+    if ok then
+      for _, p in ipairs(got) do if not is_peer(p) then ok = false end end
+    end
+  end
+  if not ok then
+    fail("%s:%s returned a %s as result #%d (%s expected)", provider, method, type(got), i,
+      (want:gsub("%?$", "")))
+  end
+end
+
+--- Calls a provider method the way the built-in behaviours do:
+-- `sm:call(ctx, "voting", "is_quorum", votes)`. Results are checked: a wrong
+-- type raises (a bug: the machine closes); an error result, or nil where a
+-- value is required, returns nil, err.
+function Machine:call(ctx, provider, method, ...)
+  local d = self:_data()
+  local p = d.providers[provider]
+  local shape = RESULTS[provider] and RESULTS[provider][method]
+  if shape == nil then fail("sm:call: unknown provider method '%s:%s'", provider, method) end
+  if p == nil then fail("csm: no %s provider (%s:%s needed)", provider, provider, method) end
+  local fn = p[method]
+  if type(fn) ~= "function" then fail("csm: %s provider has no method '%s'", provider, method) end
+  local r, nargs = nil, select("#", ...)
+  if nargs == 0 then
+    r = pack(fn(p, ctx))
+  elseif nargs == 1 then
+    local a = ...
+    r = pack(fn(p, a, ctx))
+  elseif nargs == 2 then
+    local a, b = ...
+    r = pack(fn(p, a, b, ctx))
+  else
+    local args = pack(...)
+    args[nargs + 1] = ctx
+    r = pack(fn(p, unpack(args, 1, nargs + 1)))
+  end
+  local n = #shape
+  if r[1] == nil and r[2] ~= nil and n >= 1 then return nil, r[2] end
+  if r.n > n and r[n + 1] ~= nil then return nil, r[n + 1] end
+  for i = 1, n do
+    local want, got = shape[i], r[i]
+    if got == nil then
+      if want ~= "any" and want ~= "state?" and want ~= "peer?" then
+        return nil, string.format("%s:%s returned no result #%d", provider, method, i)
+      end
+    else
+      check_result(provider, method, i, want, got)
+    end
+  end
+  return unpack(r, 1, n)
+end
+
+-------------------------------------------------------------------------------
+-- The driver: runs queued events through the hooks, one transition at a time.
+-------------------------------------------------------------------------------
+
+local BATCH = 64 -- events per turn, so one busy machine cannot starve the rest
+
+local function start_behavior(sm, d, config, data)
+  local ctx = new_ctx(sm, d)
+  d.ctx = ctx
+  sm:_set_waiting(true)
+  local task = new_task(ctx, config.behavior)
+  ctx.main = task
+  resume(task, sm, ctx, data)
+end
+
+local function transition(sm, d, from, to, event)
+  local ctx = d.ctx
+  if ctx then
+    d.ctx = nil
+    sm:_set_waiting(false)
+    cancel(ctx)
+  end
+  local names, ev = d.state_names, d.event_names[event + 1]
+  local data = sm:active_state()
+  local exit = d.configs[from + 1].on_exit
+  if exit then exit(sm, ev, data) end
+  if sm:closed() then return end
+  sm:_enter(to)
+  local from_name, to_name = names[from + 1], names[to + 1]
+  for _, h in ipairs(d.listeners) do h.fn(from_name, to_name, ev) end
+  if sm:closed() then return end
+  local config = d.configs[to + 1]
+  if config.on_enter then
+    config.on_enter(sm, ev, data)
+    if sm:closed() then return end
+  end
+  if config.behavior then start_behavior(sm, d, config, data) end
+end
+
+local function run_events(sm, d)
+  for _ = 1, BATCH do
+    local event, to, guarded, from = sm:_next()
+    if event == nil then break end
+    if guarded and not d.guards[from * d.nevents + event](sm) then
+      sm:_drop()
+    else
+      transition(sm, d, from, to, event)
+    end
+    if sm:closed() then return end
+  end
+  if sm:_take_wake() and d.ctx then d.ctx:_wake() end
+end
+
+core.set_drive(function(sm)
+  local d = sm:_data()
+  local ok, err = xpcall(run_events, traceback, sm, d)
+  if not ok then fatal(sm, err) end
+end)
+
+-------------------------------------------------------------------------------
+-- csm.new
+-------------------------------------------------------------------------------
+
+local OPTIONS = {
+  id = true, initial = true, emit_on_send = true, minimum_provers = true, sync = true,
+  voting = true, leader = true, liveness = true, trace = true, timing = true, limits = true,
+  states = true, transitions = true, loop = true,
+}
+local STATE_FIELDS = { behavior = true, on_enter = true, on_exit = true, timeout = true,
+                       on_timeout = true }
+local TRANSITION_FIELDS = { from = true, event = true, to = true, guard = true }
+
+local function sorted_keys(t)
+  local keys = {}
+  for k in pairs(t) do keys[#keys + 1] = k end
+  table.sort(keys, function(a, b) return tostring(a) < tostring(b) end)
+  return keys
+end
+
+local function check_table(name, t)
+  if t ~= nil and type(t) ~= "table" then
+    fail("csm.new: option '%s' must be a table (got %s)", name, type(t))
+  end
+  return t or {}
+end
+
+local function check_function(where, f)
+  if f ~= nil and type(f) ~= "function" then
+    fail("csm.new: %s must be a function (got %s)", where, type(f))
+  end
+end
+
+local function resolve_timing(timing)
+  timing = check_table("timing", timing)
+  local defaults = csm.defaults.timing
+  for _, k in ipairs(sorted_keys(timing)) do
+    if defaults[k] == nil then fail("csm.new: unknown timing '%s'", tostring(k)) end
+    local v = timing[k]
+    if type(v) ~= "number" or not (v >= 0) then
+      fail("csm.new: timing.%s must be a number >= 0 (got %s)", k, tostring(v))
+    end
+  end
+  local scale = timing.scale or 1
+  local out = {}
+  for k, v in pairs(defaults) do
+    local t = timing[k] or v
+    if k ~= "scale" and k ~= "proving_grace" then t = t * scale end
+    out[k] = t
+  end
+  out.scale = scale
+  return out
+end
+
+--- Builds a machine (section 4 of the spec); see the README for options.
+function csm.new(opts)
+  if type(opts) ~= "table" then argerror("csm.new", 1, "options", "table expected", opts) end
+  for _, k in ipairs(sorted_keys(opts)) do
+    if not OPTIONS[k] then fail("csm.new: unknown option '%s'", tostring(k)) end
+  end
+  local id = opts.id
+  if type(id) == "string" and #id > 0 then
+    id = csm.peer(id)
+  elseif not csm.is_value(id) then
+    fail("csm.new: option 'id' must be a csm value or a non-empty string (got %s)", type(id))
+  end
+  if opts.initial ~= nil and not csm.is_value(opts.initial) then
+    fail("csm.new: option 'initial' must be a csm value or nil (got %s)", type(opts.initial))
+  end
+  if opts.emit_on_send ~= nil and type(opts.emit_on_send) ~= "boolean" then
+    fail("csm.new: option 'emit_on_send' must be a boolean (got %s)", type(opts.emit_on_send))
+  end
+  local minimum = opts.minimum_provers
+  if minimum == nil then
+    minimum = 1
+  elseif type(minimum) ~= "function" and
+    (type(minimum) ~= "number" or minimum < 0 or minimum % 1 ~= 0) then
+    fail("csm.new: option 'minimum_provers' must be an integer >= 0 or a function (got %s)",
+      tostring(minimum))
+  end
+  local providers = {}
+  for _, name in ipairs { "sync", "voting", "leader", "liveness" } do
+    providers[name] = opts[name]
+    if opts[name] ~= nil and type(opts[name]) ~= "table" then
+      fail("csm.new: option '%s' must be a provider table (got %s)", name, type(opts[name]))
+    end
+  end
+  local trace = check_table("trace", opts.trace)
+  check_function("trace.trace", trace.trace)
+  check_function("trace.error", trace.error)
+  local timing = resolve_timing(opts.timing)
+  local limits = check_table("limits", opts.limits)
+  for _, k in ipairs(sorted_keys(limits)) do
+    if seed.limits[k] == nil then fail("csm.new: unknown limit '%s'", tostring(k)) end
+  end
+  local loop = opts.loop or core.loop()
+  if type(loop) ~= "userdata" or not pcall(loop.is_sim, loop) then
+    fail("csm.new: option 'loop' must be a csm loop (got %s)", type(loop))
+  end
+
+  -- states: the seed's, then custom ones in name order
+  local states = check_table("states", opts.states)
+  local state_names, state_ids = {}, {}
+  for i, name in ipairs(seed.states) do state_names[i] = name; state_ids[name] = i - 1 end
+  for _, name in ipairs(sorted_keys(states)) do
+    if type(name) ~= "string" or name == "" then
+      fail("csm.new: state names must be non-empty strings (got %s)", type(name))
+    end
+    local cfg = states[name]
+    if type(cfg) ~= "table" then fail("csm.new: states.%s must be a table (got %s)", name, type(cfg)) end
+    for _, k in ipairs(sorted_keys(cfg)) do
+      if not STATE_FIELDS[k] then fail("csm.new: states.%s: unknown field '%s'", name, tostring(k)) end
+    end
+    if cfg.behavior ~= false then check_function("states." .. name .. ".behavior", cfg.behavior) end
+    check_function("states." .. name .. ".on_enter", cfg.on_enter)
+    check_function("states." .. name .. ".on_exit", cfg.on_exit)
+    if cfg.timeout ~= nil and (type(cfg.timeout) ~= "number" or not (cfg.timeout >= 0)) then
+      fail("csm.new: states.%s.timeout must be a number >= 0", name)
+    end
+    if cfg.on_timeout ~= nil and (type(cfg.on_timeout) ~= "string" or cfg.on_timeout == "") then
+      fail("csm.new: states.%s.on_timeout must be an event name", name)
+    end
+    if state_ids[name] == nil then
+      state_names[#state_names + 1] = name
+      state_ids[name] = #state_names - 1
+    end
+  end
+
+  -- events: the seed's, then new names from transitions and on_timeout
+  local event_names, event_ids = {}, {}
+  for i, name in ipairs(seed.events) do event_names[i] = name; event_ids[name] = i - 1 end
+  local function add_event(name)
+    if event_ids[name] == nil then
+      event_names[#event_names + 1] = name
+      event_ids[name] = #event_names - 1
+    end
+    return event_ids[name]
+  end
+  local transitions = check_table("transitions", opts.transitions)
+  for i, t in ipairs(transitions) do
+    if type(t) ~= "table" then fail("csm.new: transitions[%d] must be a table", i) end
+    for _, k in ipairs(sorted_keys(t)) do
+      if not TRANSITION_FIELDS[k] then fail("csm.new: transitions[%d]: unknown field '%s'", i, tostring(k)) end
+    end
+    if state_ids[t.from] == nil then fail("csm.new: transitions[%d]: unknown state '%s'", i, tostring(t.from)) end
+    if t.to ~= false and state_ids[t.to] == nil then
+      fail("csm.new: transitions[%d]: unknown state '%s'", i, tostring(t.to))
+    end
+    if type(t.event) ~= "string" or t.event == "" then
+      fail("csm.new: transitions[%d]: event must be a non-empty string", i)
+    end
+    check_function(string.format("transitions[%d].guard", i), t.guard)
+    add_event(t.event)
+  end
+  for _, name in ipairs(sorted_keys(states)) do
+    if states[name].on_timeout then add_event(states[name].on_timeout) end
+  end
+
+  local sm = core.machine(loop, #state_names, #event_names, opts.limits)
+  local d = sm:_data()
+  local nevents = #event_names
+  d.loop = loop
+  d.id = id
+  d.emit = opts.emit_on_send == true
+  d.minimum_provers = minimum
+  d.providers = providers
+  d.on_trace, d.on_error = trace.trace, trace.error
+  d.timing = timing
+  d.state_names, d.state_ids = state_names, state_ids
+  d.event_names, d.event_ids = event_names, event_ids
+  d.nevents = nevents
+  d.listeners = {}
+  d.guards = {}
+  d.next_provers = {}
+
+  -- the transition table: the seed's, with the custom rows applied in order
+  local list, index = {}, {}
+  for _, t in ipairs(seed.transitions) do
+    local row = { from = t.from, event = t.event, to = t.to, guarded = false }
+    list[#list + 1] = row
+    index[t.from .. "\0" .. t.event] = row
+  end
+  for _, t in ipairs(transitions) do
+    local from, ev = state_ids[t.from], event_ids[t.event]
+    local key = t.from .. "\0" .. t.event
+    local row = index[key]
+    if t.to == false then
+      sm:_set_transition(from, ev, nil)
+      d.guards[from * nevents + ev] = nil
+      if row then row.removed = true end
+    else
+      sm:_set_transition(from, ev, state_ids[t.to], t.guard ~= nil)
+      d.guards[from * nevents + ev] = t.guard
+      if not row then
+        row = { from = t.from, event = t.event }
+        list[#list + 1] = row
+        index[key] = row
+      end
+      row.to, row.guarded, row.removed = t.to, t.guard ~= nil, nil
+    end
+  end
+  local rows = {}
+  for _, row in ipairs(list) do if not row.removed then rows[#rows + 1] = row end end
+  d.transition_list = rows
+
+  -- per-state hooks and timeouts
+  local behaviors = csm.behaviors
+  d.configs = {}
+  for i, name in ipairs(state_names) do
+    local cfg = states[name] or {}
+    local behavior = cfg.behavior
+    if behavior == nil then behavior = behaviors[name] end
+    d.configs[i] = { behavior = behavior or nil, on_enter = cfg.on_enter, on_exit = cfg.on_exit }
+    local seconds = cfg.timeout
+    if seconds ~= nil then
+      seconds = seconds * timing.scale
+    elseif i <= NSEED_STATES then
+      seconds = timing[name] or 0
+    else
+      seconds = 0
+    end
+    local event = cfg.on_timeout and event_ids[cfg.on_timeout]
+    if event == nil and i <= NSEED_STATES and seed.timeout_events[name] then
+      event = event_ids[seed.timeout_events[name]]
+    end
+    sm:_set_timeout(i - 1, seconds, event)
+  end
+
+  if opts.initial ~= nil then sm:set_active_state(opts.initial) end
+  return sm
+end
+
+-- Lua 5.4: `local sm <close> = csm.new{...}` closes it at scope end.
+core.metatable("csm.machine").__close = function(sm) sm:close() end
+
+csm.behaviors = require "csm.behaviors"
+
+assert(NSEED_EVENTS == #seed.events)
+return csm
