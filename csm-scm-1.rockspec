@@ -1,0 +1,26 @@
+package = "csm"
+version = "scm-1"
+source = { url = "git+file:///dev/null" }
+description = {
+  summary = "A round-based consensus state machine for Lua, with a libuv core and a sim world",
+  detailed = [[
+csm runs a BFT round faithfully on libuv's loop, or runs many nodes in
+virtual time, reproducibly, in one process. Providers (sync, leader,
+proving, voting, quorum, finalization, liveness) are Lua tables.
+]],
+  license = "MIT",
+}
+dependencies = { "lua >= 5.1" }
+external_dependencies = {
+  LIBUV = { header = "uv.h" },
+  UTHASH = { header = "uthash.h" },
+}
+build = {
+  type = "cmake",
+  variables = {
+    CMAKE_BUILD_TYPE = "Release",
+    LUA_INCDIR = "$(LUA_INCDIR)",
+    CSM_INSTALL_CMOD = "$(LIBDIR)",
+    CSM_INSTALL_LMOD = "$(LUADIR)",
+  },
+}
