@@ -81,7 +81,7 @@ local function finish(task, ok, ...)
     task.finished = true
     task.results = pack(...)
     local ctx = task.ctx
-    if task ~= ctx.main and not ctx.cancelled then ctx:_wake() end
+    if task ~= ctx.main and not ctx.cancelled_ then ctx:_wake() end
   end
 end
 
