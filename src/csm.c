@@ -37,8 +37,14 @@ int csm_pcall(csm_binding *b, int nargs, int nresults)
 int csm_argerror(lua_State *L, const char *fname, int n, const char *name,
                  const char *expected)
 {
+    return csm_argerror_at(L, n, fname, n, name, expected);
+}
+
+int csm_argerror_at(lua_State *L, int idx, const char *fname, int n, const char *name,
+                    const char *expected)
+{
     return luaL_error(L, "%s: bad argument #%d '%s' (%s, got %s)", fname, n, name, expected,
-                      luaL_typename(L, n));
+                      luaL_typename(L, idx));
 }
 
 int csm_refuse(lua_State *L, const char *message)
@@ -49,7 +55,8 @@ int csm_refuse(lua_State *L, const char *message)
 }
 
 #if LUA_VERSION_NUM >= 503
-#define CSM_RANK_MAX ((lua_Number)9223372036854775807.0)
+/* the largest float below 2^63: 2^63 itself would wrap to a negative integer */
+#define CSM_RANK_MAX ((lua_Number)9223372036854774784.0)
 #else
 #define CSM_RANK_MAX ((lua_Number)9007199254740992.0) /* 2^53 */
 #endif
@@ -57,7 +64,7 @@ int csm_refuse(lua_State *L, const char *message)
 uint64_t csm_check_rank(lua_State *L, int idx, const char *fname, int n, const char *name)
 {
     if (lua_type(L, idx) != LUA_TNUMBER)
-        csm_argerror(L, fname, n, name, "integer >= 0 expected");
+        csm_argerror_at(L, idx, fname, n, name, "integer >= 0 expected");
 #if LUA_VERSION_NUM >= 503
     if (lua_isinteger(L, idx)) {
         lua_Integer i = lua_tointeger(L, idx);

@@ -128,6 +128,43 @@ static csm_loop *new_loop(lua_State *L)
     return loop;
 }
 
+/* luv keeps its loop in a luv_ctx_t (luv.h) under this registry key; the
+ * loop pointer is its first field. */
+#define LUV_CONTEXT_KEY "luv_context"
+
+typedef struct luv_context {
+    uv_loop_t *loop;
+    lua_State *L;
+    void *pcall;
+    int mode;
+    void *extra;
+    char spare[192]; /* room should luv's context grow */
+} luv_context;
+
+/* The loop to run on: luv's when luv is already loaded, else libuv's
+ * default loop, which is then offered to luv (as luv_set_loop does) so a
+ * later require "luv" runs on it too. */
+static uv_loop_t *shared_loop(lua_State *L, csm_binding *b, int *is_default)
+{
+    lua_getfield(L, LUA_REGISTRYINDEX, LUV_CONTEXT_KEY);
+    luv_context *ctx = lua_touserdata(L, -1);
+    lua_pop(L, 1);
+    *is_default = 0;
+    if (ctx != NULL && ctx->loop != NULL)
+        return ctx->loop;
+    *is_default = 1;
+    uv_loop_t *loop = uv_default_loop();
+    if (ctx == NULL) {
+        ctx = lua_newuserdata(L, sizeof *ctx);
+        memset(ctx, 0, sizeof *ctx);
+        lua_setfield(L, LUA_REGISTRYINDEX, LUV_CONTEXT_KEY);
+    }
+    ctx->loop = loop;
+    ctx->L = b->L;
+    ctx->mode = -1;
+    return loop;
+}
+
 /* csm.loop(): the real loop, one per Lua state. */
 int csm_loop_real(lua_State *L)
 {
@@ -136,9 +173,11 @@ int csm_loop_real(lua_State *L)
         lua_rawgeti(L, LUA_REGISTRYINDEX, b->real_ref);
         return 1;
     }
+    int is_default;
+    uv_loop_t *uv_loop = shared_loop(L, b, &is_default);
     csm_loop *loop = new_loop(L);
-    if (csm_scheduler_init_real(&loop->scheduler) != CSM_OK)
-        return luaL_error(L, "csm.loop: cannot set up libuv's default loop");
+    if (csm_scheduler_init_real(&loop->scheduler, uv_loop, is_default) != CSM_OK)
+        return luaL_error(L, "csm.loop: cannot set up the libuv loop");
     luaL_setmetatable(L, CSM_LOOP_MT);
     lua_pushvalue(L, -1);
     b->real_ref = luaL_ref(L, LUA_REGISTRYINDEX);

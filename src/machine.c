@@ -349,8 +349,14 @@ static int machine_receive_proposal(lua_State *L)
 
 static int machine_receive_vote(lua_State *L)
 {
-    size_t len;
+    csm_lmachine *m = check_machine(L, "sm:receive_vote");
+    size_t len, voterlen;
     csm_check_identity(L, 2, "sm:receive_vote", 1, "proposer", &len);
+    csm_check_identity(L, 3, "sm:receive_vote", 2, "voter", &voterlen);
+    csm_value *v = csm_check_value(L, 4, "sm:receive_vote", 3, "vote");
+    /* the proposer is not stored, but a peer identity all the same */
+    if (!m->core.closed && len > m->core.limits.identity_bytes)
+        return result(L, m, csm_machine_admit(&m->core, CSM_VOTES, v->rank, len, 0));
     return receive(L, CSM_VOTES, "sm:receive_vote", 3, "voter", "vote");
 }
 
@@ -367,7 +373,7 @@ static int kind_arg(lua_State *L, int idx, const char *fname)
     for (int k = 0; kind != NULL && lua_type(L, idx) == LUA_TSTRING && k < CSM_NKINDS; k++)
         if (strcmp(kind, csm_kind_names[k]) == 0)
             return k;
-    return csm_argerror(L, fname, idx - 1, "kind",
+    return csm_argerror_at(L, idx, fname, idx - 1, "kind",
                         "\"liveness\", \"proposals\", \"votes\" or \"confirmations\" expected");
 }
 
@@ -512,7 +518,7 @@ static int machine_set_active_state(lua_State *L)
 
 static void set_count(lua_State *L, const char *name, uint64_t n)
 {
-    lua_pushnumber(L, (lua_Number)n);
+    csm_push_rank(L, n); /* an integer where Lua has them */
     lua_setfield(L, -2, name);
 }
 

@@ -47,6 +47,10 @@ int csm_pcall(csm_binding *b, int nargs, int nresults);
 int csm_argerror(lua_State *L, const char *fname, int n, const char *name,
                  const char *expected);
 
+/* The same, for a method: argument n is at stack index idx (self is #0). */
+int csm_argerror_at(lua_State *L, int idx, const char *fname, int n, const char *name,
+                    const char *expected);
+
 /* Returns nil, message: a protocol refusal. */
 int csm_refuse(lua_State *L, const char *message);
 

@@ -13,7 +13,7 @@ csm_value *csm_check_value(lua_State *L, int idx, const char *fname, int n, cons
 {
     csm_value *v = csm_test_value(L, idx);
     if (v == NULL)
-        csm_argerror(L, fname, n, name, "csm value expected");
+        csm_argerror_at(L, idx, fname, n, name, "csm value expected");
     return v;
 }
 
@@ -23,12 +23,12 @@ const char *csm_check_identity(lua_State *L, int idx, const char *fname, int n,
     if (lua_type(L, idx) == LUA_TSTRING) {
         const char *s = lua_tolstring(L, idx, len);
         if (*len == 0)
-            csm_argerror(L, fname, n, name, "csm value or non-empty string expected");
+            csm_argerror_at(L, idx, fname, n, name, "csm value or non-empty string expected");
         return s;
     }
     csm_value *v = csm_test_value(L, idx);
     if (v == NULL)
-        csm_argerror(L, fname, n, name, "csm value or non-empty string expected");
+        csm_argerror_at(L, idx, fname, n, name, "csm value or non-empty string expected");
     *len = v->len;
     return v->identity;
 }

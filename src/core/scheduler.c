@@ -57,19 +57,34 @@ void csm_scheduler_init_sim(csm_scheduler *s, uint64_t seed)
     seed_rng(s, seed);
 }
 
+/* csm's libuv handles keep handle->data NULL and find their owner through
+ * the wrapper instead: luv's teardown closes every handle on its loop and
+ * skips those whose data is NULL, rather than reading them as its own. */
+typedef struct idle_handle {
+    uv_idle_t uv;
+    csm_scheduler *owner;
+} idle_handle;
+
+typedef struct timer_handle {
+    uv_timer_t uv;
+    csm_timer *owner;
+} timer_handle;
+
 static void on_idle(uv_idle_t *idle);
 
-int csm_scheduler_init_real(csm_scheduler *s)
+int csm_scheduler_init_real(csm_scheduler *s, void *uv_loop, int close_loop)
 {
     init_common(s, CSM_REAL);
-    s->uv_loop = uv_default_loop();
+    s->uv_loop = uv_loop;
+    s->close_loop = close_loop;
     if (s->uv_loop == NULL)
         return CSM_ENOMEM;
-    uv_idle_t *idle = malloc(sizeof *idle);
+    idle_handle *idle = malloc(sizeof *idle);
     if (idle == NULL)
         return CSM_ENOMEM;
-    uv_idle_init(s->uv_loop, idle);
-    idle->data = s;
+    uv_idle_init(s->uv_loop, &idle->uv);
+    idle->uv.data = NULL;
+    idle->owner = s;
     s->uv_idle = idle;
     s->hr_base = uv_hrtime();
     seed_rng(s, s->hr_base);
@@ -81,15 +96,34 @@ static void free_handle(uv_handle_t *h)
     free(h);
 }
 
+static void count_foreign(uv_handle_t *h, void *arg)
+{
+    if (uv_is_active(h) && !uv_is_closing(h))
+        (*(int *)arg)++;
+}
+
 void csm_scheduler_close(csm_scheduler *s)
 {
     while (s->ready.next != &s->ready)
         csm_scheduler_unpost(s, s->ready.next);
     if (s->uv_idle != NULL) {
-        uv_idle_t *idle = s->uv_idle;
-        idle->data = NULL;
-        uv_close((uv_handle_t *)idle, free_handle);
+        idle_handle *idle = s->uv_idle;
+        idle->owner = NULL;
+        if (!uv_is_closing((uv_handle_t *)&idle->uv))
+            uv_close((uv_handle_t *)&idle->uv, free_handle);
         s->uv_idle = NULL;
+        /* Let the close callbacks of csm's handles free them, unless some
+         * other user of the default loop (luv) still has live handles: then
+         * its own teardown runs the loop. */
+        int foreign = 0;
+        uv_walk(s->uv_loop, count_foreign, &foreign);
+        if (foreign == 0) {
+            uv_run(s->uv_loop, UV_RUN_NOWAIT);
+            /* luv closes a loop it made itself; csm closes the default one
+             * (UV_EBUSY while others still hold handles) */
+            if (s->close_loop)
+                uv_loop_close(s->uv_loop);
+        }
     }
     free(s->heap);
     s->heap = NULL;
@@ -115,7 +149,7 @@ void csm_scheduler_post(csm_scheduler *s, csm_task *task)
     s->ready.prev->next = task;
     s->ready.prev = task;
     if (s->ready_len++ == 0 && s->uv_idle != NULL)
-        uv_idle_start(s->uv_idle, on_idle);
+        uv_idle_start(&((idle_handle *)s->uv_idle)->uv, on_idle);
 }
 
 void csm_scheduler_unpost(csm_scheduler *s, csm_task *task)
@@ -127,7 +161,7 @@ void csm_scheduler_unpost(csm_scheduler *s, csm_task *task)
     task->next->prev = task->prev;
     task->prev = task->next = NULL;
     if (--s->ready_len == 0 && s->uv_idle != NULL)
-        uv_idle_stop(s->uv_idle);
+        uv_idle_stop(&((idle_handle *)s->uv_idle)->uv);
 }
 
 int csm_scheduler_run_ready(csm_scheduler *s)
@@ -145,7 +179,7 @@ int csm_scheduler_run_ready(csm_scheduler *s)
  * tasks that keep re-posting cannot starve I/O and timers. */
 static void on_idle(uv_idle_t *idle)
 {
-    csm_scheduler *s = idle->data;
+    csm_scheduler *s = ((idle_handle *)idle)->owner;
     size_t n = s->ready_len;
     while (n-- > 0 && !s->stopped && csm_scheduler_run_ready(s))
         ;
@@ -242,7 +276,7 @@ void csm_timer_init(csm_scheduler *s, csm_timer *timer, csm_timer_cb cb)
 
 static void on_uv_timer(uv_timer_t *h)
 {
-    csm_timer *timer = h->data;
+    csm_timer *timer = ((timer_handle *)h)->owner;
     timer->active = 0;
     timer->scheduler->timers_fired++;
     timer->cb(timer);
@@ -276,11 +310,12 @@ int csm_timer_start(csm_timer *timer, double seconds)
         return CSM_OK;
     }
     if (timer->uv == NULL) {
-        uv_timer_t *h = malloc(sizeof *h);
+        timer_handle *h = malloc(sizeof *h);
         if (h == NULL)
             return CSM_ENOMEM;
-        uv_timer_init(s->uv_loop, h);
-        h->data = timer;
+        uv_timer_init(s->uv_loop, &h->uv);
+        h->uv.data = NULL;
+        h->owner = timer;
         timer->uv = h;
     }
     /* libuv caches the loop time per iteration; refresh it so a timer armed
@@ -289,7 +324,7 @@ int csm_timer_start(csm_timer *timer, double seconds)
     double ms = ceil(seconds * 1000.0);
     if (ms > 1e15)
         ms = 1e15;
-    uv_timer_start(timer->uv, on_uv_timer, (uint64_t)ms, 0);
+    uv_timer_start(&((timer_handle *)timer->uv)->uv, on_uv_timer, (uint64_t)ms, 0);
     timer->active = 1;
     return CSM_OK;
 }
@@ -302,16 +337,17 @@ void csm_timer_stop(csm_timer *timer)
     if (timer->scheduler->kind == CSM_SIM)
         heap_remove(timer->scheduler, timer);
     else
-        uv_timer_stop(timer->uv);
+        uv_timer_stop(&((timer_handle *)timer->uv)->uv);
 }
 
 void csm_timer_close(csm_timer *timer)
 {
     csm_timer_stop(timer);
     if (timer->uv != NULL) {
-        uv_timer_t *h = timer->uv;
-        h->data = NULL;
-        uv_close((uv_handle_t *)h, free_handle);
+        timer_handle *h = timer->uv;
+        h->owner = NULL;
+        if (!uv_is_closing((uv_handle_t *)&h->uv))
+            uv_close((uv_handle_t *)&h->uv, free_handle);
         timer->uv = NULL;
     }
 }

@@ -48,19 +48,22 @@ struct csm_scheduler {
     uint64_t rng[4];            /* xoshiro256** state */
     int stopped;                /* loop:stop() asked for */
     uint64_t tasks_run, timers_fired;
-    void *uv_loop;              /* real: libuv's default loop */
+    void *uv_loop;              /* real: the uv_loop_t it runs on */
     void *uv_idle;              /* real: keeps the loop polling while tasks are ready */
+    int close_loop;             /* real: csm closes uv_loop at the end */
     uint64_t hr_base;           /* real: uv_hrtime() at creation */
 };
 
 /* Sets up a sim scheduler whose random numbers come from seed. */
 void csm_scheduler_init_sim(csm_scheduler *s, uint64_t seed);
 
-/* Sets up a real scheduler on libuv's default loop. Returns CSM_OK or
- * CSM_ENOMEM. */
-int csm_scheduler_init_real(csm_scheduler *s);
+/* Sets up a real scheduler on uv_loop (a uv_loop_t: libuv's default loop,
+ * or luv's); close_loop: csm closes that loop when done with it, if nobody
+ * else holds handles on it. Returns CSM_OK or CSM_ENOMEM. */
+int csm_scheduler_init_real(csm_scheduler *s, void *uv_loop, int close_loop);
 
-/* Releases what init made; every timer must be stopped or closed first. */
+/* Releases what init made; every timer must be stopped or closed first. A
+ * real scheduler closes libuv's default loop when nobody else uses it. */
 void csm_scheduler_close(csm_scheduler *s);
 
 /* Seconds: virtual in a sim, monotonic since creation in a real one. */
