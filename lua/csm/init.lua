@@ -197,30 +197,36 @@ function Ctx:wait(seconds)
     return "wake"
   end
   local token = block(task, "wait")
-  self.waiters[task] = true
+  local waiters = self.waiters
+  waiters[#waiters + 1] = task
   task.timer = self.loop:after(seconds, function()
     if task.token == token and task.blocked == "wait" then
       task.timer = nil
-      self.waiters[task] = nil
+      local list = self.waiters
+      for i = #list, 1, -1 do
+        if list[i] == task then table.remove(list, i) end
+      end
       resume(task, "timeout")
     end
   end)
   return coroutine_yield()
 end
 
--- A message arrived or a spawned task finished: wake the waiters, or
--- remember it for the next wait.
+-- A message arrived or a spawned task finished: wake the waiters (in the
+-- order they began waiting), or remember it for the next wait.
 function Ctx:_wake()
-  local woke = false
-  for task in pairs(self.waiters) do
-    self.waiters[task] = nil
+  local list = self.waiters
+  if #list == 0 then
+    self.wake_pending = true
+    return
+  end
+  self.waiters = {}
+  for _, task in ipairs(list) do
     if task.blocked == "wait" then
       if task.timer then task.timer:cancel(); task.timer = nil end
-      woke = true
       resume(task, "wake")
     end
   end
-  if not woke then self.wake_pending = true end
 end
 
 --- Queues event on the machine unless this ctx is cancelled.
