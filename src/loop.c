@@ -348,11 +348,15 @@ static int check_running(lua_State *L, csm_loop *loop, const char *fname)
     return 0;
 }
 
-static int sim_step(csm_scheduler *s, double limit)
+/* Sim: one iteration, as libuv's: the timers due by now, then the tasks
+ * ready at that point. */
+static void sim_iteration(csm_scheduler *s)
 {
-    if (csm_scheduler_run_ready(s))
-        return 1;
-    return csm_scheduler_advance(s, limit);
+    while (!s->stopped && s->heap_len > 0 && s->heap[0]->due <= s->now)
+        csm_scheduler_advance(s, s->now);
+    for (size_t n = s->ready_len; n > 0 && !s->stopped; n--)
+        csm_scheduler_run_ready(s);
+    s->batch = 0;
 }
 
 static const char *const run_modes[] = {"default", "once", "nowait", NULL};
@@ -363,10 +367,11 @@ static int loop_run(lua_State *L)
     csm_loop *loop = csm_check_loop(L, 1, "loop:run", 1);
     int mode = 0;
     if (!lua_isnoneornil(L, 2)) {
-        const char *m = lua_tostring(L, 2);
+        /* lua_tostring would turn a number argument into a string in place */
+        const char *m = lua_type(L, 2) == LUA_TSTRING ? lua_tostring(L, 2) : NULL;
         for (mode = 0; run_modes[mode] && (!m || strcmp(run_modes[mode], m)); mode++)
             ;
-        if (run_modes[mode] == NULL || lua_type(L, 2) != LUA_TSTRING)
+        if (run_modes[mode] == NULL || m == NULL)
             return csm_argerror(L, "loop:run", 2, "mode",
                                 "\"default\", \"once\" or \"nowait\" expected");
     }
@@ -377,24 +382,16 @@ static int loop_run(lua_State *L)
         static const uv_run_mode uv_modes[] = {UV_RUN_DEFAULT, UV_RUN_ONCE, UV_RUN_NOWAIT};
         more = uv_run(s->uv_loop, uv_modes[mode]);
     } else if (mode == 0) {
-        while (!s->stopped && sim_step(s, -1))
+        while (!s->stopped && csm_scheduler_step(s, -1))
             ;
         more = s->ready_len > 0 || csm_scheduler_timers(s) > 0;
     } else {
-        /* once: the ready tasks, else the timers of the next instant;
-         * nowait: the ready tasks and the timers already due */
-        int ran = 0;
-        while (!s->stopped && csm_scheduler_run_ready(s))
-            ran = 1;
-        if (!ran && mode == 1 && s->heap_len > 0) {
-            double at = s->heap[0]->due;
-            while (!s->stopped && csm_scheduler_advance(s, at))
-                while (!s->stopped && csm_scheduler_run_ready(s))
-                    ;
-        } else if (mode == 2) {
-            while (!s->stopped && (csm_scheduler_run_ready(s) || csm_scheduler_advance(s, s->now)))
-                ;
-        }
+        /* once: one iteration, after a jump to the next timer when nothing
+         * is due or ready; nowait: one iteration, no jump */
+        int idle = s->ready_len == 0 && !(s->heap_len > 0 && s->heap[0]->due <= s->now);
+        if (mode == 1 && idle && s->heap_len > 0)
+            s->now = s->heap[0]->due;
+        sim_iteration(s);
         more = s->ready_len > 0 || csm_scheduler_timers(s) > 0;
     }
     raise_failure(L, loop);
@@ -417,7 +414,7 @@ static int loop_run_for(lua_State *L)
     csm_scheduler *s = &loop->scheduler;
     if (s->kind == CSM_SIM) {
         double limit = s->now + seconds;
-        while (!s->stopped && sim_step(s, limit))
+        while (!s->stopped && csm_scheduler_step(s, limit))
             ;
         if (!s->stopped && s->now < limit)
             s->now = limit;
@@ -458,7 +455,7 @@ static int loop_run_until(lua_State *L)
     if (s->kind == CSM_SIM) {
         double limit = s->now + timeout;
         while (ok == 0 && !s->stopped) {
-            if (!sim_step(s, limit)) {
+            if (!csm_scheduler_step(s, limit)) {
                 if (s->now < limit)
                     s->now = limit;
                 break;

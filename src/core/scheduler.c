@@ -160,7 +160,9 @@ void csm_scheduler_unpost(csm_scheduler *s, csm_task *task)
     task->prev->next = task->next;
     task->next->prev = task->prev;
     task->prev = task->next = NULL;
-    if (--s->ready_len == 0 && s->uv_idle != NULL)
+    if (s->batch > --s->ready_len)
+        s->batch = s->ready_len;
+    if (s->ready_len == 0 && s->uv_idle != NULL)
         uv_idle_stop(&((idle_handle *)s->uv_idle)->uv);
 }
 
@@ -263,6 +265,20 @@ int csm_scheduler_advance(csm_scheduler *s, double limit)
     s->timers_fired++;
     t->cb(t);
     return 1;
+}
+
+int csm_scheduler_step(csm_scheduler *s, double limit)
+{
+    if (s->batch == 0) {
+        if (s->heap_len > 0 && s->heap[0]->due <= s->now)
+            return csm_scheduler_advance(s, s->now);
+        s->batch = s->ready_len;
+    }
+    if (s->batch > 0) {
+        s->batch--;
+        return csm_scheduler_run_ready(s);
+    }
+    return csm_scheduler_advance(s, limit);
 }
 
 /* ---- timers ---- */

@@ -45,6 +45,7 @@ struct csm_scheduler {
     uint64_t seq;
     csm_task ready;             /* sentinel of the ready list */
     size_t ready_len;
+    size_t batch;               /* sim: ready tasks left in this iteration */
     uint64_t rng[4];            /* xoshiro256** state */
     int stopped;                /* loop:stop() asked for */
     uint64_t tasks_run, timers_fired;
@@ -85,6 +86,12 @@ int csm_scheduler_run_ready(csm_scheduler *s);
  * timer fired, 0 if none is armed. Only when no task is ready; limit, when
  * >= 0, is a virtual time not to pass (returns 0 and sets now = limit). */
 int csm_scheduler_advance(csm_scheduler *s, double limit);
+
+/* Sim: one step of an iteration shaped like libuv's: first the timers due
+ * by now, one per step; then the tasks that were ready when those were
+ * done, one per step; when nothing is due or ready, time jumps to the next
+ * timer (not past limit, when limit >= 0). Returns 1 if something ran. */
+int csm_scheduler_step(csm_scheduler *s, double limit);
 
 /* Sim: the number of armed timers. */
 size_t csm_scheduler_timers(const csm_scheduler *s);
