@@ -93,8 +93,11 @@ static void check_limit(lua_State *L, int idx, const char *name, double lo, doub
     lua_getfield(L, idx, name);
     if (!lua_isnil(L, -1)) {
         double x = lua_tonumber(L, -1);
-        if (lua_type(L, -1) != LUA_TNUMBER || x < lo || x != (double)(int64_t)x)
-            luaL_error(L, "csm.new: limits.%s must be an integer >= %d", name, (int)lo);
+        /* range first: casting NaN, inf or >= 2^63 to int64_t is undefined */
+        if (lua_type(L, -1) != LUA_TNUMBER || !(x >= lo && x <= 9007199254740992.0) ||
+            x != (double)(int64_t)x)
+            luaL_error(L, "csm.new: limits.%s must be an integer >= %d and <= 2^53", name,
+                       (int)lo);
         *out = x;
     }
     lua_pop(L, 1);
@@ -369,12 +372,13 @@ static int machine_receive_confirmation(lua_State *L)
 
 static int kind_arg(lua_State *L, int idx, const char *fname)
 {
-    const char *kind = lua_tostring(L, idx);
-    for (int k = 0; kind != NULL && lua_type(L, idx) == LUA_TSTRING && k < CSM_NKINDS; k++)
+    /* only a string: lua_tostring would turn a number into one in place */
+    const char *kind = lua_type(L, idx) == LUA_TSTRING ? lua_tostring(L, idx) : NULL;
+    for (int k = 0; kind != NULL && k < CSM_NKINDS; k++)
         if (strcmp(kind, csm_kind_names[k]) == 0)
             return k;
     return csm_argerror_at(L, idx, fname, idx - 1, "kind",
-                        "\"liveness\", \"proposals\", \"votes\" or \"confirmations\" expected");
+                           "\"liveness\", \"proposals\", \"votes\" or \"confirmations\" expected");
 }
 
 /* A fresh table: identity -> clone of each value held for kind at rank. */
