@@ -25,6 +25,19 @@ local KIND_EXPECTED = '"liveness", "proposals", "votes" or "confirmations" expec
 
 describe("csm", function()
   describe("machine", function()
+    describe("methods written in Lua", function()
+      it("raise naming the method when self is not a machine", function()
+        local sm = quiet()
+        for _, name in ipairs { "send_event", "close", "add_listener", "inspect", "timing", "call",
+                                "set_next_state", "transitions", "minimum_provers" } do
+          assert.are.equal("sm:" .. name .. ": bad argument #1 'self' (csm machine expected, got number)",
+            error_of(sm[name], 5))
+        end
+        assert.are.equal("sm:id: bad argument #1 'self' (csm machine expected, got table)",
+          error_of(sm.id, {}))
+      end)
+    end)
+
     describe("receive_liveness_check", function()
       it("raises on a bad peer or collected value", function()
         local sm = quiet()

@@ -32,7 +32,7 @@ function support.providers(id, overrides)
       end,
     },
     liveness = {
-      collect = function(_, ctx)
+      collect = function()
         local active = p.sm and p.sm:active_state()
         return csm.value("live-" .. id, active and active:rank() + 1 or 1)
       end,

@@ -48,7 +48,7 @@ local function providers(node)
     return out
   end
 
-  function leader:prove_next_state(prior, collected, ctx)
+  function leader:prove_next_state(prior, _, ctx)
     local leaders = self:get_next_leaders(prior)
     for i, l in ipairs(leaders) do
       if l == id and i > 1 then
@@ -66,7 +66,7 @@ local function providers(node)
     local active = node.sm:active_state()
     return csm.value("live/" .. id, active and active:rank() + 1 or 0)
   end
-  function liveness:send_liveness(prior, collected)
+  function liveness:send_liveness(_, collected)
     broadcast("receive_liveness_check", id, collected)
   end
 

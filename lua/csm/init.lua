@@ -266,7 +266,16 @@ end
 -- The machine's Lua methods.
 -------------------------------------------------------------------------------
 
-local Machine = core.metatable("csm.machine").__index
+local MACHINE = core.metatable("csm.machine")
+local Machine = MACHINE.__index
+
+-- The Lua half of the machine's state, after checking self.
+local function data_of(self, fname)
+  if getmetatable(self) ~= MACHINE then
+    fail("%s: bad argument #1 'self' (csm machine expected, got %s)", fname, type(self))
+  end
+  return self:_data()
+end
 
 local function notify(d, message, err)
   if err == nil then
@@ -283,7 +292,7 @@ fatal = function(sm, err)
   sm:close()
 end
 
-local function event_id(sm, d, event, fname)
+local function event_id(d, event, fname)
   local id = d.event_ids[event]
   if id == nil then
     if type(event) ~= "string" then argerror(fname, 1, "event", "string expected", event) end
@@ -295,14 +304,14 @@ end
 --- Queues an event; it is handled later by the loop, in order.
 -- @return true, or nil, err (closed machine, full queue)
 function Machine:send_event(event)
-  local d = self:_data()
-  return self:_send(event_id(self, d, event, "sm:send_event"))
+  local d = data_of(self, "sm:send_event")
+  return self:_send(event_id(d, event, "sm:send_event"))
 end
 
 --- Cancels everything at once: the machine is left stopped, listeners are
 -- not told, and start is refused from now on.
 function Machine:close()
-  local d = self:_data()
+  local d = data_of(self, "sm:close")
   local ctx = d.ctx
   self:_close()
   if ctx then
@@ -313,13 +322,14 @@ end
 
 --- The fatal error that closed the machine, if any.
 function Machine:error()
-  return self:_data().error
+  return data_of(self, "sm:error").error
 end
 
 --- Adds a listener: fn(from, to, event), or an object whose
 -- on_transition(self, from, to, event) is called.
 -- @return a handle for remove_listener
 function Machine:add_listener(listener)
+  local d = data_of(self, "sm:add_listener")
   local fn
   if type(listener) == "function" then
     fn = listener
@@ -329,7 +339,6 @@ function Machine:add_listener(listener)
     argerror("sm:add_listener", 1, "listener", "function or table with on_transition expected",
       listener)
   end
-  local d = self:_data()
   local handle = { fn = fn, listener = listener }
   local list = {}
   for i, h in ipairs(d.listeners) do list[i] = h end
@@ -341,7 +350,7 @@ end
 --- Removes a listener added by add_listener.
 -- @return true if it was there
 function Machine:remove_listener(handle)
-  local d = self:_data()
+  local d = data_of(self, "sm:remove_listener")
   local list, found = {}, false
   for _, h in ipairs(d.listeners) do
     if h == handle or h.listener == handle then found = true else list[#list + 1] = h end
@@ -350,48 +359,52 @@ function Machine:remove_listener(handle)
   return found
 end
 
-function Machine:id() return self:_data().id end
-function Machine:loop() return self:_data().loop end
+function Machine:id() return data_of(self, "sm:id").id end
+function Machine:loop() return data_of(self, "sm:loop").loop end
 
 --- The provider table given to csm.new under name, or nil.
-function Machine:provider(name) return self:_data().providers[name] end
-function Machine:next_state() return self:_data().next_state end
-function Machine:collected() return self:_data().collected end
-function Machine:next_provers() return self:_data().next_provers end
-function Machine:chosen_proposer() return self:_data().chosen_proposer end
-function Machine:emit_on_send() return self:_data().emit end
+function Machine:provider(name) return data_of(self, "sm:provider").providers[name] end
+function Machine:next_state() return data_of(self, "sm:next_state").next_state end
+function Machine:collected() return data_of(self, "sm:collected").collected end
+function Machine:next_provers() return data_of(self, "sm:next_provers").next_provers end
+function Machine:chosen_proposer() return data_of(self, "sm:chosen_proposer").chosen_proposer end
+function Machine:emit_on_send() return data_of(self, "sm:emit_on_send").emit end
 
 local function optional_value(fname, v, name)
   if v ~= nil and not csm.is_value(v) then argerror(fname, 1, name, "csm value or nil expected", v) end
 end
 
 function Machine:set_next_state(v)
+  local d = data_of(self, "sm:set_next_state")
   optional_value("sm:set_next_state", v, "state")
-  self:_data().next_state = v
+  d.next_state = v
 end
 
 function Machine:set_collected(v)
+  local d = data_of(self, "sm:set_collected")
   optional_value("sm:set_collected", v, "collected")
-  self:_data().collected = v
+  d.collected = v
 end
 
 function Machine:set_next_provers(list)
+  local d = data_of(self, "sm:set_next_provers")
   if list ~= nil and type(list) ~= "table" then
     argerror("sm:set_next_provers", 1, "list", "table or nil expected", list)
   end
-  self:_data().next_provers = list or {}
+  d.next_provers = list or {}
 end
 
 function Machine:set_chosen_proposer(p)
+  local d = data_of(self, "sm:set_chosen_proposer")
   if p ~= nil and type(p) ~= "string" and not csm.is_value(p) then
     argerror("sm:set_chosen_proposer", 1, "peer", "csm value, string or nil expected", p)
   end
-  self:_data().chosen_proposer = p
+  d.chosen_proposer = p
 end
 
 --- The minimum number of provers (calls the function form).
 function Machine:minimum_provers()
-  local m = self:_data().minimum_provers
+  local m = data_of(self, "sm:minimum_provers").minimum_provers
   if type(m) == "function" then
     local n = m()
     if type(n) ~= "number" or n < 0 or n % 1 ~= 0 then
@@ -404,7 +417,7 @@ end
 
 --- A timeout or interval in seconds, scaled; proving_grace is a count.
 function Machine:timing(name)
-  local t = self:_data().timing[name]
+  local t = data_of(self, "sm:timing").timing[name]
   if t == nil then
     if type(name) ~= "string" then argerror("sm:timing", 1, "name", "string expected", name) end
     fail("sm:timing: unknown timing '%s'", name)
@@ -413,16 +426,16 @@ function Machine:timing(name)
 end
 
 function Machine:trace(message)
-  notify(self:_data(), message)
+  notify(data_of(self, "sm:trace"), message)
 end
 
 function Machine:trace_error(message, err)
-  notify(self:_data(), message, err == nil and "error" or err)
+  notify(data_of(self, "sm:trace_error"), message, err == nil and "error" or err)
 end
 
 --- The transition table: { {from=, event=, to=, guarded=}, ... }.
 function Machine:transitions()
-  local d, out = self:_data(), {}
+  local d, out = data_of(self, "sm:transitions"), {}
   for _, t in ipairs(d.transition_list) do
     out[#out + 1] = { from = t.from, event = t.event, to = t.to, guarded = t.guarded }
   end
@@ -432,7 +445,7 @@ end
 --- The state names this machine knows, in id order.
 function Machine:states()
   local out = {}
-  for i, name in ipairs(self:_data().state_names) do out[i] = name end
+  for i, name in ipairs(data_of(self, "sm:states").state_names) do out[i] = name end
   return out
 end
 
@@ -440,7 +453,7 @@ local KINDS = { "liveness", "proposals", "votes", "confirmations" }
 
 --- A snapshot of the machine: state, data, counters and map sizes.
 function Machine:inspect()
-  local d = self:_data()
+  local d = data_of(self, "sm:inspect")
   local counters = self:_counters()
   local maps = {}
   for _, kind in ipairs(KINDS) do
@@ -503,14 +516,15 @@ end
 -- type raises (a bug: the machine closes); an error result, or nil where a
 -- value is required, returns nil, err.
 function Machine:call(ctx, provider, method, ...)
-  local d = self:_data()
+  local d = data_of(self, "sm:call")
   local p = d.providers[provider]
   local shape = RESULTS[provider] and RESULTS[provider][method]
   if shape == nil then fail("sm:call: unknown provider method '%s:%s'", provider, method) end
   if p == nil then fail("csm: no %s provider (%s:%s needed)", provider, provider, method) end
   local fn = p[method]
   if type(fn) ~= "function" then fail("csm: %s provider has no method '%s'", provider, method) end
-  local r, nargs = nil, select("#", ...)
+  local r
+  local nargs = select("#", ...)
   if nargs == 0 then
     r = pack(fn(p, ctx))
   elseif nargs == 1 then
@@ -741,9 +755,13 @@ function csm.new(opts)
   for i, t in ipairs(transitions) do
     if type(t) ~= "table" then fail("csm.new: transitions[%d] must be a table", i) end
     for _, k in ipairs(sorted_keys(t)) do
-      if not TRANSITION_FIELDS[k] then fail("csm.new: transitions[%d]: unknown field '%s'", i, tostring(k)) end
+      if not TRANSITION_FIELDS[k] then
+        fail("csm.new: transitions[%d]: unknown field '%s'", i, tostring(k))
+      end
     end
-    if state_ids[t.from] == nil then fail("csm.new: transitions[%d]: unknown state '%s'", i, tostring(t.from)) end
+    if state_ids[t.from] == nil then
+      fail("csm.new: transitions[%d]: unknown state '%s'", i, tostring(t.from))
+    end
     if t.to ~= false and state_ids[t.to] == nil then
       fail("csm.new: transitions[%d]: unknown state '%s'", i, tostring(t.to))
     end
