@@ -18,6 +18,8 @@ for lua in 5.4 luajit; do
   read -r ok _ _ bad _ _ errs _ <<<"$summary"
   passed=$((passed + ok)) failed=$((failed + bad + errs))
 done
+echo "== luacheck"
+luacheck --no-color -q lua scripts spec || status=1
 echo "$passed passed, $failed failed"
 [ "$failed" -eq 0 ] || status=1
 exit $status
