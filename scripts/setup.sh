@@ -6,7 +6,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 packages=(build-essential cmake pkg-config lua5.4 liblua5.4-dev luajit libluajit-5.1-dev
-          libuv1-dev uthash-dev lua-busted lua-check luarocks lua-luv)
+          libuv1-dev uthash-dev lua-busted lua-check luarocks lua-luv lua-cjson lua-argparse
+          librsvg2-bin graphviz valgrind)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

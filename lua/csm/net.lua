@@ -1,0 +1,237 @@
+--- A simulated pub/sub network on a sim world.
+--
+--     local net = require "csm.net"
+--     local network = net.new(world, { latency = 0.01, jitter = 0.005, loss = 0.05 })
+--     network:join("a", function(from, msg) ... end)
+--     network:publish("a", msg)        -- to every other node, never to "a"
+--     network:send("a", "b", msg)
+--
+-- Per-link latency and jitter, loss, duplication and reordering; partitions
+-- and healing; crash and restart. Every random draw comes from the world's
+-- generator, so a run is a function of the world's seed. Messages in flight
+-- wait in one heap ordered by (delivery time, sending order) behind a
+-- single world timer.
+-- @module csm.net
+
+local net = {}
+local Network = {}
+Network.__index = Network
+
+local DEFAULTS = { latency = 0, jitter = 0, loss = 0, duplicate = 0, reorder = 0, reorder_delay = 0 }
+
+local function check_params(fname, p)
+  for k, v in pairs(p) do
+    if DEFAULTS[k] == nil then error(string.format("%s: unknown parameter '%s'", fname, tostring(k)), 3) end
+    if type(v) ~= "number" or not (v >= 0) then
+      error(string.format("%s: parameter '%s' must be a number >= 0 (got %s)", fname, k, tostring(v)), 3)
+    end
+    if (k == "loss" or k == "duplicate" or k == "reorder") and v > 1 then
+      error(string.format("%s: parameter '%s' is a probability (got %s)", fname, k, tostring(v)), 3)
+    end
+  end
+end
+
+--- A network on world. params: latency (s), jitter (s, uniform extra),
+-- loss, duplicate, reorder (probabilities), reorder_delay (s, the most a
+-- reordered message is held back; default 4 x (latency + jitter)).
+function net.new(world, params)
+  params = params or {}
+  check_params("net.new", params)
+  local p = {}
+  for k, v in pairs(DEFAULTS) do p[k] = params[k] or v end
+  if params.reorder_delay == nil then p.reorder_delay = 4 * (p.latency + p.jitter) end
+  return setmetatable({
+    world = world, params = p, links = {},
+    names = {}, handlers = {}, down = {}, group = nil,
+    heap = {}, seq = 0, timer = nil,
+    stats = { sent = 0, delivered = 0, dropped = 0, duplicated = 0 },
+  }, Network)
+end
+
+--- Adds a node; handler(from, msg) gets what reaches it.
+function Network:join(name, handler)
+  if type(name) ~= "string" then error("network:join: name must be a string", 2) end
+  if type(handler) ~= "function" then error("network:join: handler must be a function", 2) end
+  if self.handlers[name] == nil then self.names[#self.names + 1] = name end
+  self.handlers[name] = handler
+  self.down[name] = nil
+end
+
+--- The joined node names, in joining order.
+function Network:nodes()
+  return self.names
+end
+
+--- Sets parameters for the link a <-> b (both directions).
+function Network:link(a, b, params)
+  check_params("network:link", params)
+  local p = {}
+  for k, v in pairs(self.params) do p[k] = params[k] or v end
+  self.links[a .. "\0" .. b] = p
+  self.links[b .. "\0" .. a] = p
+end
+
+--- Splits the network: nodes in different groups cannot reach each other;
+-- nodes in no group form one more group together.
+function Network:partition(groups)
+  local group = {}
+  for i, g in ipairs(groups) do
+    for _, name in ipairs(g) do group[name] = i end
+  end
+  self.group = group
+end
+
+--- Ends every partition.
+function Network:heal()
+  self.group = nil
+end
+
+--- Whether a and b can reach each other now.
+function Network:connected(a, b)
+  local group = self.group
+  if group == nil then return true end
+  return (group[a] or 0) == (group[b] or 0)
+end
+
+--- Takes a node down: it sends and receives nothing until restart.
+function Network:crash(name)
+  self.down[name] = true
+end
+
+function Network:restart(name)
+  self.down[name] = nil
+end
+
+function Network:is_down(name)
+  return self.down[name] == true
+end
+
+--- Runs fn at virtual time t (now if t has passed).
+function Network:at(t, fn)
+  local delay = t - self.world:now()
+  return self.world:after(delay > 0 and delay or 0, fn)
+end
+
+-- ---- the in-flight heap, on (due, seq) ----
+
+local function before(a, b)
+  return a.due < b.due or (a.due == b.due and a.seq < b.seq)
+end
+
+local function push(heap, m)
+  local i = #heap + 1
+  heap[i] = m
+  while i > 1 do
+    local parent = (i - i % 2) / 2
+    if not before(m, heap[parent]) then break end
+    heap[i], heap[parent] = heap[parent], m
+    i = parent
+  end
+end
+
+local function pop(heap)
+  local top, n = heap[1], #heap
+  local last = heap[n]
+  heap[n] = nil
+  n = n - 1
+  if n > 0 then
+    local i = 1
+    while true do
+      local c = 2 * i
+      if c > n then break end
+      if c < n and before(heap[c + 1], heap[c]) then c = c + 1 end
+      if not before(heap[c], last) then break end
+      heap[i] = heap[c]
+      i = c
+    end
+    heap[i] = last
+  end
+  return top
+end
+
+local deliver_due
+
+local function arm(self)
+  local first = self.heap[1]
+  if first == nil then return end
+  if self.timer and self.timer:active() then
+    if self.armed_for <= first.due then return end
+    self.timer:cancel()
+  end
+  self.armed_for = first.due
+  self.timer = self:at(first.due, self.on_timer)
+end
+
+deliver_due = function(self)
+  local heap, world = self.heap, self.world
+  local now = world:now()
+  while heap[1] ~= nil and heap[1].due <= now do
+    local m = pop(heap)
+    local to, from = m.to, m.from
+    local handler = self.handlers[to]
+    if handler == nil or self.down[to] or self.down[from] or not self:connected(from, to) then
+      self.stats.dropped = self.stats.dropped + 1
+    else
+      self.stats.delivered = self.stats.delivered + 1
+      if self.observer then self.observer("deliver", from, to, m.msg) end
+      handler(from, m.msg)
+    end
+  end
+  arm(self)
+end
+
+local function enqueue(self, from, to, msg, p)
+  local random = self.world
+  local delay = p.latency
+  if p.jitter > 0 then delay = delay + p.jitter * random:random() end
+  if p.reorder > 0 and random:random() < p.reorder then
+    delay = delay + p.reorder_delay * random:random()
+  end
+  self.seq = self.seq + 1
+  push(self.heap, { due = self.world:now() + delay, seq = self.seq, from = from, to = to, msg = msg })
+end
+
+local function route(self, from, to, msg)
+  local stats = self.stats
+  stats.sent = stats.sent + 1
+  if self.observer then self.observer("send", from, to, msg) end
+  local p = self.links[from .. "\0" .. to] or self.params
+  if self.down[from] or self.down[to] or not self:connected(from, to)
+    or (p.loss > 0 and self.world:random() < p.loss) then
+    stats.dropped = stats.dropped + 1
+    return
+  end
+  enqueue(self, from, to, msg, p)
+  if p.duplicate > 0 and self.world:random() < p.duplicate then
+    stats.duplicated = stats.duplicated + 1
+    enqueue(self, from, to, msg, p)
+  end
+end
+
+local function flush(self)
+  if self.on_timer == nil then
+    self.on_timer = function() self.timer = nil; deliver_due(self) end
+  end
+  arm(self)
+end
+
+--- Sends msg from one node to another.
+function Network:send(from, to, msg)
+  route(self, from, to, msg)
+  flush(self)
+end
+
+--- Sends msg from a node to every other node, in joining order.
+function Network:publish(from, msg)
+  for _, to in ipairs(self.names) do
+    if to ~= from then route(self, from, to, msg) end
+  end
+  flush(self)
+end
+
+--- Messages waiting to be delivered.
+function Network:in_flight()
+  return #self.heap
+end
+
+return net
