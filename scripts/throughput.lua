@@ -20,7 +20,8 @@ for r = 1, 50 do
   world:run("nowait")
 end
 local dt = clock() - t0
-print(string.format("receive_vote: %d calls in %.3fs = %.0f calls/s (entries %d)", n, dt, n/dt, sm:inspect().entries_held))
+print(string.format("receive_vote: %d calls in %.3fs = %.0f calls/s (entries %d)", n, dt, n / dt,
+  sm:inspect().entries_held))
 -- self-transitions: voting --voting_timeout--> voting with a no-op behaviour
 local w2 = csm.sim{seed=1}
 local sm2 = csm.new{ id = "me", initial = csm.value("g", 0), loop = w2,
@@ -33,4 +34,5 @@ local N = 200000
 for i = 1, N do sm2:send_event("voting_timeout") ; if i % 32 == 0 then w2:run("nowait") end end
 w2:run("nowait")
 local dt2 = clock() - t1
-print(string.format("self-transitions: %d in %.3fs = %.0f/s (count %d)", N, dt2, N/dt2, sm2:transition_count()))
+print(string.format("self-transitions: %d in %.3fs = %.0f/s (count %d)", N, dt2, N / dt2,
+  sm2:transition_count()))

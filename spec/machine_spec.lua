@@ -578,7 +578,8 @@ describe("csm", function()
         for _, t in ipairs(sm:transitions()) do
           if t.from == "voting" and t.event == "vote_received" then found = t end
         end
-        assert.are.same({ from = "voting", event = "vote_received", to = "voting", guarded = true }, found)
+        assert.are.same({ from = "voting", event = "vote_received", to = "voting", guarded = true,
+                          taken = 0 }, found)
       end)
     end)
 
@@ -940,8 +941,8 @@ describe("csm", function()
         local t = sm:transitions()
         t[1].to = "nowhere"
         t[2] = nil
-        assert.are.same({ from = "stopped", event = "start", to = "starting", guarded = false },
-          sm:transitions()[1])
+        assert.are.same({ from = "stopped", event = "start", to = "starting", guarded = false,
+                          taken = 0 }, sm:transitions()[1])
         assert.are.equal(37, #sm:transitions())
       end)
     end)

@@ -110,10 +110,25 @@ describe("csm", function()
         local sm = support.machine()
         local want = {}
         for i, row in ipairs(SEED) do
-          want[i] = { from = row[1], event = row[2], to = row[3], guarded = false }
+          want[i] = { from = row[1], event = row[2], to = row[3], guarded = false, taken = 0 }
         end
         assert.are.equal(37, #want)
         assert.are.same(want, sm:transitions())
+      end)
+
+      it("counts how often each edge was taken", function()
+        local sm, world = support.machine { states = { loading = { behavior = false } } }
+        sm:start()
+        world:run_for(2.5)
+        sm:send_event("sync_timeout")
+        sm:send_event("sync_timeout")
+        world:run("nowait")
+        local taken = {}
+        for _, row in ipairs(sm:transitions()) do taken[row.from .. " " .. row.event] = row.taken end
+        assert.are.equal(1, taken["stopped start"])
+        assert.are.equal(1, taken["starting init_complete"])
+        assert.are.equal(2, taken["loading sync_timeout"])
+        assert.are.equal(0, taken["loading sync_complete"])
       end)
     end)
 

@@ -53,7 +53,9 @@ function harness.config(c)
   if type(out.nodes) ~= "number" or out.nodes < 1 or out.nodes % 1 ~= 0 then
     fail("harness: nodes must be an integer >= 1")
   end
-  if total >= out.nodes then fail("harness: %d byzantine nodes leave no honest one of %d", total, out.nodes) end
+  if total >= out.nodes then
+    fail("harness: %d byzantine nodes leave no honest one of %d", total, out.nodes)
+  end
   return out
 end
 

@@ -433,11 +433,14 @@ function Machine:trace_error(message, err)
   notify(data_of(self, "sm:trace_error"), message, err == nil and "error" or err)
 end
 
---- The transition table: { {from=, event=, to=, guarded=}, ... }.
+--- The transition table: { {from=, event=, to=, guarded=, taken=}, ... },
+-- taken counting how often each edge was followed.
 function Machine:transitions()
   local d, out = data_of(self, "sm:transitions"), {}
   for _, t in ipairs(d.transition_list) do
-    out[#out + 1] = { from = t.from, event = t.event, to = t.to, guarded = t.guarded }
+    local edge = d.state_ids[t.from] * d.nevents + d.event_ids[t.event]
+    out[#out + 1] = { from = t.from, event = t.event, to = t.to, guarded = t.guarded,
+                      taken = d.taken[edge] or 0 }
   end
   return out
 end
@@ -582,6 +585,9 @@ local function transition(sm, d, from, to, event)
   if exit then exit(sm, ev, data) end
   if sm:closed() then return end
   sm:_enter(to)
+  local edge = from * d.nevents + event
+  local taken = d.taken
+  taken[edge] = (taken[edge] or 0) + 1
   local from_name, to_name = names[from + 1], names[to + 1]
   for _, h in ipairs(d.listeners) do h.fn(from_name, to_name, ev) end
   if sm:closed() then return end
@@ -790,6 +796,7 @@ function csm.new(opts)
   d.nevents = nevents
   d.listeners = {}
   d.guards = {}
+  d.taken = {}
   d.next_provers = {}
 
   -- the transition table: the seed's, with the custom rows applied in order
@@ -853,6 +860,7 @@ end
 core.metatable("csm.machine").__close = function(sm) sm:close() end
 
 csm.behaviors = require "csm.behaviors"
+csm.viz = require "csm.viz"
 
 assert(NSEED_EVENTS == #seed.events)
 return csm
