@@ -54,7 +54,7 @@ function reference.node(options)
     needs_sync = options.sync == true,
     on_finalize = options.on_finalize,
     finalized = {}, finalized_at = {}, chain = {}, progress = {},
-    refused = 0, count = 0,
+    refused = 0, refusals = {}, count = 0,
   }, Node)
   for i, name in ipairs(self.names) do
     if name == self.name then self.index = i end
@@ -475,6 +475,9 @@ function Node:deliver(from, msg)
   if not ok then
     self.refused = self.refused + 1
     self.last_refusal = err
+    -- by reason, numbers elided: "vote: stale rank N (active rank N)"
+    local reason = kind .. ": " .. tostring(err):gsub("%d+", "N")
+    self.refusals[reason] = (self.refusals[reason] or 0) + 1
   end
   if self.poke and (kind == "prevote" or kind == "vote" or kind == "proposal") then self.poke() end
 end
