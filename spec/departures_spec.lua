@@ -5,54 +5,11 @@ local support = require "support"
 
 local unpack = table.unpack or unpack
 
-local SEED_STATES = { "loading", "collecting", "liveness_check", "proving", "publishing",
-                      "voting", "finalizing", "verifying", "stopping" }
-
 local function value(identity, rank)
   return csm.value(identity, rank)
 end
 
--- Records "time from -event-> to" for every transition of sm.
-local function timeline(sm, world)
-  local list = {}
-  sm:add_listener(function(from, to, event)
-    list[#list + 1] = string.format("%g %s -%s-> %s", world:now(), from, event, to)
-  end)
-  return list
-end
-
--- A machine whose start goes straight to state, every other state's
--- behaviour off (unless in opts.keep); opts.setup(sm) runs before start.
-local function enter(state, opts)
-  opts = opts or {}
-  local o = {}
-  for k, v in pairs(opts) do
-    if k ~= "keep" and k ~= "setup" then o[k] = v end
-  end
-  o.states = o.states or {}
-  for _, name in ipairs(SEED_STATES) do
-    if name ~= state and not (opts.keep and opts.keep[name]) and o.states[name] == nil then
-      o.states[name] = { behavior = false }
-    end
-  end
-  o.transitions = { { from = "stopped", event = "start", to = state } }
-  local sm, world, log = support.machine(o)
-  log.timeline = timeline(sm, world)
-  if opts.setup then opts.setup(sm, world, log) end
-  assert(sm:start())
-  return sm, world, log
-end
-
--- A machine on world that finalizes one rank per virtual second.
-local function bystander(world)
-  return support.machine {
-    loop = world, id = "b1",
-    overrides = { leader = { prove_next_state = function(_, prior, _, ctx)
-      ctx:sleep(1)
-      return value("b" .. (prior:rank() + 1), prior:rank() + 1)
-    end } },
-  }
-end
+local timeline, enter, bystander = support.timeline, support.enter, support.bystander
 
 describe("csm departures from the seed", function()
   describe("1. behaviours run as coroutines; timeouts are armed on entry", function()

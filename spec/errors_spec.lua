@@ -6,13 +6,7 @@ local support = require "support"
 local error_of = support.error_of
 
 -- A machine on a sim world whose behaviours are all off.
-local function quiet(opts)
-  opts = opts or {}
-  local states = {}
-  for name in pairs(csm.states) do states[name] = { behavior = false } end
-  opts.states = states
-  return support.machine(opts)
-end
+local quiet = support.quiet
 
 -- Asserts that fn(...) returns exactly nil, err.
 local function refused(err, fn, ...)

@@ -5,21 +5,7 @@ local support = require "support"
 
 local error_of = support.error_of
 
--- Every seed state with its behaviour switched off, so only send_event and
--- timers move the machine; extra is merged over it.
-local function quiet(extra)
-  local states = {}
-  for name in pairs(csm.states) do states[name] = { behavior = false } end
-  for name, cfg in pairs(extra or {}) do states[name] = cfg end
-  return states
-end
-
--- A machine with every behaviour off on a sim world.
-local function quiet_machine(opts)
-  opts = opts or {}
-  opts.states = quiet(opts.states)
-  return support.machine(opts)
-end
+local quiet_machine = support.quiet
 
 -- Sends each event, then runs what is due now.
 local function drive(sm, world, ...)

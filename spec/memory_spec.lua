@@ -10,13 +10,7 @@ local function full_gc()
 end
 
 -- A machine on world with every behaviour off.
-local function quiet(opts)
-  opts = opts or {}
-  local states = {}
-  for name in pairs(csm.states) do states[name] = { behavior = false } end
-  opts.states = states
-  return support.machine(opts)
-end
+local quiet = support.quiet
 
 -- Asserts the ledger of sm is within its limits: at most per_rank entries
 -- per map per rank, at most window ranks, all of them above the active one.

@@ -99,6 +99,77 @@ function support.machine(opts)
   return sm, world, log
 end
 
+local SEED_STATES = { "loading", "collecting", "liveness_check", "proving", "publishing",
+                      "voting", "finalizing", "verifying", "stopping" }
+
+--- Every seed state with its behaviour switched off, so only send_event and
+-- timers move a machine; the states in extra are merged over it.
+function support.quiet_states(extra)
+  local states = {}
+  for name in pairs(csm.states) do states[name] = { behavior = false } end
+  for name, cfg in pairs(extra or {}) do states[name] = cfg end
+  return states
+end
+
+--- support.machine with every behaviour off (opts.states merged over).
+function support.quiet(opts)
+  opts = opts or {}
+  opts.states = support.quiet_states(opts.states)
+  return support.machine(opts)
+end
+
+--- Sends each event (each must be queued), then runs what is due now.
+function support.drive(sm, world, ...)
+  for _, event in ipairs { ... } do assert(sm:send_event(event)) end
+  world:run("nowait")
+end
+
+--- Records "time from -event-> to" for every transition of sm.
+function support.timeline(sm, world)
+  local list = {}
+  sm:add_listener(function(from, to, event)
+    list[#list + 1] = string.format("%g %s -%s-> %s", world:now(), from, event, to)
+  end)
+  return list
+end
+
+--- A machine (support.machine) whose start goes straight to state, with
+-- every other state's behaviour switched off so that a run stops where it
+-- is asserted. opts: support.machine's, plus keep = {state = true} (keep
+-- those behaviours) and setup = fn(sm, world, log) run before start.
+-- log.timeline is support.timeline's list.
+function support.enter(state, opts)
+  opts = opts or {}
+  local o = {}
+  for k, v in pairs(opts) do
+    if k ~= "keep" and k ~= "setup" then o[k] = v end
+  end
+  o.states = o.states or {}
+  for _, name in ipairs(SEED_STATES) do
+    if name ~= state and not (opts.keep and opts.keep[name]) and o.states[name] == nil then
+      o.states[name] = { behavior = false }
+    end
+  end
+  o.transitions = { { from = "stopped", event = "start", to = state } }
+  local sm, world, log = support.machine(o)
+  log.timeline = support.timeline(sm, world)
+  if opts.setup then opts.setup(sm, world, log) end
+  assert(sm:start())
+  return sm, world, log
+end
+
+--- A second machine on world that finalizes one rank per virtual second,
+-- to show that it goes on while another is stuck or closed.
+function support.bystander(world)
+  return support.machine {
+    loop = world, id = "b1",
+    overrides = { leader = { prove_next_state = function(_, prior, _, ctx)
+      ctx:sleep(1)
+      return csm.value("b" .. (prior:rank() + 1), prior:rank() + 1)
+    end } },
+  }
+end
+
 --- Index of the first entry of list equal to x, or nil.
 function support.find(list, x)
   for i, v in ipairs(list) do if v == x then return i end end

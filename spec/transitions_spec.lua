@@ -1,6 +1,5 @@
 -- The seed's transition table (spec section 5): each of its 37 transitions,
 -- the table sm:transitions() lists, and what a self-transition re-runs.
-local csm = require "csm"
 local support = require "support"
 
 local unpack = table.unpack or unpack
@@ -55,16 +54,10 @@ local PATH = {
 -- A machine on a sim world whose behaviours are all off, so only the
 -- events sent here (and timers) move it; extra states are merged in.
 local function quiet(extra)
-  local states = {}
-  for name in pairs(csm.states) do states[name] = { behavior = false } end
-  for name, cfg in pairs(extra or {}) do states[name] = cfg end
-  return support.machine { states = states }
+  return support.quiet { states = extra }
 end
 
-local function drive(sm, world, ...)
-  for _, event in ipairs { ... } do assert.is_true(sm:send_event(event)) end
-  world:run("nowait")
-end
+local drive = support.drive
 
 describe("csm", function()
   describe("machine", function()
