@@ -220,19 +220,25 @@ function behaviors.voting(sm, ctx, data)
   end
   local interval = sm:timing("vote_resend")
   local deadline = now(sm) + interval
+  local checked = -1 -- the vote count at the last check: other messages cannot make a quorum
   while true do
-    local quorum
-    quorum, err = sm:call(ctx, "voting", "is_quorum", sm:votes(rank))
-    if ctx:cancelled() then return end
-    if quorum == nil then return induce_sync(sm, ctx, err) end
-    if quorum then
-      sm:trace("quorum reached")
-      ctx:send_event("quorum_reached")
-      return
+    local count = sm:count("votes", rank)
+    if count ~= checked then
+      checked = count
+      local quorum
+      quorum, err = sm:call(ctx, "voting", "is_quorum", sm:votes(rank))
+      if ctx:cancelled() then return end
+      if quorum == nil then return induce_sync(sm, ctx, err) end
+      if quorum then
+        sm:trace("quorum reached")
+        ctx:send_event("quorum_reached")
+        return
+      end
     end
     local why = ctx:wait(remaining(sm, deadline))
     if why == nil then return end
     if why == "timeout" then
+      checked = -1 -- and once per interval whatever arrived, as the seed does
       deadline = deadline + interval
       local vote = sm:get("votes", rank, id)
       if vote == nil then
