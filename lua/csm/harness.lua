@@ -196,6 +196,8 @@ function harness.run(config)
           local old = nodes[i]
           local fresh = make(i, true)
           fresh.finalized, fresh.finalized_at, fresh.count = old.finalized, old.finalized_at, old.count
+          -- what it finalized and voted survives the crash: it answers syncs and votes
+          fresh.chain, fresh.cast = old.chain, old.cast
           local last = old.sm:active_state()
           if last then fresh.sm:set_active_state(last) end
           nodes[i] = fresh

@@ -53,7 +53,7 @@ function reference.node(options)
     sync_wait = options.sync_wait or 0.5 * scale,
     needs_sync = options.sync == true,
     on_finalize = options.on_finalize,
-    finalized = {}, finalized_at = {}, chain = {}, progress = {},
+    finalized = {}, finalized_at = {}, chain = {}, progress = {}, cast = {},
     refused = 0, refusals = {}, count = 0,
   }, Node)
   for i, name in ipairs(self.names) do
@@ -181,6 +181,15 @@ function Node:synchronize(existing, ctx)
     adopted = chosen
     self:record(rank, chosen)
   end
+  if adopted == nil then
+    -- peers that did not answer cannot help: forget how far they claimed to
+    -- be, or a crashed one would keep this node "behind", syncing, forever
+    local answered = {}
+    for _, r in ipairs(responses) do answered[r.from] = true end
+    for name in pairs(self.progress) do
+      if not answered[name] then self.progress[name] = nil end
+    end
+  end
   return adopted or existing
 end
 
@@ -244,12 +253,19 @@ function Node:candidate(rank)
   end
 end
 
--- The identity q nodes prevoted (or voted) for in the current attempt.
+-- The identity q nodes prevoted (or voted) for in the current attempt or,
+-- failing that, in the latest earlier one that has such a polka; and that
+-- attempt. Voters of an earlier attempt never move, so a node that missed
+-- their polka (a partition, say) must be able to join it; each node still
+-- votes once per rank, which is what keeps two quorums apart.
 function Node:polka()
-  local t = self.tally[self.attempt]
-  if t == nil then return nil end
-  for id, c in pairs(t.count) do
-    if c >= self.q then return id end
+  for attempt = self.attempt, 0, -1 do
+    local t = self.tally[attempt]
+    if t then
+      for id, c in pairs(t.count) do
+        if c >= self.q then return id, attempt end
+      end
+    end
   end
 end
 
@@ -311,17 +327,17 @@ function Node:decide(ctx)
   local resend = self.sm:timing("vote_resend")
   local next_resend = self.world:now() + resend
   while true do
-    local id = self:polka()
+    local id, attempt = self:polka()
     if id then
       local proposer = id:match("^%d+%.%d+:(.*)$") or id
       proposer = proposer:gsub("'$", "")
-      local vote = csm.value(id, rank, { attempt = self.attempt, proposer = proposer })
+      local vote = csm.value(id, rank, { attempt = attempt, proposer = proposer })
       self.my_vote = vote
-      self.voted_in[self.attempt] = true
+      self.voted_in[attempt] = true
       self:send_vote(vote)
       if self.role == "double_vote" then
-        self:publish { kind = "vote", proposer = proposer, attempt = self.attempt,
-                       value = csm.value(id .. "*", rank, { attempt = self.attempt }) }
+        self:publish { kind = "vote", proposer = proposer, attempt = attempt,
+                       value = csm.value(id .. "*", rank, { attempt = attempt }) }
       end
       return proposer, vote
     end
@@ -345,13 +361,19 @@ function Node:decide(ctx)
         if own and own:identity() == mine then self:send_proposal(own) end
       end
     end
-    local why = self:pause(ctx, math.min(next_resend, deadline) - now)
+    -- a deadline that passed while votes were seen no longer wakes this
+    -- node: waking for it again at once would spin without time passing
+    local wake = next_resend
+    if deadline > now and deadline < wake then wake = deadline end
+    local why = self:pause(ctx, wake - now)
     if why == nil then return nil, "canceled" end
   end
 end
 
 function Node:send_vote(vote)
   local msg = { kind = "vote", proposer = vote.proposer, attempt = vote.attempt, value = vote }
+  self.cast[vote:rank()] = msg
+  self.cast[vote:rank() - 64] = nil
   if self.role == "double_vote" then
     -- conflicting votes: the real one to half the peers, another to the rest
     for k, to in ipairs(self.names) do
@@ -435,6 +457,15 @@ function Node:deliver(from, msg)
     if kind ~= "sync_request" and progress > (self.progress[from] or 0) then
       self.progress[from] = progress
     end
+  end
+  -- a peer still deciding, a re-send later, a rank this node has left may
+  -- have lost this node's vote, which nobody re-sends any more: answer with
+  -- it (never to an answer, or two nodes past the rank would echo forever)
+  local cast = r and r < rank and self.cast[r]
+  if cast and (kind == "prevote" or (kind == "vote" and not msg.answer))
+    and self.world:now() - (self.finalized_at[r] or -math.huge) >= self.sm:timing("vote_resend") / 2 then
+    self:send(from, { kind = "vote", proposer = cast.proposer, attempt = cast.attempt,
+                      value = cast.value, answer = true })
   end
   local ok, err = true, nil
   if kind == "liveness" then

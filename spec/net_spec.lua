@@ -1,0 +1,502 @@
+-- csm.net: the simulated pub/sub network on a sim world.
+local csm = require "csm"
+local net = require "csm.net"
+local support = require "spec.support"
+
+local EPS = 1e-9
+
+-- A network on a fresh world with nodes joined by name; every delivery is
+-- logged as { t, from, to, msg } in log (all nodes) and log[name] (one node).
+local function fixture(params, names, seed)
+  local world = csm.sim { seed = seed or 1 }
+  local network = net.new(world, params)
+  local log = { by = {} }
+  for _, name in ipairs(names or { "a", "b", "c" }) do
+    log.by[name] = {}
+    network:join(name, function(from, msg)
+      local entry = { t = world:now(), from = from, to = name, msg = msg }
+      log[#log + 1] = entry
+      local own = log.by[name]
+      own[#own + 1] = entry
+    end)
+  end
+  return network, world, log
+end
+
+-- The log as one string per delivery, full precision, for comparisons.
+local function lines(log)
+  local out = {}
+  for i, e in ipairs(log) do
+    out[i] = string.format("%.17g %s>%s %s", e.t, e.from, e.to, tostring(e.msg))
+  end
+  return out
+end
+
+-- The counters add up: what was sent (plus duplicates) was delivered,
+-- dropped, or is still in flight.
+local function balanced(network)
+  local s = network.stats
+  return s.sent + s.duplicated == s.delivered + s.dropped + network:in_flight()
+end
+
+describe("csm.net", function()
+  describe("join", function()
+    it("adds nodes by name in joining order, once each", function()
+      local network = fixture({}, { "x", "y" })
+      network:join("z", function() end)
+      network:join("x", function() end)
+      assert.are.same({ "x", "y", "z" }, network:nodes())
+    end)
+
+    it("replaces the handler of a name that joins again", function()
+      local network, world = fixture({}, { "a", "b" })
+      local got = {}
+      network:join("b", function(from, msg) got[#got + 1] = from .. ":" .. msg end)
+      network:send("a", "b", "hi")
+      world:run()
+      assert.are.same({ "a:hi" }, got)
+    end)
+
+    it("raises on a name that is not a string or a handler that is not a function", function()
+      local network = fixture()
+      assert.are.equal("network:join: name must be a string",
+        support.error_of(network.join, network, 1, function() end))
+      assert.are.equal("network:join: handler must be a function",
+        support.error_of(network.join, network, "d", "not a function"))
+    end)
+  end)
+
+  describe("publish", function()
+    it("reaches every other node and never the sender", function()
+      local network, world, log = fixture({}, { "a", "b", "c", "d" })
+      network:publish("b", "m")
+      world:run()
+      assert.are.equal(0, #log.by.b)
+      for _, name in ipairs { "a", "c", "d" } do
+        assert.are.equal(1, #log.by[name])
+        assert.are.equal("b", log.by[name][1].from)
+        assert.are.equal("m", log.by[name][1].msg)
+      end
+      assert.are.same({ sent = 3, delivered = 3, dropped = 0, duplicated = 0 }, network.stats)
+    end)
+
+    it("delivers messages of one instant in joining, then sending, order without jitter", function()
+      local network, world, log = fixture({ latency = 0.1 }, { "a", "b", "c" })
+      network:publish("a", 1)
+      network:publish("a", 2)
+      world:run()
+      assert.are.same({ "0.10000000000000001 a>b 1", "0.10000000000000001 a>c 1",
+                        "0.10000000000000001 a>b 2", "0.10000000000000001 a>c 2" }, lines(log))
+    end)
+
+    it("passes the message table itself to the handler", function()
+      local network, world, log = fixture()
+      local msg = { kind = "ping" }
+      network:publish("a", msg)
+      world:run()
+      assert.are.equal(msg, log.by.b[1].msg)
+      assert.are.equal(msg, log.by.c[1].msg)
+    end)
+  end)
+
+  describe("send", function()
+    it("reaches the one addressed node only", function()
+      local network, world, log = fixture()
+      network:send("a", "c", "only c")
+      world:run()
+      assert.are.equal(1, #log)
+      assert.are.same({ "c", "a", "only c" }, { log[1].to, log[1].from, log[1].msg })
+      assert.are.equal(0, #log.by.b)
+      assert.are.equal(1, network.stats.sent)
+    end)
+
+    it("drops a message to a name that never joined, counted", function()
+      local network, world, log = fixture()
+      network:send("a", "nobody", "x")
+      world:run()
+      assert.are.equal(0, #log)
+      assert.are.same({ sent = 1, delivered = 0, dropped = 1, duplicated = 0 }, network.stats)
+    end)
+  end)
+
+  describe("latency and jitter", function()
+    it("delivers at now + latency in virtual time", function()
+      local network, world, log = fixture { latency = 0.25 }
+      network:at(1, function() network:send("a", "b", "x") end)
+      world:run()
+      assert.are.equal(1, #log)
+      assert.is_true(math.abs(log[1].t - 1.25) < EPS)
+      assert.is_true(math.abs(world:now() - 1.25) < EPS)
+    end)
+
+    it("delivers at once with no latency", function()
+      local network, world, log = fixture()
+      network:send("a", "b", "x")
+      assert.are.equal(1, network:in_flight())
+      world:run()
+      assert.are.equal(0, log[1].t)
+      assert.are.equal(0, network:in_flight())
+    end)
+
+    it("adds a uniform extra delay within [latency, latency + jitter]", function()
+      local network, world, log = fixture { latency = 0.1, jitter = 0.05 }
+      for i = 1, 200 do network:send("a", "b", i) end
+      world:run()
+      assert.are.equal(200, #log)
+      local low, high = math.huge, -math.huge
+      for _, e in ipairs(log) do
+        assert.is_true(e.t >= 0.1 - EPS and e.t <= 0.15 + EPS)
+        low, high = math.min(low, e.t), math.max(high, e.t)
+      end
+      -- the draws spread over the interval
+      assert.is_true(low < 0.11 and high > 0.14)
+    end)
+
+    it("may reorder messages when jitter exceeds the gap between them", function()
+      local network, world, log = fixture { latency = 0.01, jitter = 0.05 }
+      for i = 1, 50 do network:send("a", "b", i) end
+      world:run()
+      local inversions = 0
+      for i = 2, #log do
+        if log[i].msg < log[i - 1].msg then inversions = inversions + 1 end
+      end
+      assert.is_true(inversions > 0)
+    end)
+  end)
+
+  describe("loss", function()
+    it("with loss = 1, delivers nothing and counts every message dropped", function()
+      local network, world, log = fixture { loss = 1 }
+      for i = 1, 10 do network:publish("a", i) end
+      world:run()
+      assert.are.equal(0, #log)
+      assert.are.same({ sent = 20, delivered = 0, dropped = 20, duplicated = 0 }, network.stats)
+    end)
+
+    it("with loss = 0.3, drops roughly that share of many messages", function()
+      local network, world, log = fixture { loss = 0.3 }
+      for i = 1, 2000 do network:send("a", "b", i) end
+      world:run()
+      local s = network.stats
+      assert.are.equal(2000, s.sent)
+      assert.is_true(s.dropped >= 500 and s.dropped <= 700, "dropped " .. s.dropped)
+      assert.are.equal(2000 - s.dropped, s.delivered)
+      assert.are.equal(s.delivered, #log)
+    end)
+  end)
+
+  describe("duplicate", function()
+    it("with duplicate = 1, delivers each message twice, counted", function()
+      local network, world, log = fixture { duplicate = 1, latency = 0.01 }
+      for i = 1, 10 do network:send("a", "b", i) end
+      world:run()
+      local got = {}
+      for _, e in ipairs(log) do got[e.msg] = (got[e.msg] or 0) + 1 end
+      for i = 1, 10 do assert.are.equal(2, got[i]) end
+      assert.are.equal(20, #log)
+      assert.are.same({ sent = 10, delivered = 20, dropped = 0, duplicated = 10 }, network.stats)
+    end)
+
+    it("with duplicate = 0.5, duplicates some messages only", function()
+      local network, world, log = fixture { duplicate = 0.5 }
+      for i = 1, 400 do network:send("a", "b", i) end
+      world:run()
+      local d = network.stats.duplicated
+      assert.is_true(d > 120 and d < 280, "duplicated " .. d)
+      assert.are.equal(400 + d, #log)
+    end)
+  end)
+
+  describe("reorder", function()
+    it("holds some messages back so that later-sent ones arrive earlier", function()
+      local network, world, log = fixture { latency = 0.01, reorder = 0.3 }
+      local sent_at = {}
+      for i = 1, 100 do
+        network:at(i * 0.001, function()
+          sent_at[i] = world:now()
+          network:send("a", "b", i)
+        end)
+      end
+      world:run()
+      assert.are.equal(100, #log)
+      local earlier = 0
+      for k = 2, #log do
+        if log[k].msg < log[k - 1].msg then earlier = earlier + 1 end
+      end
+      assert.is_true(earlier > 0)
+      -- a held-back message waits at most reorder_delay (default 4 x latency) more
+      for _, e in ipairs(log) do
+        local delay = e.t - sent_at[e.msg]
+        assert.is_true(delay >= 0.01 - EPS and delay <= 0.05 + EPS)
+      end
+    end)
+
+    it("keeps sending order without reorder or jitter", function()
+      local network, world, log = fixture { latency = 0.01 }
+      for i = 1, 100 do
+        network:at(i * 0.001, function() network:send("a", "b", i) end)
+      end
+      world:run()
+      for k = 1, 100 do assert.are.equal(k, log[k].msg) end
+    end)
+
+    it("honours an explicit reorder_delay", function()
+      local network, world, log = fixture { latency = 0.01, reorder = 1, reorder_delay = 2 }
+      for i = 1, 100 do network:send("a", "b", i) end
+      world:run()
+      local late = 0
+      for _, e in ipairs(log) do
+        assert.is_true(e.t >= 0.01 - EPS and e.t <= 2.01 + EPS)
+        if e.t > 1 then late = late + 1 end
+      end
+      assert.is_true(late > 20)
+    end)
+  end)
+
+  describe("link", function()
+    it("sets parameters for both directions of one link only", function()
+      local network, world, log = fixture { latency = 0.01 }
+      network:link("a", "b", { latency = 1 })
+      network:send("a", "b", "ab")
+      network:send("b", "a", "ba")
+      network:send("a", "c", "ac")
+      network:send("c", "b", "cb")
+      world:run()
+      local at = {}
+      for _, e in ipairs(log) do at[e.msg] = e.t end
+      assert.is_true(math.abs(at.ab - 1) < EPS)
+      assert.is_true(math.abs(at.ba - 1) < EPS)
+      assert.is_true(math.abs(at.ac - 0.01) < EPS)
+      assert.is_true(math.abs(at.cb - 0.01) < EPS)
+    end)
+
+    it("keeps the network's parameters for those the link does not set", function()
+      local network, world, log = fixture { latency = 0.5 }
+      network:link("a", "b", { loss = 1 })
+      network:publish("a", "x")
+      world:run()
+      assert.are.equal(1, #log)
+      assert.are.equal("c", log[1].to)
+      assert.is_true(math.abs(log[1].t - 0.5) < EPS)
+      assert.are.equal(1, network.stats.dropped)
+    end)
+
+    it("raises on bad parameters", function()
+      local network = fixture()
+      assert.are.equal("network:link: unknown parameter 'speed'",
+        support.error_of(network.link, network, "a", "b", { speed = 1 }))
+      assert.are.equal("network:link: parameter 'loss' is a probability (got 2)",
+        support.error_of(network.link, network, "a", "b", { loss = 2 }))
+      assert.is_not_nil(support.error_of(network.link, network, "a", "b", { latency = -1 })
+        :find("parameter 'latency' must be a number >= 0", 1, true))
+    end)
+  end)
+
+  describe("partition and heal", function()
+    it("blocks messages across groups and lets them through within one", function()
+      local network, world, log = fixture({}, { "a", "b", "c", "d" })
+      network:partition { { "a", "b" }, { "c", "d" } }
+      network:publish("a", "from a")
+      network:publish("c", "from c")
+      world:run()
+      local got = {}
+      for _, e in ipairs(log) do got[#got + 1] = e.from .. ">" .. e.to end
+      table.sort(got)
+      assert.are.same({ "a>b", "c>d" }, got)
+      assert.are.equal(4, network.stats.dropped)
+      assert.is_false(network:connected("a", "c"))
+      assert.is_true(network:connected("a", "b"))
+    end)
+
+    it("puts the nodes in no group into one more group together", function()
+      local network, world, log = fixture({}, { "a", "b", "c", "d" })
+      network:partition { { "a" } }
+      network:publish("b", "x")
+      network:send("a", "c", "y")
+      world:run()
+      local got = {}
+      for _, e in ipairs(log) do got[#got + 1] = e.from .. ">" .. e.to end
+      table.sort(got)
+      assert.are.same({ "b>c", "b>d" }, got)
+      assert.is_true(network:connected("c", "d"))
+      assert.is_false(network:connected("a", "d"))
+    end)
+
+    it("heal restores every link", function()
+      local network, world, log = fixture({}, { "a", "b", "c" })
+      network:partition { { "a" }, { "b" }, { "c" } }
+      network:publish("a", 1)
+      world:run()
+      assert.are.equal(0, #log)
+      network:heal()
+      assert.is_true(network:connected("a", "c"))
+      network:publish("a", 2)
+      world:run()
+      assert.are.equal(2, #log)
+      assert.are.equal(2, log[1].msg)
+    end)
+
+    it("drops at delivery a message in flight when the partition starts", function()
+      local network, world, log = fixture({ latency = 1 }, { "a", "b" })
+      network:send("a", "b", "x")
+      network:at(0.5, function() network:partition { { "a" }, { "b" } } end)
+      world:run()
+      assert.are.equal(0, #log)
+      assert.are.same({ sent = 1, delivered = 0, dropped = 1, duplicated = 0 }, network.stats)
+    end)
+
+    it("delivers a message whose partition healed before it arrived", function()
+      local network, world, log = fixture({ latency = 1 }, { "a", "b" })
+      network:send("a", "b", "x")
+      network:at(0.2, function() network:partition { { "a" }, { "b" } } end)
+      network:at(0.6, function() network:heal() end)
+      world:run()
+      assert.are.equal(1, #log)
+    end)
+  end)
+
+  describe("crash and restart", function()
+    it("a crashed node sends and receives nothing until it restarts", function()
+      local network, world, log = fixture()
+      network:crash("b")
+      assert.is_true(network:is_down("b"))
+      network:publish("a", 1)
+      network:publish("b", 2)
+      world:run()
+      assert.are.equal(1, #log)
+      assert.are.same({ "a", "c", 1 }, { log[1].from, log[1].to, log[1].msg })
+      assert.are.equal(3, network.stats.dropped)
+      network:restart("b")
+      assert.is_false(network:is_down("b"))
+      network:publish("b", 3)
+      world:run()
+      assert.are.equal(3, #log)
+      assert.are.equal(3, log[3].msg)
+    end)
+
+    it("drops a message in flight to or from a node that crashes before delivery", function()
+      local network, world, log = fixture({ latency = 1 }, { "a", "b", "c" })
+      network:send("a", "b", "to b")
+      network:send("b", "c", "from b")
+      network:send("a", "c", "a to c")
+      network:at(0.5, function() network:crash("b") end)
+      world:run()
+      assert.are.equal(1, #log)
+      assert.are.equal("a to c", log[1].msg)
+      assert.are.equal(2, network.stats.dropped)
+    end)
+
+    it("a node that joins again is up again", function()
+      local network, world, log = fixture()
+      network:crash("b")
+      network:join("b", function(from, msg) log[#log + 1] = { from = from, msg = msg } end)
+      assert.is_false(network:is_down("b"))
+      network:send("a", "b", "x")
+      world:run()
+      assert.are.equal(1, #log)
+    end)
+  end)
+
+  describe("stats", function()
+    it("sent + duplicated = delivered + dropped + in flight, at every point", function()
+      local network, world = fixture({ latency = 0.05, jitter = 0.05, loss = 0.2, duplicate = 0.2,
+                                       reorder = 0.2 }, { "a", "b", "c", "d" })
+      for i = 1, 50 do
+        network:at(i * 0.01, function()
+          network:publish(i % 2 == 0 and "a" or "c", i)
+          if i == 20 then network:partition { { "a", "b" } } end
+          if i == 30 then network:crash("d") end
+          if i == 40 then network:heal(); network:restart("d") end
+          assert.is_true(balanced(network))
+        end)
+      end
+      world:run_for(0.25)
+      assert.is_true(network:in_flight() > 0)
+      assert.is_true(balanced(network))
+      world:run()
+      assert.are.equal(0, network:in_flight())
+      assert.is_true(balanced(network))
+      local s = network.stats
+      assert.are.equal(150, s.sent)
+      assert.is_true(s.dropped > 0 and s.duplicated > 0 and s.delivered > 0)
+    end)
+  end)
+
+  describe("observer", function()
+    it("is told of every send and delivery", function()
+      local network, world = fixture({ loss = 0 }, { "a", "b", "c" })
+      local seen = {}
+      network.observer = function(what, from, to, msg)
+        seen[#seen + 1] = what .. " " .. from .. ">" .. to .. " " .. msg
+      end
+      network:crash("c")
+      network:publish("a", "m")
+      world:run()
+      assert.are.same({ "send a>b m", "send a>c m", "deliver a>b m" }, seen)
+    end)
+  end)
+
+  describe("at", function()
+    it("runs a function at a virtual time, or now when the time has passed", function()
+      local network, world = fixture()
+      local ran = {}
+      network:at(2, function()
+        ran[#ran + 1] = world:now()
+        network:at(1, function() ran[#ran + 1] = world:now() end)
+      end)
+      world:run()
+      assert.are.same({ 2, 2 }, ran)
+    end)
+  end)
+
+  describe("randomness", function()
+    local function run(seed)
+      local network, world, log = fixture({ latency = 0.01, jitter = 0.02, loss = 0.2, duplicate = 0.2,
+                                            reorder = 0.2 }, { "a", "b", "c", "d" }, seed)
+      for i = 1, 100 do
+        network:at(i * 0.003, function() network:publish(({ "a", "b", "c", "d" })[i % 4 + 1], i) end)
+      end
+      world:run()
+      return lines(log), network.stats
+    end
+
+    it("comes from the world's seed: one seed gives an identical delivery log", function()
+      local a, astats = run(42)
+      local b, bstats = run(42)
+      assert.is_true(#a > 100)
+      assert.are.same(a, b)
+      assert.are.same(astats, bstats)
+    end)
+
+    it("differs with a different seed", function()
+      local a = run(42)
+      local b = run(43)
+      assert.are_not.same(a, b)
+    end)
+  end)
+
+  describe("new", function()
+    it("fills in defaults, and reorder_delay as 4 x (latency + jitter)", function()
+      local network = net.new(csm.sim { seed = 1 }, { latency = 0.1, jitter = 0.05 })
+      assert.are.same({ latency = 0.1, jitter = 0.05, loss = 0, duplicate = 0, reorder = 0,
+                        reorder_delay = 4 * (0.1 + 0.05) }, network.params)
+      assert.are.same({ latency = 0, jitter = 0, loss = 0, duplicate = 0, reorder = 0, reorder_delay = 0 },
+        net.new(csm.sim { seed = 1 }).params)
+    end)
+
+    it("raises on bad parameters", function()
+      local world = csm.sim { seed = 1 }
+      assert.are.equal("net.new: unknown parameter 'lag'", support.error_of(net.new, world, { lag = 1 }))
+      assert.are.equal("net.new: parameter 'latency' must be a number >= 0 (got -0.1)",
+        support.error_of(net.new, world, { latency = -0.1 }))
+      assert.are.equal("net.new: parameter 'jitter' must be a number >= 0 (got fast)",
+        support.error_of(net.new, world, { jitter = "fast" }))
+      assert.is_not_nil(support.error_of(net.new, world, { loss = 0 / 0 }))
+      for _, k in ipairs { "loss", "duplicate", "reorder" } do
+        assert.are.equal("net.new: parameter '" .. k .. "' is a probability (got 1.5)",
+          support.error_of(net.new, world, { [k] = 1.5 }))
+      end
+      assert.is_nil(support.error_of(net.new, world, { loss = 1, duplicate = 1, reorder = 1 }))
+    end)
+  end)
+end)

@@ -1,0 +1,426 @@
+-- csm.reference: the reference BFT providers and their byzantine roles,
+-- directly on a simulated network and through csm.harness.
+local csm = require "csm"
+local net = require "csm.net"
+local reference = require "csm.reference"
+local harness = require "csm.harness"
+local support = require "spec.support"
+
+-- n reference nodes named n01.. on one sim world; roles[i] is node i's role.
+local function group(n, roles, params, seed)
+  local world = csm.sim { seed = seed or 1 }
+  local network = net.new(world, params or { latency = 0.01, jitter = 0.005 })
+  local names = {}
+  for i = 1, n do names[i] = string.format("n%02d", i) end
+  local nodes = {}
+  for i, name in ipairs(names) do
+    nodes[i] = reference.node { name = name, names = names, world = world, network = network,
+      role = roles and roles[i], initial = csm.value("genesis", 0) }
+  end
+  return nodes, world, network
+end
+
+-- Starts every node and runs until each honest one finalized ranks.
+local function run(nodes, world, ranks, timeout)
+  for _, node in ipairs(nodes) do node:start() end
+  local ok = world:run_until(function()
+    for _, node in ipairs(nodes) do
+      if node.role == "honest" and node.count < ranks then return false end
+    end
+    return true
+  end, timeout or 3600)
+  for _, node in ipairs(nodes) do node.sm:close() end
+  return ok
+end
+
+-- Whether every honest node finalized the same identity at ranks 1..ranks.
+local function agree(nodes, ranks)
+  local first
+  for _, node in ipairs(nodes) do
+    if node.role == "honest" then
+      first = first or node
+      for rank = 1, ranks do
+        if node.finalized[rank] == nil or node.finalized[rank] ~= first.finalized[rank] then return false end
+      end
+    end
+  end
+  return first ~= nil
+end
+
+-- Replaces reference.node for one test; every node the harness builds is
+-- kept in the returned list.
+local function capture_nodes()
+  local original, built = reference.node, {}
+  reference.node = function(options)
+    local node = original(options)
+    built[#built + 1] = node
+    return node
+  end
+  finally(function() reference.node = original end)
+  return built
+end
+
+describe("csm.reference", function()
+  describe("thresholds", function()
+    it("gives f = floor((n - 1) / 3) and the quorum n - f", function()
+      assert.are.same({ 0, 1 }, { reference.thresholds(1) })
+      assert.are.same({ 0, 3 }, { reference.thresholds(3) })
+      assert.are.same({ 1, 3 }, { reference.thresholds(4) })
+      assert.are.same({ 2, 5 }, { reference.thresholds(7) })
+      assert.are.same({ 3, 7 }, { reference.thresholds(10) })
+      assert.are.same({ 5, 11 }, { reference.thresholds(16) })
+    end)
+  end)
+
+  describe("roles", function()
+    it("lists honest and the byzantine variants", function()
+      assert.are.same({ honest = true, equivocate = true, double_vote = true, silent = true },
+        reference.roles)
+    end)
+  end)
+
+  describe("node", function()
+    it("joins the network under its name, with a machine of that id and a quorum of n - f provers", function()
+      local nodes, _, network = group(7)
+      assert.are.same({ "n01", "n02", "n03", "n04", "n05", "n06", "n07" }, network:nodes())
+      for _, node in ipairs(nodes) do
+        assert.are.equal(node.name, node.sm:id():identity())
+        assert.are.equal(5, node.sm:minimum_provers())
+        assert.are.equal(5, node.q)
+        assert.are.equal(2, node.f)
+        assert.are.equal("honest", node.role)
+        assert.are.equal("stopped", node.sm:state())
+      end
+    end)
+
+    it("derives view_timeout and sync_wait from timing.scale unless given", function()
+      local world = csm.sim { seed = 1 }
+      local network = net.new(world)
+      local names = { "a", "b", "c", "d" }
+      local a = reference.node { name = "a", names = names, world = world, network = network,
+        initial = csm.value("genesis", 0), timing = { scale = 0.5 } }
+      assert.are.equal(4, a.view_timeout)
+      assert.are.equal(0.25, a.sync_wait)
+      local b = reference.node { name = "b", names = names, world = world, network = network,
+        initial = csm.value("genesis", 0), view_timeout = 3, sync_wait = 0.1 }
+      assert.are.equal(3, b.view_timeout)
+      assert.are.equal(0.1, b.sync_wait)
+    end)
+
+    it("raises on an unknown role", function()
+      local world = csm.sim { seed = 1 }
+      assert.are.equal("reference.node: unknown role 'evil'", support.error_of(reference.node, {
+        name = "a", names = { "a" }, world = world, network = net.new(world), role = "evil" }))
+    end)
+
+    it("rotates the leaders by rank: every node, the top one first", function()
+      local nodes = group(4)
+      local a = nodes[1]
+      assert.are.same({ "n02", "n03", "n04", "n01" }, a:leaders(1))
+      assert.are.same({ "n03", "n04", "n01", "n02" }, a:leaders(2))
+      assert.are.same({ "n01", "n02", "n03", "n04" }, a:leaders(4))
+    end)
+
+    it("four honest nodes finalize the top leader's proposal at every rank, in agreement", function()
+      local nodes, world = group(4)
+      assert.is_true(run(nodes, world, 20))
+      assert.is_true(agree(nodes, 20))
+      for rank = 1, 20 do
+        assert.are.equal(string.format("%d.0:%s", rank, nodes[1]:leaders(rank)[1]), nodes[1].finalized[rank])
+      end
+      for _, node in ipairs(nodes) do
+        assert.is_nil(node.sm:error())
+        assert.is_true(node.count >= 20)
+      end
+    end)
+
+    it("agrees and makes progress with loss, duplication and reordering", function()
+      local nodes, world, network = group(4, nil, { latency = 0.01, jitter = 0.01, loss = 0.1,
+                                                      duplicate = 0.1, reorder = 0.1 }, 5)
+      assert.is_true(run(nodes, world, 15))
+      assert.is_true(agree(nodes, 15))
+      assert.is_true(network.stats.dropped > 0 and network.stats.duplicated > 0)
+    end)
+
+    it("answers a vote or prevote for a rank it has left with its own vote for that rank", function()
+      -- regression: a node that finalized stopped re-sending its vote, and
+      -- peers that had lost it waited forever (4 honest nodes, 20 % loss)
+      local nodes, world, network = group(4)
+      for _, node in ipairs(nodes) do node:start() end
+      assert.is_true(world:run_until(function() return nodes[1].count >= 4 end, 3600))
+      -- answers go to re-sends: half a vote_resend interval after the rank
+      world:run_for(1)
+      local a = nodes[1]
+      assert.are.equal("vote", a.cast[2].kind)
+      assert.are.equal(2, a.cast[2].value:rank())
+      -- n02 is replaced by a recorder of what n01 sends it for ranks 2 and 3
+      local answers = {}
+      network:join("n02", function(from, msg)
+        if from == "n01" and msg.kind == "vote" and msg.value:rank() <= 3 then answers[#answers + 1] = msg end
+      end)
+      a:deliver("n02", { kind = "vote", attempt = 0, value = csm.value("2.0:n03", 2) })
+      a:deliver("n02", { kind = "prevote", rank = 3, attempt = 0, id = "3.0:n04" })
+      -- an answer is never answered: two nodes past a rank would echo forever
+      a:deliver("n02", { kind = "vote", attempt = 0, value = csm.value("2.0:n03", 2), answer = true })
+      world:run_for(0.1)
+      for _, node in ipairs(nodes) do node.sm:close() end
+      assert.are.equal(2, #answers)
+      for i, rank in ipairs { 2, 3 } do
+        assert.are.equal(a.cast[rank].value, answers[i].value)
+        assert.are.equal(a.cast[rank].attempt, answers[i].attempt)
+        assert.is_true(answers[i].answer)
+      end
+    end)
+
+    it("a node started with sync adopts what f + 1 peers finalized, then goes on with them", function()
+      local nodes, world, network = group(4)
+      local late = nodes[4]
+      network:crash("n04")
+      for i = 1, 3 do nodes[i]:start() end
+      assert.is_true(world:run_until(function() return nodes[1].count >= 12 end, 3600))
+      -- a fresh n04 joins (replacing the old handler) and syncs
+      late.sm:close()
+      network:restart("n04")
+      local fresh = reference.node { name = "n04", names = late.names, world = world, network = network,
+        initial = csm.value("genesis", 0), sync = true }
+      nodes[4] = fresh
+      fresh:start()
+      assert.is_true(world:run_until(function() return fresh.count >= 20 end, 3600))
+      for _, node in ipairs(nodes) do node.sm:close() end
+      for rank = 1, 20 do
+        assert.are.equal(nodes[1].finalized[rank], fresh.finalized[rank])
+      end
+      -- the first ranks arrived together, by the sync
+      assert.are.equal(fresh.finalized_at[1], fresh.finalized_at[10])
+    end)
+  end)
+
+  describe("equivocate", function()
+    it("sends different proposals for one rank to different peers", function()
+      local nodes, world, network = group(4, { "equivocate" })
+      local sent = {}  -- rank -> { identity -> true }
+      network.observer = function(what, from, _, msg)
+        if what == "send" and from == "n01" and msg.kind == "proposal" then
+          local r = msg.value:rank()
+          sent[r] = sent[r] or {}
+          sent[r][msg.value:identity()] = true
+        end
+      end
+      assert.is_true(run(nodes, world, 10))
+      local split = 0
+      for _, ids in pairs(sent) do
+        local k = 0
+        for _ in pairs(ids) do k = k + 1 end
+        if k >= 2 then split = split + 1 end
+      end
+      assert.is_true(split > 0)
+      assert.is_true(agree(nodes, 10))
+    end)
+
+    it("4 nodes with 1 equivocating proposer agree for 30 ranks (harness)", function()
+      local r = harness.run { nodes = 4, ranks = 30, byzantine = { equivocate = 1 } }
+      assert.is_true(r.agreement)
+      assert.is_true(r.progress)
+      assert.are.equal("equivocate", r.nodes[1].part)
+      for i = 2, 4 do assert.are.equal(30, r.nodes[i].finalized) end
+    end)
+
+    it("7 nodes with 2 equivocating proposers agree, with loss", function()
+      local r = harness.run { nodes = 7, ranks = 15, byzantine = { equivocate = 2 }, loss = 0.1, seed = 4 }
+      assert.is_true(r.agreement)
+      assert.is_true(r.progress)
+    end)
+  end)
+
+  describe("double_vote", function()
+    it("sends conflicting prevotes and votes for one rank", function()
+      local nodes, world, network = group(4, { "double_vote" })
+      local prevotes, votes = {}, {}
+      network.observer = function(what, from, _, msg)
+        if what ~= "send" or from ~= "n01" then return end
+        if msg.kind == "prevote" then
+          local key = msg.rank .. "/" .. msg.attempt
+          prevotes[key] = prevotes[key] or {}
+          prevotes[key][msg.id] = true
+        elseif msg.kind == "vote" then
+          local r = msg.value:rank()
+          votes[r] = votes[r] or {}
+          votes[r][msg.value:identity()] = true
+        end
+      end
+      assert.is_true(run(nodes, world, 10))
+      local function conflicting(map)
+        for _, ids in pairs(map) do
+          local k = 0
+          for _ in pairs(ids) do k = k + 1 end
+          if k >= 2 then return true end
+        end
+        return false
+      end
+      assert.is_true(conflicting(prevotes))
+      assert.is_true(conflicting(votes))
+      assert.is_true(agree(nodes, 10))
+    end)
+
+    it("honest nodes refuse its votes and agree (harness)", function()
+      local built = capture_nodes()
+      local r = harness.run { nodes = 4, ranks = 20, byzantine = { double_vote = 1 } }
+      assert.is_true(r.agreement)
+      assert.is_true(r.progress)
+      assert.are.equal("double_vote", r.nodes[1].part)
+      for i = 2, 4 do
+        assert.is_true(r.nodes[i].refused > 0)
+        -- among the refusals: its conflicting votes
+        local node = built[i]
+        assert.are.equal(r.nodes[i].name, node.name)
+        assert.is_true((node.refusals["vote: receive vote: received conflicting vote"] or 0) > 0)
+      end
+    end)
+
+    it("an honest run refuses no conflicting vote", function()
+      local built = capture_nodes()
+      local r = harness.run { nodes = 4, ranks = 20 }
+      assert.is_true(r.progress)
+      for _, node in ipairs(built) do
+        assert.is_nil(node.refusals["vote: receive vote: received conflicting vote"])
+      end
+    end)
+  end)
+
+  describe("silent", function()
+    it("never starts, never sends, ignores what it gets; the other three go on", function()
+      local nodes, world, network = group(4, { nil, "silent" })
+      local from_silent = 0
+      network.observer = function(what, from)
+        if what == "send" and from == "n02" then from_silent = from_silent + 1 end
+      end
+      for _, node in ipairs(nodes) do node:start() end
+      assert.is_true(world:run_until(function()
+        return nodes[1].count >= 8 and nodes[3].count >= 8 and nodes[4].count >= 8
+      end, 3600))
+      assert.are.equal("stopped", nodes[2].sm:state())
+      for _, node in ipairs(nodes) do node.sm:close() end
+      assert.are.equal(0, from_silent)
+      assert.are.equal(0, nodes[2].count)
+      assert.is_true(agree(nodes, 8))
+    end)
+
+    it("7 nodes with 2 silent make progress (harness)", function()
+      local r = harness.run { nodes = 7, ranks = 20, byzantine = { silent = 2 } }
+      assert.is_true(r.agreement)
+      assert.is_true(r.progress)
+      local silent = 0
+      for _, n in ipairs(r.nodes) do
+        if n.part == "silent" then
+          silent = silent + 1
+          assert.are.equal(0, n.finalized)
+        else
+          assert.are.equal(20, n.finalized)
+        end
+      end
+      assert.are.equal(2, silent)
+    end)
+
+    it("4 nodes with 2 silent have no quorum: no progress, stuck in liveness_check (harness)", function()
+      local r = harness.run { nodes = 4, ranks = 5, byzantine = { silent = 2 }, time = 20 }
+      assert.is_true(r.agreement)
+      assert.is_false(r.progress)
+      for _, s in ipairs(r.stuck) do assert.are.equal("liveness_check", s.state) end
+      assert.are.equal(2, #r.stuck)
+    end)
+  end)
+
+  describe("under loss", function()
+    it("4 honest nodes with 20 % loss all reach the target (harness)", function()
+      local r = harness.run { nodes = 4, ranks = 30, loss = 0.2 }
+      assert.is_true(r.agreement)
+      assert.is_true(r.progress)
+      for _, n in ipairs(r.nodes) do assert.are.equal(30, n.finalized) end
+      assert.is_true(r.messages.dropped > 0)
+    end)
+  end)
+
+  describe("regressions, through csm.harness", function()
+    -- Every node's pause raises on a wait of no time at all (so a regression
+    -- of the spin below fails instead of hanging); returns the count.
+    local function guard_pause()
+      local count = { 0 }
+      local original = reference.node
+      reference.node = function(options)
+        local node = original(options)
+        local pause = node.pause
+        node.pause = function(self, ctx, seconds)
+          if not (seconds > 0) then
+            count[1] = count[1] + 1
+            error("pause for " .. tostring(seconds) .. " s")
+          end
+          return pause(self, ctx, seconds)
+        end
+        return node
+      end
+      finally(function() reference.node = original end)
+      return count
+    end
+
+    local PARTITION = { at = 2, duration = 60, groups = { { "n01", "n02" }, { "n03", "n04" } } }
+
+    it("never waits for no time at all once the view deadline has passed", function()
+      -- a node that saw votes past its view deadline paused for 0 s again
+      -- and again, and the sim world never advanced
+      local zero = guard_pause()
+      local r = harness.run { nodes = 7, ranks = 40, byzantine = { double_vote = 1, equivocate = 1 },
+                              loss = 0.1, reorder = 0.1, duplicate = 0.1, time = 300 }
+      assert.are.equal(0, zero[1])
+      assert.is_true(r.agreement)
+    end)
+
+    it("a node that missed the polka of an attempt whose voters stay there joins it (partitions)", function()
+      -- the nodes that voted stayed in their attempt while the others moved
+      -- on, and no attempt could gather a quorum after the partition healed
+      local zero = guard_pause()
+      for _, seed in ipairs { 3, 17 } do
+        local r = harness.run { seed = seed, nodes = 4, ranks = 30, time = 600, partitions = { PARTITION } }
+        assert.is_true(r.agreement)
+        assert.is_true(r.progress, "seed " .. seed)
+      end
+      assert.are.equal(0, zero[1])
+    end)
+
+    it("a node past a rank answers a peer that lost its vote (20 % loss seeds)", function()
+      -- one node finalized and the others had lost its vote, which it no
+      -- longer re-sent
+      local zero = guard_pause()
+      for _, seed in ipairs { 32, 43 } do
+        local r = harness.run { nodes = 4, ranks = 30, loss = 0.2, seed = seed, time = 600 }
+        assert.is_true(r.agreement)
+        assert.is_true(r.progress, "seed " .. seed)
+      end
+      assert.are.equal(0, zero[1])
+    end)
+
+    it("a crashed peer's last rank does not keep the others syncing forever (crash, loss)", function()
+      -- two nodes saw f + 1 peers ahead (one of them crashed), went back to
+      -- loading, and never got the f + 1 sync answers they waited for
+      local zero = guard_pause()
+      for _, seed in ipairs { 2, 4 } do
+        local r = harness.run { nodes = 4, ranks = 30, byzantine = { crash = 1 }, crash_at = 2, loss = 0.1,
+                                seed = seed, time = 600 }
+        assert.is_true(r.agreement)
+        assert.is_true(r.progress, "seed " .. seed)
+      end
+      assert.are.equal(0, zero[1])
+    end)
+
+    it("a restarted node keeps what it finalized and voted, and answers syncs (crash, loss)", function()
+      local zero = guard_pause()
+      for _, seed in ipairs { 2, 4 } do
+        local r = harness.run { nodes = 4, ranks = 40, byzantine = { crash = 1 }, crash_at = 2,
+                                restart_after = 20, loss = 0.1, seed = seed, time = 600 }
+        assert.is_true(r.agreement)
+        assert.is_true(r.progress, "seed " .. seed)
+        assert.is_true(r.nodes[1].finalized >= 39)
+      end
+      assert.are.equal(0, zero[1])
+    end)
+  end)
+end)
