@@ -82,8 +82,12 @@ end
 
 -- ---- the trace: JSON lines with a fixed field order ----
 
-local cjson = require "cjson"
-local json_string = cjson.encode
+-- lua-cjson escapes the strings; it is needed only when a trace is written
+local encode
+local function json_string(s)
+  encode = encode or require("cjson").encode
+  return encode(s)
+end
 
 local function trace_line(fields)
   local parts = {}
