@@ -359,7 +359,7 @@ static int machine_receive_vote(lua_State *L)
     csm_value *v = csm_check_value(L, 4, "sm:receive_vote", 3, "vote");
     /* the proposer is not stored, but a peer identity all the same */
     if (!m->core.closed && len > m->core.limits.identity_bytes)
-        return result(L, m, csm_machine_admit(&m->core, CSM_VOTES, v->rank, len, 0));
+        return result(L, m, csm_machine_admit(&m->core, v->rank, len, 0));
     return receive(L, CSM_VOTES, "sm:receive_vote", 3, "voter", "vote");
 }
 
@@ -457,33 +457,15 @@ static int machine_store(lua_State *L)
     size_t keylen;
     const char *key = csm_check_identity(L, 4, "sm:store", 3, "peer", &keylen);
     csm_value *v = csm_check_value(L, 5, "sm:store", 4, "value");
-    if (m->core.closed)
-        return csm_refuse(L, "machine is closed");
-    /* the entry is filed under rank, whatever the value's own rank */
-    int rc = csm_machine_admit(&m->core, kind, rank, keylen, v->len);
-    if (rc != CSM_OK)
-        return csm_refuse(L, m->core.error);
     csm_getuservalue(L, 1);
     int refs = lua_gettop(L);
     lua_pushvalue(L, 5);
     int handle = luaL_ref(L, refs);
     release_ctx r = {L, refs};
-    int old;
-    rc = csm_ledger_put(&m->core.ledger, kind, rank, key, keylen, v, handle, &old);
-    if (rc != CSM_OK) {
+    int rc = csm_machine_store(&m->core, kind, rank, key, keylen, v, handle, release, &r);
+    if (rc != CSM_OK)
         luaL_unref(L, refs, handle);
-        if (rc == CSM_EFULL) {
-            snprintf(m->core.error, sizeof m->core.error,
-                     "%s map full at rank %llu (peers_per_rank %zu)", csm_kind_names[kind],
-                     (unsigned long long)rank, m->core.limits.peers_per_rank);
-            return csm_refuse(L, m->core.error);
-        }
-        return luaL_error(L, "csm: out of memory");
-    }
-    if (old >= 0)
-        release(&r, old);
-    lua_pushboolean(L, 1);
-    return 1;
+    return result(L, m, rc);
 }
 
 static int machine_prune(lua_State *L)

@@ -37,7 +37,7 @@ for _, name in ipairs(seed.states) do csm.states[name] = name end
 csm.events = {}
 for _, name in ipairs(seed.events) do csm.events[name] = name end
 
-local NSEED_STATES, NSEED_EVENTS = #seed.states, #seed.events
+local NSEED_STATES = #seed.states
 
 --- The seed's defaults: timeouts and intervals in seconds, limits.
 csm.defaults = {
@@ -862,5 +862,4 @@ core.metatable("csm.machine").__close = function(sm) sm:close() end
 csm.behaviors = require "csm.behaviors"
 csm.viz = require "csm.viz"
 
-assert(NSEED_EVENTS == #seed.events)
 return csm

@@ -276,8 +276,7 @@ static int refuse(csm_machine *m, int code)
     return code;
 }
 
-int csm_machine_admit(csm_machine *m, int kind, uint64_t rank, size_t keylen,
-                      size_t idlen)
+int csm_machine_admit(csm_machine *m, uint64_t rank, size_t keylen, size_t idlen)
 {
     size_t longest = keylen > idlen ? keylen : idlen;
     if (longest > m->limits.identity_bytes) {
@@ -303,7 +302,6 @@ int csm_machine_admit(csm_machine *m, int kind, uint64_t rank, size_t keylen,
                      rank, m->limits.rank_window);
         return refuse(m, CSM_EFAR);
     }
-    (void)kind;
     return CSM_OK;
 }
 
@@ -323,7 +321,7 @@ int csm_machine_receive(csm_machine *m, int kind, const char *key, size_t keylen
         snprintf(m->error, sizeof m->error, "machine is closed");
         return CSM_ECLOSED;
     }
-    int rc = csm_machine_admit(m, kind, value->rank, keylen, value->len);
+    int rc = csm_machine_admit(m, value->rank, keylen, value->len);
     if (rc != CSM_OK)
         return rc;
     csm_entry *held = csm_ledger_get(&m->ledger, kind, value->rank, key, keylen);
@@ -357,17 +355,20 @@ int csm_machine_receive(csm_machine *m, int kind, const char *key, size_t keylen
     return CSM_OK;
 }
 
-int csm_machine_store(csm_machine *m, int kind, const char *key, size_t keylen,
-                      const csm_value *value, int handle, csm_release_fn release,
-                      void *ud)
+int csm_machine_store(csm_machine *m, int kind, uint64_t rank, const char *key, size_t keylen,
+                      const csm_value *value, int handle, csm_release_fn release, void *ud)
 {
-    int rc = csm_machine_admit(m, kind, value->rank, keylen, value->len);
+    if (m->closed) {
+        snprintf(m->error, sizeof m->error, "machine is closed");
+        return CSM_ECLOSED;
+    }
+    int rc = csm_machine_admit(m, rank, keylen, value->len);
     if (rc != CSM_OK)
         return rc;
     int old;
-    rc = csm_ledger_put(&m->ledger, kind, value->rank, key, keylen, value, handle, &old);
+    rc = csm_ledger_put(&m->ledger, kind, rank, key, keylen, value, handle, &old);
     if (rc == CSM_EFULL)
-        return full(m, kind, value->rank);
+        return full(m, kind, rank);
     if (rc == CSM_OK && old >= 0 && release != NULL)
         release(ud, old);
     return rc;

@@ -158,8 +158,7 @@ int csm_machine_enter(csm_machine *m, int to);
 
 /* Checks identity lengths and rank against the limits. Returns CSM_OK or a
  * refusal with m->error set. */
-int csm_machine_admit(csm_machine *m, int kind, uint64_t rank, size_t keylen,
-                      size_t idlen);
+int csm_machine_admit(csm_machine *m, uint64_t rank, size_t keylen, size_t idlen);
 
 /* A message from a peer: admits it, keeps the first entry per peer (a
  * vote whose identity differs from the one held is refused as
@@ -169,10 +168,11 @@ int csm_machine_receive(csm_machine *m, int kind, const char *key, size_t keylen
                         const csm_value *value, int handle, int *stored,
                         csm_release_fn release, void *ud);
 
-/* Stores value under key, replacing what was there; admitted as above. */
-int csm_machine_store(csm_machine *m, int kind, const char *key, size_t keylen,
-                      const csm_value *value, int handle, csm_release_fn release,
-                      void *ud);
+/* Stores value under key at rank (whatever the value's own rank),
+ * replacing what was there; admitted as above. Returns CSM_OK, a refusal
+ * with m->error set, CSM_ECLOSED or CSM_ENOMEM. */
+int csm_machine_store(csm_machine *m, int kind, uint64_t rank, const char *key, size_t keylen,
+                      const csm_value *value, int handle, csm_release_fn release, void *ud);
 
 /* Sets the active rank (has = 0: none) and forgets every rank <= it. */
 void csm_machine_set_active(csm_machine *m, int has, uint64_t rank,
