@@ -1,0 +1,265 @@
+#!/usr/bin/env lua
+-- csm's benchmark: the workloads of SPEC.md section 11, each repeated at
+-- least 5 times in this process; prints the median with min and max beside
+-- the target. Wall-clock figures on a shared machine are noisy: compare
+-- ratios, or count instructions with valgrind --tool=callgrind.
+--
+--   lua5.4 scripts/bench.lua [--quick] [--only NAME]     (luajit too)
+--
+-- Workloads
+--   receive_vote      receive_vote into one machine (in loading, behaviour
+--                     off): 4000 distinct voters at each of 50 ranks, then the
+--                     loop runs until every queued event was handled. calls/s.
+--   receive_proposal  the same with receive_proposal. calls/s.
+--   self_transition   voting --voting_timeout--> voting with a no-op Lua
+--                     behaviour, events sent in batches of 32 and handled by
+--                     the loop. transitions/s.
+--   real_cluster      csm.cluster, 4 honest nodes on the real loop (libuv),
+--                     the seed's default timings, zero-latency in-process
+--                     delivery; rounds finalized per second of wall time.
+--   sim_cluster_N     the reference protocol (csm.reference) with N nodes on
+--                     a sim world, zero latency; finalized rounds per wall
+--                     second, and wall microseconds per delivered message.
+--   idle_machine      bytes of Lua heap + RSS per machine over 10,000 idle
+--                     machines (started, loading, behaviour off).
+--   soak              a 4-node csm.cluster sim run: Lua heap and RSS after
+--                     warm-up (first 10 %) against the end; growth in %.
+local csm = require "csm"
+local cluster = require "csm.cluster"
+local net = require "csm.net"
+local reference = require "csm.reference"
+
+local quick, only = false, nil
+do
+  local i = 1
+  while arg[i] do
+    if arg[i] == "--quick" then quick = true
+    elseif arg[i] == "--only" then only = arg[i + 1]; i = i + 1
+    elseif arg[i] == "--help" then
+      print("usage: bench.lua [--quick] [--only NAME]")
+      os.exit(0)
+    end
+    i = i + 1
+  end
+end
+
+local REPS = 5
+local now = os.clock -- CPU seconds of this process: what the work costs
+local function wall()
+  return csm.loop():now()
+end
+
+local function rss_bytes()
+  local fh = io.open("/proc/self/statm")
+  if not fh then return 0 end
+  local _, resident = fh:read("*n", "*n")
+  fh:close()
+  return (resident or 0) * 4096
+end
+
+local function heap_bytes()
+  return collectgarbage("count") * 1024
+end
+
+local rows = {}
+
+-- Runs fn REPS times; fn returns a figure (higher is better unless noted).
+local function measure(name, unit, target, fn, note)
+  if only and not name:find(only, 1, true) then return end
+  local figures = {}
+  for i = 1, REPS do
+    collectgarbage("collect")
+    figures[i] = fn(i)
+  end
+  table.sort(figures)
+  rows[#rows + 1] = { name = name, unit = unit, target = target, median = figures[math.ceil(REPS / 2)],
+    min = figures[1], max = figures[REPS], note = note }
+  io.stderr:write(string.format("  %s done\n", name))
+end
+
+local function quiet_machine(loop)
+  local states = {}
+  for name in pairs(csm.states) do states[name] = { behavior = false } end
+  return csm.new { id = "me", initial = csm.value("genesis", 0), loop = loop, states = states }
+end
+
+-- ---- receives ----
+
+local VOTERS, RANKS = quick and 1000 or 4000, 50
+
+local function receive_workload(method)
+  local values, voters = {}, {}
+  for r = 1, RANKS do values[r] = csm.value("v" .. r, r) end
+  for i = 1, VOTERS do voters[i] = "voter-" .. i end
+  return function()
+    local world = csm.sim { seed = 1 }
+    local sm = quiet_machine(world)
+    local receive = sm[method]
+    local t0 = now()
+    for r = 1, RANKS do
+      local v = values[r]
+      if method == "receive_vote" then
+        for i = 1, VOTERS do receive(sm, "p", voters[i], v) end
+      else
+        for i = 1, VOTERS do receive(sm, voters[i], v) end
+      end
+      world:run("nowait")
+    end
+    world:run("nowait")
+    local dt = now() - t0
+    assert(sm:inspect().entries_held == RANKS * VOTERS)
+    sm:close()
+    return RANKS * VOTERS / dt
+  end
+end
+
+measure("receive_vote", "calls/s", 2e6, receive_workload("receive_vote"))
+measure("receive_proposal", "calls/s", 2e6, receive_workload("receive_proposal"))
+
+-- ---- self-transitions ----
+
+measure("self_transition", "transitions/s", 1e6, function()
+  local world = csm.sim { seed = 1 }
+  local sm = csm.new { id = "me", initial = csm.value("g", 0), loop = world,
+    states = { voting = { behavior = function() end }, loading = { behavior = false } },
+    transitions = { { from = "stopped", event = "go", to = "voting" } } }
+  sm:send_event("go")
+  world:run("nowait")
+  local n = quick and 50000 or 200000
+  local t0 = now()
+  for i = 1, n do
+    sm:send_event("voting_timeout")
+    if i % 32 == 0 then world:run("nowait") end
+  end
+  world:run("nowait")
+  local dt = now() - t0
+  assert(sm:transition_count() == n + 1)
+  sm:close()
+  return n / dt
+end)
+
+-- ---- clusters ----
+
+measure("real_cluster", "rounds/s", 500, function()
+  local loop = csm.loop()
+  local c = cluster.new { nodes = 4, loop = loop, latency = 0 }
+  c:start()
+  -- past starting's 1 s timeout, then count rounds over a fixed span
+  loop:run_until(function() return c:min_finalized() >= 1 end, 10)
+  local span = quick and 0.3 or 1
+  local r0, t0 = c:min_finalized(), wall()
+  loop:run_until(function() return wall() - t0 >= span end, span + 5)
+  local rounds = c:min_finalized() - r0
+  local dt = wall() - t0
+  c:stop()
+  loop:run("nowait")
+  return rounds / dt
+end, "wall clock")
+
+local function sim_cluster(n, ranks)
+  return function()
+    local world = csm.sim { seed = 1 }
+    local network = net.new(world, {})
+    local names = {}
+    for i = 1, n do names[i] = string.format("n%03d", i) end
+    local nodes = {}
+    for i = 1, n do
+      nodes[i] = reference.node { name = names[i], names = names, world = world, network = network,
+        initial = csm.value("genesis", 0) }
+    end
+    for _, node in ipairs(nodes) do node:start() end
+    world:run_until(function() return nodes[1].count >= 1 end, 100)
+    local r0, m0, t0 = nodes[1].count, network.stats.delivered, now()
+    world:run_until(function()
+      for _, node in ipairs(nodes) do if node.count < r0 + ranks then return false end end
+      return true
+    end, 36000)
+    local dt = now() - t0
+    local rounds = ranks
+    local delivered = network.stats.delivered - m0
+    for _, node in ipairs(nodes) do node.sm:close() end
+    return rounds / dt, dt / delivered * 1e6
+  end
+end
+
+local per_message = {}
+for _, spec in ipairs { { 4, 10000, quick and 300 or 2000 }, { 16, nil, quick and 20 or 100 },
+                        { 64, nil, quick and 3 or 10 }, { 100, 50, quick and 2 or 5 } } do
+  local n, target, ranks = spec[1], spec[2], spec[3]
+  local run = sim_cluster(n, ranks)
+  local us = {}
+  measure("sim_cluster_" .. n, "rounds/s", target, function(i)
+    local rate, cost = run()
+    us[i] = cost
+    return rate
+  end)
+  if #us > 0 then
+    table.sort(us)
+    per_message[#per_message + 1] = { n = n, median = us[math.ceil(#us / 2)], min = us[1], max = us[#us] }
+  end
+end
+
+-- ---- memory ----
+
+measure("idle_machine", "bytes", 4096, function()
+  local world = csm.sim { seed = 1 }
+  local count = quick and 2000 or 10000
+  collectgarbage("collect")
+  local h0, r0 = heap_bytes(), rss_bytes()
+  local machines = {}
+  for i = 1, count do
+    local sm = quiet_machine(world)
+    sm:start()
+    machines[i] = sm
+  end
+  world:run_for(1.5) -- every machine past starting, idle in loading
+  collectgarbage("collect")
+  local per = (heap_bytes() - h0 + rss_bytes() - r0) / count
+  for _, sm in ipairs(machines) do sm:close() end
+  return per
+end, "lower is better")
+
+local soak_rounds = quick and 20000 or 200000
+measure("soak", "% growth", 5, function()
+  local world = csm.sim { seed = 1 }
+  local c = cluster.new { nodes = 4, loop = world, latency = 0.01 }
+  c:start()
+  world:run_until(function() return c:min_finalized() >= soak_rounds / 10 end, 1e9)
+  collectgarbage("collect")
+  local h0, r0 = heap_bytes(), rss_bytes()
+  world:run_until(function() return c:min_finalized() >= soak_rounds end, 1e9)
+  collectgarbage("collect")
+  local growth = math.max((heap_bytes() - h0) / h0, (rss_bytes() - r0) / r0) * 100
+  c:stop()
+  return growth
+end, string.format("%d rounds; lower is better", soak_rounds))
+
+-- ---- the table ----
+
+local function fmt(x)
+  if x == nil then return "-" end
+  if x >= 1e6 then return string.format("%.2fM", x / 1e6) end
+  if x >= 1e4 then return string.format("%.1fk", x / 1e3) end
+  if x >= 100 then return string.format("%.0f", x) end
+  return string.format("%.2f", x)
+end
+
+print(string.format("csm bench (%s%s), median of %d runs [min .. max]", _VERSION,
+  rawget(_G, "jit") and (" / " .. jit.version) or "", REPS))
+print(string.format("%-18s %-14s %10s  %-22s %10s  %s", "workload", "unit", "median", "[min .. max]",
+  "target", "note"))
+for _, r in ipairs(rows) do
+  local lower = r.unit == "bytes" or r.unit == "% growth"
+  local ok = r.target and ((lower and r.median <= r.target) or (not lower and r.median >= r.target))
+  print(string.format("%-18s %-14s %10s  %-22s %10s  %s%s", r.name, r.unit, fmt(r.median),
+    "[" .. fmt(r.min) .. " .. " .. fmt(r.max) .. "]",
+    r.target and ((lower and "<= " or ">= ") .. fmt(r.target)) or "-",
+    r.target and (ok and "met" or "NOT met") or "", r.note and ("; " .. r.note) or ""))
+end
+if #per_message > 0 then
+  print("")
+  print("wall microseconds per delivered message (should stay flat as N grows):")
+  for _, p in ipairs(per_message) do
+    print(string.format("  N = %-4d %8.2f us  [%.2f .. %.2f]", p.n, p.median, p.min, p.max))
+  end
+end
