@@ -21,7 +21,7 @@
 --                     a sim world, zero latency; finalized rounds per wall
 --                     second, and wall microseconds per delivered message.
 --   idle_machine      bytes of Lua heap + RSS per machine over 10,000 idle
---                     machines (started, loading, behaviour off).
+--                     machines (started, default options, idle in loading).
 --   soak              a 4-node csm.cluster sim run: Lua heap and RSS after
 --                     warm-up (first 10 %) against the end; growth in %.
 local csm = require "csm"
@@ -207,8 +207,10 @@ measure("idle_machine", "bytes", 4096, function()
   collectgarbage("collect")
   local h0, r0 = heap_bytes(), rss_bytes()
   local machines = {}
+  local genesis = csm.value("genesis", 0)
   for i = 1, count do
-    local sm = quiet_machine(world)
+    -- no sync provider: loading does nothing, the machine idles there
+    local sm = csm.new { id = "me", initial = genesis, loop = world }
     sm:start()
     machines[i] = sm
   end

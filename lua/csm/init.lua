@@ -673,6 +673,137 @@ local function resolve_timing(timing)
   return out
 end
 
+-- What machines built from the same states, transitions and timing share:
+-- names, ids, the transition list, guards, configs, and the C table rows
+-- and timeouts to apply. Read-only once built.
+local function build_layout(states, transitions, timing)
+  local layout = { timing = timing }
+  -- states: the seed's, then custom ones in name order
+  local state_names, state_ids = {}, {}
+  for i, name in ipairs(seed.states) do state_names[i] = name; state_ids[name] = i - 1 end
+  for _, name in ipairs(sorted_keys(states)) do
+    if type(name) ~= "string" or name == "" then
+      fail("csm.new: state names must be non-empty strings (got %s)", type(name))
+    end
+    local cfg = states[name]
+    if type(cfg) ~= "table" then fail("csm.new: states.%s must be a table (got %s)", name, type(cfg)) end
+    for _, k in ipairs(sorted_keys(cfg)) do
+      if not STATE_FIELDS[k] then fail("csm.new: states.%s: unknown field '%s'", name, tostring(k)) end
+    end
+    if cfg.behavior ~= false then check_function("states." .. name .. ".behavior", cfg.behavior) end
+    check_function("states." .. name .. ".on_enter", cfg.on_enter)
+    check_function("states." .. name .. ".on_exit", cfg.on_exit)
+    if cfg.timeout ~= nil and (type(cfg.timeout) ~= "number" or not (cfg.timeout >= 0)) then
+      fail("csm.new: states.%s.timeout must be a number >= 0", name)
+    end
+    if cfg.on_timeout ~= nil and (type(cfg.on_timeout) ~= "string" or cfg.on_timeout == "") then
+      fail("csm.new: states.%s.on_timeout must be an event name", name)
+    end
+    if state_ids[name] == nil then
+      state_names[#state_names + 1] = name
+      state_ids[name] = #state_names - 1
+    end
+  end
+
+  -- events: the seed's, then new names from transitions and on_timeout
+  local event_names, event_ids = {}, {}
+  for i, name in ipairs(seed.events) do event_names[i] = name; event_ids[name] = i - 1 end
+  local function add_event(name)
+    if event_ids[name] == nil then
+      event_names[#event_names + 1] = name
+      event_ids[name] = #event_names - 1
+    end
+    return event_ids[name]
+  end
+  for i, t in ipairs(transitions) do
+    if type(t) ~= "table" then fail("csm.new: transitions[%d] must be a table", i) end
+    for _, k in ipairs(sorted_keys(t)) do
+      if not TRANSITION_FIELDS[k] then
+        fail("csm.new: transitions[%d]: unknown field '%s'", i, tostring(k))
+      end
+    end
+    if state_ids[t.from] == nil then
+      fail("csm.new: transitions[%d]: unknown state '%s'", i, tostring(t.from))
+    end
+    if t.to ~= false and state_ids[t.to] == nil then
+      fail("csm.new: transitions[%d]: unknown state '%s'", i, tostring(t.to))
+    end
+    if type(t.event) ~= "string" or t.event == "" then
+      fail("csm.new: transitions[%d]: event must be a non-empty string", i)
+    end
+    check_function(string.format("transitions[%d].guard", i), t.guard)
+    add_event(t.event)
+  end
+  for _, name in ipairs(sorted_keys(states)) do
+    if states[name].on_timeout then add_event(states[name].on_timeout) end
+  end
+
+  local nevents = #event_names
+  layout.state_names, layout.state_ids = state_names, state_ids
+  layout.event_names, layout.event_ids = event_names, event_ids
+  layout.nevents = nevents
+  layout.guards = {}
+  layout.rows = {}     -- custom rows for the C table: {from, event, to or nil, guarded}
+  layout.timeouts = {} -- per state: {seconds, event or nil}
+
+  -- the transition table: the seed's, with the custom rows applied in order
+  local list, index = {}, {}
+  for _, t in ipairs(seed.transitions) do
+    local row = { from = t.from, event = t.event, to = t.to, guarded = false }
+    list[#list + 1] = row
+    index[t.from .. "\0" .. t.event] = row
+  end
+  for _, t in ipairs(transitions) do
+    local from, ev = state_ids[t.from], event_ids[t.event]
+    local key = t.from .. "\0" .. t.event
+    local row = index[key]
+    if t.to == false then
+      layout.rows[#layout.rows + 1] = { from, ev, nil, false }
+      layout.guards[from * nevents + ev] = nil
+      if row then row.removed = true end
+    else
+      layout.rows[#layout.rows + 1] = { from, ev, state_ids[t.to], t.guard ~= nil }
+      layout.guards[from * nevents + ev] = t.guard
+      if not row then
+        row = { from = t.from, event = t.event }
+        list[#list + 1] = row
+        index[key] = row
+      end
+      row.to, row.guarded, row.removed = t.to, t.guard ~= nil, nil
+    end
+  end
+  local rows = {}
+  for _, row in ipairs(list) do if not row.removed then rows[#rows + 1] = row end end
+  layout.transition_list = rows
+
+  -- per-state hooks and timeouts
+  local behaviors = csm.behaviors
+  layout.configs = {}
+  for i, name in ipairs(state_names) do
+    local cfg = states[name] or {}
+    local behavior = cfg.behavior
+    if behavior == nil then behavior = behaviors[name] end
+    layout.configs[i] = { behavior = behavior or nil, on_enter = cfg.on_enter, on_exit = cfg.on_exit }
+    local seconds = cfg.timeout
+    if seconds ~= nil then
+      seconds = seconds * timing.scale
+    elseif i <= NSEED_STATES then
+      seconds = timing[name] or 0
+    else
+      seconds = 0
+    end
+    local event = cfg.on_timeout and event_ids[cfg.on_timeout]
+    if event == nil and i <= NSEED_STATES and seed.timeout_events[name] then
+      event = event_ids[seed.timeout_events[name]]
+    end
+    layout.timeouts[i] = { seconds, event }
+  end
+
+  return layout
+end
+
+local default_layout -- for machines without states, transitions or timing
+
 --- Builds a machine (section 4 of the spec); see the README for options.
 function csm.new(opts)
   if type(opts) ~= "table" then argerror("csm.new", 1, "options", "table expected", opts) end
@@ -719,138 +850,42 @@ function csm.new(opts)
     fail("csm.new: option 'loop' must be a csm loop (got %s)", type(loop))
   end
 
-  -- states: the seed's, then custom ones in name order
   local states = check_table("states", opts.states)
-  local state_names, state_ids = {}, {}
-  for i, name in ipairs(seed.states) do state_names[i] = name; state_ids[name] = i - 1 end
-  for _, name in ipairs(sorted_keys(states)) do
-    if type(name) ~= "string" or name == "" then
-      fail("csm.new: state names must be non-empty strings (got %s)", type(name))
-    end
-    local cfg = states[name]
-    if type(cfg) ~= "table" then fail("csm.new: states.%s must be a table (got %s)", name, type(cfg)) end
-    for _, k in ipairs(sorted_keys(cfg)) do
-      if not STATE_FIELDS[k] then fail("csm.new: states.%s: unknown field '%s'", name, tostring(k)) end
-    end
-    if cfg.behavior ~= false then check_function("states." .. name .. ".behavior", cfg.behavior) end
-    check_function("states." .. name .. ".on_enter", cfg.on_enter)
-    check_function("states." .. name .. ".on_exit", cfg.on_exit)
-    if cfg.timeout ~= nil and (type(cfg.timeout) ~= "number" or not (cfg.timeout >= 0)) then
-      fail("csm.new: states.%s.timeout must be a number >= 0", name)
-    end
-    if cfg.on_timeout ~= nil and (type(cfg.on_timeout) ~= "string" or cfg.on_timeout == "") then
-      fail("csm.new: states.%s.on_timeout must be an event name", name)
-    end
-    if state_ids[name] == nil then
-      state_names[#state_names + 1] = name
-      state_ids[name] = #state_names - 1
-    end
-  end
-
-  -- events: the seed's, then new names from transitions and on_timeout
-  local event_names, event_ids = {}, {}
-  for i, name in ipairs(seed.events) do event_names[i] = name; event_ids[name] = i - 1 end
-  local function add_event(name)
-    if event_ids[name] == nil then
-      event_names[#event_names + 1] = name
-      event_ids[name] = #event_names - 1
-    end
-    return event_ids[name]
-  end
   local transitions = check_table("transitions", opts.transitions)
-  for i, t in ipairs(transitions) do
-    if type(t) ~= "table" then fail("csm.new: transitions[%d] must be a table", i) end
-    for _, k in ipairs(sorted_keys(t)) do
-      if not TRANSITION_FIELDS[k] then
-        fail("csm.new: transitions[%d]: unknown field '%s'", i, tostring(k))
-      end
+  local layout
+  if opts.states == nil and opts.transitions == nil and opts.timing == nil then
+    -- rebuilt should someone have replaced a built-in behaviour meanwhile
+    local fresh = default_layout ~= nil
+    for i = 1, fresh and NSEED_STATES or 0 do
+      local name = seed.states[i]
+      if default_layout.configs[i].behavior ~= (csm.behaviors[name] or nil) then fresh = false end
     end
-    if state_ids[t.from] == nil then
-      fail("csm.new: transitions[%d]: unknown state '%s'", i, tostring(t.from))
-    end
-    if t.to ~= false and state_ids[t.to] == nil then
-      fail("csm.new: transitions[%d]: unknown state '%s'", i, tostring(t.to))
-    end
-    if type(t.event) ~= "string" or t.event == "" then
-      fail("csm.new: transitions[%d]: event must be a non-empty string", i)
-    end
-    check_function(string.format("transitions[%d].guard", i), t.guard)
-    add_event(t.event)
-  end
-  for _, name in ipairs(sorted_keys(states)) do
-    if states[name].on_timeout then add_event(states[name].on_timeout) end
+    if not fresh then default_layout = build_layout(states, transitions, timing) end
+    layout = default_layout
+  else
+    layout = build_layout(states, transitions, timing)
   end
 
-  local sm = core.machine(loop, #state_names, #event_names, opts.limits)
+  local sm = core.machine(loop, #layout.state_names, layout.nevents, opts.limits)
+  for _, row in ipairs(layout.rows) do sm:_set_transition(row[1], row[2], row[3], row[4]) end
+  for i, t in ipairs(layout.timeouts) do sm:_set_timeout(i - 1, t[1], t[2]) end
   local d = sm:_data()
-  local nevents = #event_names
   d.loop = loop
   d.id = id
   d.emit = opts.emit_on_send == true
   d.minimum_provers = minimum
   d.providers = providers
   d.on_trace, d.on_error = trace.trace, trace.error
-  d.timing = timing
-  d.state_names, d.state_ids = state_names, state_ids
-  d.event_names, d.event_ids = event_names, event_ids
-  d.nevents = nevents
+  d.timing = layout.timing
+  d.state_names, d.state_ids = layout.state_names, layout.state_ids
+  d.event_names, d.event_ids = layout.event_names, layout.event_ids
+  d.nevents = layout.nevents
+  d.guards = layout.guards
+  d.transition_list = layout.transition_list
+  d.configs = layout.configs
   d.listeners = {}
-  d.guards = {}
   d.taken = {}
   d.next_provers = {}
-
-  -- the transition table: the seed's, with the custom rows applied in order
-  local list, index = {}, {}
-  for _, t in ipairs(seed.transitions) do
-    local row = { from = t.from, event = t.event, to = t.to, guarded = false }
-    list[#list + 1] = row
-    index[t.from .. "\0" .. t.event] = row
-  end
-  for _, t in ipairs(transitions) do
-    local from, ev = state_ids[t.from], event_ids[t.event]
-    local key = t.from .. "\0" .. t.event
-    local row = index[key]
-    if t.to == false then
-      sm:_set_transition(from, ev, nil)
-      d.guards[from * nevents + ev] = nil
-      if row then row.removed = true end
-    else
-      sm:_set_transition(from, ev, state_ids[t.to], t.guard ~= nil)
-      d.guards[from * nevents + ev] = t.guard
-      if not row then
-        row = { from = t.from, event = t.event }
-        list[#list + 1] = row
-        index[key] = row
-      end
-      row.to, row.guarded, row.removed = t.to, t.guard ~= nil, nil
-    end
-  end
-  local rows = {}
-  for _, row in ipairs(list) do if not row.removed then rows[#rows + 1] = row end end
-  d.transition_list = rows
-
-  -- per-state hooks and timeouts
-  local behaviors = csm.behaviors
-  d.configs = {}
-  for i, name in ipairs(state_names) do
-    local cfg = states[name] or {}
-    local behavior = cfg.behavior
-    if behavior == nil then behavior = behaviors[name] end
-    d.configs[i] = { behavior = behavior or nil, on_enter = cfg.on_enter, on_exit = cfg.on_exit }
-    local seconds = cfg.timeout
-    if seconds ~= nil then
-      seconds = seconds * timing.scale
-    elseif i <= NSEED_STATES then
-      seconds = timing[name] or 0
-    else
-      seconds = 0
-    end
-    local event = cfg.on_timeout and event_ids[cfg.on_timeout]
-    if event == nil and i <= NSEED_STATES and seed.timeout_events[name] then
-      event = event_ids[seed.timeout_events[name]]
-    end
-    sm:_set_timeout(i - 1, seconds, event)
-  end
 
   if opts.initial ~= nil then sm:set_active_state(opts.initial) end
   return sm
