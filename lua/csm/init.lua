@@ -93,10 +93,19 @@ local function resume(task, ...)
   current = prev
 end
 
+-- A task of ctx: its main one (the behaviour), or one it spawned.
 local function new_task(ctx, fn)
   local task = setmetatable({ ctx = ctx, co = coroutine_create(fn), token = 0 }, Task)
-  local tasks = ctx.tasks
-  tasks[#tasks + 1] = task
+  if ctx.main == nil then
+    ctx.main = task
+  else
+    local spawned = ctx.spawned
+    if spawned == nil then
+      spawned = {}
+      ctx.spawned = spawned
+    end
+    spawned[#spawned + 1] = task
+  end
   return task
 end
 
@@ -135,8 +144,8 @@ local function check_seconds(fname, seconds)
 end
 
 local function new_ctx(sm, d)
-  return setmetatable({ sm = sm, d = d, loop = d.loop, cancelled_ = false, tasks = {},
-                        waiters = {}, wake_pending = false }, Ctx)
+  -- spawned and waiters are made when first needed
+  return setmetatable({ sm = sm, d = d, loop = d.loop, cancelled_ = false, wake_pending = false }, Ctx)
 end
 
 --- Whether the state this ctx belongs to has been left.
@@ -198,11 +207,15 @@ function Ctx:wait(seconds)
   end
   local token = block(task, "wait")
   local waiters = self.waiters
+  if waiters == nil then
+    waiters = {}
+    self.waiters = waiters
+  end
   waiters[#waiters + 1] = task
   task.timer = self.loop:after(seconds, function()
     if task.token == token and task.blocked == "wait" then
       task.timer = nil
-      local list = self.waiters
+      local list = self.waiters or {}
       for i = #list, 1, -1 do
         if list[i] == task then table.remove(list, i) end
       end
@@ -216,11 +229,11 @@ end
 -- order they began waiting), or remember it for the next wait.
 function Ctx:_wake()
   local list = self.waiters
-  if #list == 0 then
+  if list == nil or #list == 0 then
     self.wake_pending = true
     return
   end
-  self.waiters = {}
+  self.waiters = nil
   for _, task in ipairs(list) do
     if task.blocked == "wait" then
       if task.timer then task.timer:cancel(); task.timer = nil end
@@ -249,17 +262,20 @@ function Ctx:spawn(fn, ...)
 end
 
 -- Leaves the state: every blocked task resumes with nil, "canceled".
+local function cancel_task(loop, task)
+  if task.blocked then
+    if task.timer then task.timer:cancel(); task.timer = nil end
+    block(task, "canceled")
+    loop:_post(function() resume(task, nil, "canceled") end)
+  end
+end
+
 local function cancel(ctx)
   ctx.cancelled_ = true
   local loop = ctx.loop
-  for _, task in ipairs(ctx.tasks) do
-    if task.blocked then
-      if task.timer then task.timer:cancel(); task.timer = nil end
-      block(task, "canceled")
-      loop:_post(function() resume(task, nil, "canceled") end)
-    end
-  end
-  ctx.waiters = {}
+  if ctx.main then cancel_task(loop, ctx.main) end
+  for _, task in ipairs(ctx.spawned or {}) do cancel_task(loop, task) end
+  ctx.waiters = nil
 end
 
 -------------------------------------------------------------------------------
@@ -313,6 +329,7 @@ end
 function Machine:close()
   local d = data_of(self, "sm:close")
   local ctx = d.ctx
+  d.closed = true
   self:_close()
   if ctx then
     d.ctx = nil
@@ -563,40 +580,55 @@ end
 
 local BATCH = 64 -- events per turn, so one busy machine cannot starve the rest
 
+-- Tells the core whether a behaviour may wait for messages, when that changes.
+local function set_waiting(sm, d, waiting)
+  if d.waiting ~= waiting then
+    d.waiting = waiting
+    sm:_set_waiting(waiting)
+  end
+end
+
 local function start_behavior(sm, d, config, data)
   local ctx = new_ctx(sm, d)
   d.ctx = ctx
-  sm:_set_waiting(true)
-  local task = new_task(ctx, config.behavior)
-  ctx.main = task
-  resume(task, sm, ctx, data)
+  set_waiting(sm, d, true)
+  resume(new_task(ctx, config.behavior), sm, ctx, data)
 end
 
+-- d.closed is set by sm:close(), the only way a machine closes while it runs.
 local function transition(sm, d, from, to, event)
   local ctx = d.ctx
   if ctx then
     d.ctx = nil
-    sm:_set_waiting(false)
     cancel(ctx)
   end
-  local names, ev = d.state_names, d.event_names[event + 1]
+  local configs, names, ev = d.configs, d.state_names, d.event_names[event + 1]
   local data = sm:active_state()
-  local exit = d.configs[from + 1].on_exit
-  if exit then exit(sm, ev, data) end
-  if sm:closed() then return end
+  local exit = configs[from + 1].on_exit
+  if exit then
+    exit(sm, ev, data)
+    if d.closed then return end
+  end
   sm:_enter(to)
   local edge = from * d.nevents + event
   local taken = d.taken
   taken[edge] = (taken[edge] or 0) + 1
-  local from_name, to_name = names[from + 1], names[to + 1]
-  for _, h in ipairs(d.listeners) do h.fn(from_name, to_name, ev) end
-  if sm:closed() then return end
-  local config = d.configs[to + 1]
+  local listeners = d.listeners
+  if listeners[1] then
+    local from_name, to_name = names[from + 1], names[to + 1]
+    for _, h in ipairs(listeners) do h.fn(from_name, to_name, ev) end
+    if d.closed then return end
+  end
+  local config = configs[to + 1]
   if config.on_enter then
     config.on_enter(sm, ev, data)
-    if sm:closed() then return end
+    if d.closed then return end
   end
-  if config.behavior then start_behavior(sm, d, config, data) end
+  if config.behavior then
+    start_behavior(sm, d, config, data)
+  else
+    set_waiting(sm, d, false)
+  end
 end
 
 local function run_events(sm, d)
@@ -608,7 +640,7 @@ local function run_events(sm, d)
     else
       transition(sm, d, from, to, event)
     end
-    if sm:closed() then return end
+    if d.closed then return end
   end
   if sm:_take_wake() and d.ctx then d.ctx:_wake() end
 end
