@@ -22,8 +22,10 @@
 --                     second, and wall microseconds per delivered message.
 --   idle_machine      bytes of Lua heap + RSS per machine over 10,000 idle
 --                     machines (started, default options, idle in loading).
---   soak              a 4-node csm.cluster sim run: Lua heap and RSS after
---                     warm-up (first 10 %) against the end; growth in %.
+--   soak              a 4-node csm.cluster sim run (100,000 rounds; 20,000 with
+--                     --quick): Lua heap and RSS after warm-up (the first
+--                     10 %) against the end; growth in %. The 1,000,000-round
+--                     run of the target takes too long for a benchmark.
 local csm = require "csm"
 local cluster = require "csm.cluster"
 local net = require "csm.net"
@@ -221,10 +223,17 @@ measure("idle_machine", "bytes", 4096, function()
   return per
 end, "lower is better")
 
-local soak_rounds = quick and 20000 or 200000
+local soak_rounds = quick and 20000 or 100000
 measure("soak", "% growth", 5, function()
   local world = csm.sim { seed = 1 }
   local c = cluster.new { nodes = 4, loop = world, latency = 0.01 }
+  -- the cluster logs every finalized rank for its agreement check; empty
+  -- that log every virtual second so only csm's own memory is measured
+  local function forget()
+    for _, node in ipairs(c.nodes) do node.finalized = {} end
+    world:after(1, forget)
+  end
+  forget()
   c:start()
   world:run_until(function() return c:min_finalized() >= soak_rounds / 10 end, 1e9)
   collectgarbage("collect")
