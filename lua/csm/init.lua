@@ -93,18 +93,23 @@ local function resume(task, ...)
   current = prev
 end
 
+-- Appends item to the list owner[key], making the list on first use.
+local function append(owner, key, item)
+  local list = owner[key]
+  if list == nil then
+    list = {}
+    owner[key] = list
+  end
+  list[#list + 1] = item
+end
+
 -- A task of ctx: its main one (the behaviour), or one it spawned.
 local function new_task(ctx, fn)
   local task = setmetatable({ ctx = ctx, co = coroutine_create(fn), token = 0 }, Task)
   if ctx.main == nil then
     ctx.main = task
   else
-    local spawned = ctx.spawned
-    if spawned == nil then
-      spawned = {}
-      ctx.spawned = spawned
-    end
-    spawned[#spawned + 1] = task
+    append(ctx, "spawned", task)
   end
   return task
 end
@@ -206,12 +211,7 @@ function Ctx:wait(seconds)
     return "wake"
   end
   local token = block(task, "wait")
-  local waiters = self.waiters
-  if waiters == nil then
-    waiters = {}
-    self.waiters = waiters
-  end
-  waiters[#waiters + 1] = task
+  append(self, "waiters", task)
   task.timer = self.loop:after(seconds, function()
     if task.token == token and task.blocked == "wait" then
       task.timer = nil
