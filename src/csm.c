@@ -199,11 +199,21 @@ CSM_EXPORT int luaopen_csm_core(lua_State *L)
         lua_setfield(L, LUA_REGISTRYINDEX, CSM_BINDING_KEY);
         b->L = lua_newthread(L);
         b->thread_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+        luaL_newmetatable(L, CSM_VALUE_MT);
+        luaL_newmetatable(L, CSM_MACHINE_MT);
+        lua_pop(L, 2);
         csm_open_value(L);
         csm_open_loop(L);
         csm_open_machine(L);
     }
     lua_newtable(L);
-    luaL_setfuncs(L, functions, 0);
+    csm_setfuncs(L, functions);
     return 1;
+}
+
+void csm_setfuncs(lua_State *L, const luaL_Reg *l)
+{
+    luaL_getmetatable(L, CSM_VALUE_MT);
+    luaL_getmetatable(L, CSM_MACHINE_MT);
+    luaL_setfuncs(L, l, CSM_NUPVALUES);
 }

@@ -513,7 +513,7 @@ void csm_open_loop(lua_State *L)
 {
     luaL_newmetatable(L, CSM_LOOP_MT);
     lua_newtable(L);
-    luaL_setfuncs(L, loop_methods, 0);
+    csm_setfuncs(L, loop_methods);
     lua_setfield(L, -2, "__index");
     lua_pushcfunction(L, loop_gc);
     lua_setfield(L, -2, "__gc");
@@ -522,7 +522,7 @@ void csm_open_loop(lua_State *L)
     lua_pop(L, 1);
     luaL_newmetatable(L, CSM_TIMER_MT);
     lua_newtable(L);
-    luaL_setfuncs(L, timer_methods, 0);
+    csm_setfuncs(L, timer_methods);
     lua_setfield(L, -2, "__index");
     lua_pushcfunction(L, timer_gc);
     lua_setfield(L, -2, "__gc");

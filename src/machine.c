@@ -2,6 +2,7 @@
  * arguments and call the core; lua/csm/init.lua adds the Lua methods (new,
  * the behaviours' driver, listeners, inspect) to the same method table. */
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "private.h"
@@ -11,6 +12,7 @@ typedef struct csm_lmachine {
     csm_loop *loop;
     int self_ref;     /* anchors a busy machine in the registry */
     int freed;
+    uint8_t *exit_hooked; /* per state: Lua runs an on_exit hook when leaving it */
 } csm_lmachine;
 
 /* The user value is a table: Lua-side fields under string keys, and the
@@ -28,7 +30,7 @@ static void release(void *ud, int handle)
 
 static csm_lmachine *check_machine(lua_State *L, const char *fname)
 {
-    csm_lmachine *m = luaL_testudata(L, 1, CSM_MACHINE_MT);
+    csm_lmachine *m = csm_testudata(L, 1, CSM_UP_MACHINE_MT, CSM_MACHINE_MT);
     if (m == NULL)
         csm_argerror(L, fname, 1, "self", "csm machine expected");
     return m;
@@ -137,7 +139,10 @@ int csm_machine_new(lua_State *L)
     if (csm_machine_init(&m->core, &loop->scheduler, nstates, nevents, &limits, on_drive) !=
         CSM_OK)
         return luaL_error(L, "csm: out of memory");
-    m->freed = 0;
+    m->freed = 0; /* from here on __gc frees what was made */
+    m->exit_hooked = calloc((size_t)nstates, 1);
+    if (m->exit_hooked == NULL)
+        return luaL_error(L, "csm: out of memory");
     return 1;
 }
 
@@ -150,6 +155,8 @@ static int machine_free(lua_State *L)
     csm_getuservalue(L, 1);
     release_ctx r = {L, lua_gettop(L)};
     csm_machine_free(&m->core, release, &r);
+    free(m->exit_hooked);
+    m->exit_hooked = NULL;
     if (m->self_ref != LUA_NOREF) {
         luaL_unref(L, LUA_REGISTRYINDEX, m->self_ref);
         m->self_ref = LUA_NOREF;
@@ -189,6 +196,14 @@ static int machine_set_transition(lua_State *L)
     return 0;
 }
 
+static int machine_set_exit_hook(lua_State *L)
+{
+    csm_lmachine *m = check_machine(L, "sm:_set_exit_hook");
+    int state = state_arg(L, m, 2, "sm:_set_exit_hook");
+    m->exit_hooked[state] = (uint8_t)lua_toboolean(L, 3);
+    return 0;
+}
+
 static int machine_set_timeout(lua_State *L)
 {
     csm_lmachine *m = check_machine(L, "sm:_set_timeout");
@@ -208,10 +223,26 @@ static int machine_data(lua_State *L)
     return 1;
 }
 
-static int machine_send(lua_State *L)
+/* sm:_next() -> event, to, guarded, from, active state, entered: the next
+ * transition. With no guard to ask and no on_exit hook to run first, it is
+ * entered at once (entered = true), saving the driver a call. */
+/* sm:send_event(name) -> true | nil, err: the name is looked up in the
+ * machine's own event table (the seed's events and any custom ones). */
+static int machine_send_event(lua_State *L)
 {
-    csm_lmachine *m = check_machine(L, "sm:_send");
-    int event = event_arg(L, m, 2, "sm:_send");
+    csm_lmachine *m = check_machine(L, "sm:send_event");
+    lua_settop(L, 2);
+    csm_getuservalue(L, 1);
+    lua_getfield(L, -1, "event_ids");
+    lua_pushvalue(L, 2);
+    lua_rawget(L, -2);
+    if (lua_isnil(L, -1)) {
+        if (lua_type(L, 2) != LUA_TSTRING)
+            return csm_argerror_at(L, 2, "sm:send_event", 1, "event", "string expected");
+        return luaL_error(L, "sm:send_event: unknown event '%s'", lua_tostring(L, 2));
+    }
+    int event = (int)lua_tointeger(L, -1);
+    lua_pop(L, 3);
     return result(L, m, csm_machine_send(&m->core, event));
 }
 
@@ -221,11 +252,19 @@ static int machine_next(lua_State *L)
     int event, to, guarded;
     if (!csm_machine_next(&m->core, &event, &to, &guarded))
         return 0;
+    int from = m->core.state;
     lua_pushinteger(L, event);
     lua_pushinteger(L, to);
     lua_pushboolean(L, guarded);
-    lua_pushinteger(L, m->core.state);
-    return 4;
+    lua_pushinteger(L, from);
+    csm_getuservalue(L, 1);
+    lua_getfield(L, -1, "active");
+    lua_remove(L, -2);
+    int enter = !guarded && !m->exit_hooked[from];
+    if (enter && csm_machine_enter(&m->core, to) != CSM_OK)
+        return luaL_error(L, "csm: out of memory");
+    lua_pushboolean(L, enter);
+    return 6;
 }
 
 static int machine_enter(lua_State *L)
@@ -550,9 +589,10 @@ static const luaL_Reg methods[] = {
     {"_set_transition", machine_set_transition},
     {"_set_timeout", machine_set_timeout},
     {"_data", machine_data},
-    {"_send", machine_send},
+    {"send_event", machine_send_event},
     {"_next", machine_next},
     {"_enter", machine_enter},
+    {"_set_exit_hook", machine_set_exit_hook},
     {"_drop", machine_drop},
     {"_set_waiting", machine_set_waiting},
     {"_take_wake", machine_take_wake},
@@ -587,7 +627,7 @@ void csm_open_machine(lua_State *L)
 {
     luaL_newmetatable(L, CSM_MACHINE_MT);
     lua_newtable(L);
-    luaL_setfuncs(L, methods, 0);
+    csm_setfuncs(L, methods);
     lua_setfield(L, -2, "__index");
     lua_pushcfunction(L, machine_free);
     lua_setfield(L, -2, "__gc");

@@ -17,6 +17,32 @@
 #define CSM_MACHINE_MT "csm.machine"
 #define CSM_BINDING_KEY "csm.binding"
 
+/* Every function csm registers has these two upvalues, so checking a value
+ * or a machine compares metatables without a registry lookup. */
+#define CSM_UP_VALUE_MT 1
+#define CSM_UP_MACHINE_MT 2
+#define CSM_NUPVALUES 2
+
+/* Registers the functions of l into the table on top, with csm's upvalues. */
+void csm_setfuncs(lua_State *L, const luaL_Reg *l);
+
+/* The userdata at idx if its metatable is the one at upvalue up or, from a
+ * function without csm's upvalues, the registry's tname; else NULL. */
+static inline void *csm_testudata(lua_State *L, int idx, int up, const char *tname)
+{
+    void *p = lua_touserdata(L, idx);
+    if (p == NULL || !lua_getmetatable(L, idx))
+        return NULL;
+    int same = lua_rawequal(L, -1, lua_upvalueindex(up));
+    if (!same) {
+        lua_getfield(L, LUA_REGISTRYINDEX, tname);
+        same = lua_rawequal(L, -1, -2);
+        lua_pop(L, 1);
+    }
+    lua_pop(L, 1);
+    return same ? p : NULL;
+}
+
 /* The module's context, one per Lua state, kept in the registry. */
 typedef struct csm_binding {
     lua_State *L;        /* the thread every loop callback runs on */

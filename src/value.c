@@ -6,7 +6,7 @@
 
 csm_value *csm_test_value(lua_State *L, int idx)
 {
-    return luaL_testudata(L, idx, CSM_VALUE_MT);
+    return csm_testudata(L, idx, CSM_UP_VALUE_MT, CSM_VALUE_MT);
 }
 
 csm_value *csm_check_value(lua_State *L, int idx, const char *fname, int n, const char *name)
@@ -217,9 +217,9 @@ static const luaL_Reg metamethods[] = {
 void csm_open_value(lua_State *L)
 {
     luaL_newmetatable(L, CSM_VALUE_MT);
-    luaL_setfuncs(L, metamethods, 0);
+    csm_setfuncs(L, metamethods);
     lua_newtable(L);
-    luaL_setfuncs(L, methods, 0);
+    csm_setfuncs(L, methods);
     lua_pushcclosure(L, value_index, 1);
     lua_setfield(L, -2, "__index");
     lua_pushliteral(L, CSM_VALUE_MT);

@@ -7,8 +7,8 @@
 
 local core = require "csm.core"
 
-local coroutine_create, coroutine_resume, coroutine_status, coroutine_yield =
-  coroutine.create, coroutine.resume, coroutine.status, coroutine.yield
+local coroutine_create, coroutine_resume, coroutine_yield =
+  coroutine.create, coroutine.resume, coroutine.yield
 local unpack = table.unpack or unpack
 local pack = table.pack or function(...) return { n = select("#", ...), ... } end
 local type, select, error, pairs, ipairs, tostring = type, select, error, pairs, ipairs, tostring
@@ -61,36 +61,94 @@ end
 -- Tasks: coroutines that run behaviours, and what they wait on.
 -------------------------------------------------------------------------------
 
-local Ctx = {}
+-- A ctx is also the task that runs its behaviour (the main task), so a
+-- behaviour run makes one table. Tasks it spawns point to it with .ctx.
+-- Task fields: co, fn, data (main) or args (spawned), token, blocked,
+-- timer, finished, results; absent ones read as the class defaults below.
+local Ctx = { cancelled_ = false, wake_pending = false, token = 0, finished = false }
 Ctx.__index = Ctx
-local Task = {}
+local Task = { token = 0, finished = false }
 Task.__index = Task
 
 local current -- the task whose coroutine is running, if any
 
 local fatal -- forward: closes a machine after a bug
 
-local function finish(task, ok, ...)
+local function ctx_of(task)
+  return task.ctx or task
+end
+
+-- Tasks run on pooled coroutines: a coroutine whose job returned yields
+-- DONE and waits for the next task, so a behaviour run costs no new thread.
+local DONE = {}
+local idle, nidle = {}, 0
+local IDLE_MAX = 32
+
+local function run_task(task)
+  local args = task.args
+  if args then
+    task.results = pack(task.fn(unpack(args, 1, args.n)))
+  else
+    task.fn(task.sm, task, task.data)
+  end
+end
+
+-- The body of a pooled coroutine. task is cleared before the yield so an
+-- idle coroutine holds on to nothing of the job it ran.
+local function body(task)
+  repeat
+    run_task(task)
+    task = nil -- luacheck: ignore 311
+    task = coroutine_yield(DONE)
+  until false
+end
+
+-- The text of an error value, even one whose __tostring fails.
+local function error_text(err)
+  local ok, text = pcall(tostring, err)
+  if ok and type(text) == "string" then return text end
+  return string.format("a %s error value (tostring failed: %s)", type(err),
+    ok and "not a string" or type(text) == "string" and text or type(text))
+end
+
+local function finish(task, ok, first)
   if not ok then
     task.finished = true
-    local err = ...
-    fatal(task.ctx.sm, traceback(task.co, tostring(err)))
+    fatal(ctx_of(task).sm, traceback(task.co, error_text(first)))
     return
   end
-  if coroutine_status(task.co) == "dead" then
+  if first == DONE then
     task.finished = true
-    task.results = pack(...)
+    if nidle < IDLE_MAX then
+      nidle = nidle + 1
+      idle[nidle] = task.co
+    end
+    task.co = false
     local ctx = task.ctx
-    if task ~= ctx.main and not ctx.cancelled_ then ctx:_wake() end
+    if ctx and not ctx.cancelled_ then ctx:_wake() end
   end
 end
 
 local function resume(task, ...)
   local prev = current
   current = task
-  task.blocked = nil
+  if task.blocked then task.blocked = nil end
   finish(task, coroutine_resume(task.co, ...))
   current = prev
+end
+
+-- Runs task until it first blocks or returns.
+local function start(task)
+  local co
+  if nidle > 0 then
+    co = idle[nidle]
+    idle[nidle] = nil
+    nidle = nidle - 1
+  else
+    co = coroutine_create(body)
+  end
+  task.co = co
+  resume(task, task)
 end
 
 -- Appends item to the list owner[key], making the list on first use.
@@ -101,17 +159,6 @@ local function append(owner, key, item)
     owner[key] = list
   end
   list[#list + 1] = item
-end
-
--- A task of ctx: its main one (the behaviour), or one it spawned.
-local function new_task(ctx, fn)
-  local task = setmetatable({ ctx = ctx, co = coroutine_create(fn), token = 0 }, Task)
-  if ctx.main == nil then
-    ctx.main = task
-  else
-    append(ctx, "spawned", task)
-  end
-  return task
 end
 
 --- Whether the task's function has returned.
@@ -136,7 +183,7 @@ end
 
 local function running_task(ctx, fname)
   local task = current
-  if task == nil or task.ctx ~= ctx or coroutine.running() ~= task.co then
+  if task == nil or ctx_of(task) ~= ctx or coroutine.running() ~= task.co then
     fail("%s: called outside a behaviour of this ctx", fname)
   end
   return task
@@ -148,9 +195,9 @@ local function check_seconds(fname, seconds)
   end
 end
 
-local function new_ctx(sm, d)
-  -- spawned and waiters are made when first needed
-  return setmetatable({ sm = sm, d = d, loop = d.loop, cancelled_ = false, wake_pending = false }, Ctx)
+-- The ctx of one behaviour run: fn(sm, ctx, data) is its main task.
+local function new_ctx(sm, d, fn, data)
+  return setmetatable({ sm = sm, d = d, fn = fn, data = data, co = false }, Ctx)
 end
 
 --- Whether the state this ctx belongs to has been left.
@@ -165,7 +212,7 @@ function Ctx:sleep(seconds)
   local task = running_task(self, "ctx:sleep")
   if self.cancelled_ then return nil, "canceled" end
   local token = block(task, "sleep")
-  task.timer = self.loop:after(seconds, function()
+  task.timer = self.d.loop:after(seconds, function()
     if task.token == token and task.blocked == "sleep" then
       task.timer = nil
       resume(task, true)
@@ -183,7 +230,7 @@ function Ctx:await(fn)
   local token = task.token + 1
   task.token = token
   local resolved = false
-  local loop = self.loop
+  local loop = self.d.loop
   local function resolve(...)
     if resolved then return end
     resolved = true
@@ -212,7 +259,7 @@ function Ctx:wait(seconds)
   end
   local token = block(task, "wait")
   append(self, "waiters", task)
-  task.timer = self.loop:after(seconds, function()
+  task.timer = self.d.loop:after(seconds, function()
     if task.token == token and task.blocked == "wait" then
       task.timer = nil
       local list = self.waiters or {}
@@ -252,12 +299,13 @@ end
 --- Runs fn(...) in a new task that shares this ctx.
 function Ctx:spawn(fn, ...)
   if type(fn) ~= "function" then argerror("ctx:spawn", 1, "fn", "function expected", fn) end
-  local task = new_task(self, fn)
+  local task = setmetatable({ ctx = self, fn = fn, args = pack(...), co = false }, Task)
+  append(self, "spawned", task)
   if self.cancelled_ then
     task.finished = true
     return task
   end
-  resume(task, ...)
+  start(task)
   return task
 end
 
@@ -272,9 +320,12 @@ end
 
 local function cancel(ctx)
   ctx.cancelled_ = true
-  local loop = ctx.loop
-  if ctx.main then cancel_task(loop, ctx.main) end
-  for _, task in ipairs(ctx.spawned or {}) do cancel_task(loop, task) end
+  local loop = ctx.d.loop
+  cancel_task(loop, ctx)
+  local spawned = ctx.spawned
+  if spawned then
+    for _, task in ipairs(spawned) do cancel_task(loop, task) end
+  end
   ctx.waiters = nil
 end
 
@@ -308,21 +359,7 @@ fatal = function(sm, err)
   sm:close()
 end
 
-local function event_id(d, event, fname)
-  local id = d.event_ids[event]
-  if id == nil then
-    if type(event) ~= "string" then argerror(fname, 1, "event", "string expected", event) end
-    fail("%s: unknown event '%s'", fname, event)
-  end
-  return id
-end
-
---- Queues an event; it is handled later by the loop, in order.
--- @return true, or nil, err (closed machine, full queue)
-function Machine:send_event(event)
-  local d = data_of(self, "sm:send_event")
-  return self:_send(event_id(d, event, "sm:send_event"))
-end
+-- sm:send_event(event) is C (src/machine.c): it is the hottest call.
 
 --- Cancels everything at once: the machine is left stopped, listeners are
 -- not told, and start is refused from now on.
@@ -502,7 +539,7 @@ local RESULTS = {
   sync = { synchronize = { "state?" } },
   voting = {
     send_proposal = { "any" }, decide_and_send_vote = { "peer", "value" },
-    send_vote = { "any" }, is_quorum = { "boolean" }, finalize_votes = { "value", "peer?" },
+    send_vote = { "peer?" }, is_quorum = { "boolean" }, finalize_votes = { "value", "peer?" },
     send_confirmation = { "any" },
   },
   leader = { get_next_leaders = { "peers" }, prove_next_state = { "value" } },
@@ -589,27 +626,29 @@ local function set_waiting(sm, d, waiting)
 end
 
 local function start_behavior(sm, d, config, data)
-  local ctx = new_ctx(sm, d)
+  local ctx = new_ctx(sm, d, config.behavior, data)
   d.ctx = ctx
   set_waiting(sm, d, true)
-  resume(new_task(ctx, config.behavior), sm, ctx, data)
+  start(ctx)
 end
 
 -- d.closed is set by sm:close(), the only way a machine closes while it runs.
-local function transition(sm, d, from, to, event)
+-- entered: the core already switched state (no on_exit hook to run first).
+local function transition(sm, d, from, to, event, data, entered)
   local ctx = d.ctx
   if ctx then
     d.ctx = nil
     cancel(ctx)
   end
   local configs, names, ev = d.configs, d.state_names, d.event_names[event + 1]
-  local data = sm:active_state()
-  local exit = configs[from + 1].on_exit
-  if exit then
-    exit(sm, ev, data)
-    if d.closed then return end
+  if not entered then
+    local exit = configs[from + 1].on_exit
+    if exit then
+      exit(sm, ev, data)
+      if d.closed then return end
+    end
+    sm:_enter(to)
   end
-  sm:_enter(to)
   local edge = from * d.nevents + event
   local taken = d.taken
   taken[edge] = (taken[edge] or 0) + 1
@@ -633,12 +672,14 @@ end
 
 local function run_events(sm, d)
   for _ = 1, BATCH do
-    local event, to, guarded, from = sm:_next()
+    local event, to, guarded, from, data, entered = sm:_next()
     if event == nil then break end
-    if guarded and not d.guards[from * d.nevents + event](sm) then
-      sm:_drop()
+    if not guarded then
+      transition(sm, d, from, to, event, data, entered)
+    elseif d.guards[from * d.nevents + event](sm) then
+      transition(sm, d, from, to, event, sm:active_state(), false)
     else
-      transition(sm, d, from, to, event)
+      sm:_drop()
     end
     if d.closed then return end
   end
@@ -901,6 +942,9 @@ function csm.new(opts)
   local sm = core.machine(loop, #layout.state_names, layout.nevents, opts.limits)
   for _, row in ipairs(layout.rows) do sm:_set_transition(row[1], row[2], row[3], row[4]) end
   for i, t in ipairs(layout.timeouts) do sm:_set_timeout(i - 1, t[1], t[2]) end
+  for i, config in ipairs(layout.configs) do
+    if config.on_exit then sm:_set_exit_hook(i - 1, true) end
+  end
   local d = sm:_data()
   d.loop = loop
   d.id = id
