@@ -224,6 +224,14 @@ local function assert_bystander_goes_on(env)
   assert.are.same({}, env.other_log.errors)
 end
 
+-- The bystander goes on while this machine, closed or stopped, calls no
+-- provider.
+local function assert_nothing_called_after(env)
+  local n = calls(env)
+  assert_bystander_goes_on(env)
+  assert.are.equal(n, calls(env))
+end
+
 -- A machine closed by a bug: the error, one trace, no listener told, and
 -- nothing more called however long the world runs.
 local function assert_fatal(env, m, first_line)
@@ -244,6 +252,16 @@ end
 local function assert_open(sm)
   assert.is_false(sm:closed())
   assert.is_nil(sm:error())
+end
+
+-- A provider that never returned: the state's timeout moved the machine on
+-- with no error; once closed, nothing more is called.
+local function assert_cut_off(env, m)
+  assert.are.same({}, env.log.errors)
+  assert.are.same(timeline(m, follow(m, m.timeout, m.on_timeout)), env.log.timeline)
+  assert_open(env.sm)
+  env.sm:close()
+  assert_nothing_called_after(env)
 end
 
 describe("providers", function()
@@ -332,13 +350,7 @@ describe("providers", function()
           assert.is_true(seen.ctx:cancelled())
           assert.are.same({ nil, "canceled", n = 2 }, seen.result)
           assert.are.equal(T0 + m.timeout, seen.at)
-          assert.are.same({}, env.log.errors)
-          assert.are.same(timeline(m, follow(m, m.timeout, m.on_timeout)), env.log.timeline)
-          assert_open(env.sm)
-          env.sm:close()
-          local n = calls(env)
-          assert_bystander_goes_on(env)
-          assert.are.equal(n, calls(env))
+          assert_cut_off(env, m)
         end)
 
       it("never returning (sleeping until its ctx is cancelled) is cut off; its late result is dropped",
@@ -355,13 +367,7 @@ describe("providers", function()
           assert.is_true(seen.ctx:cancelled())
           assert.are.equal(T0 + m.timeout, seen.at)
           assert.is_true(seen.sleeps >= (m.timeout - m.at) / 0.25 - 1)
-          assert.are.same({}, env.log.errors)
-          assert.are.same(timeline(m, follow(m, m.timeout, m.on_timeout)), env.log.timeline)
-          assert_open(env.sm)
-          env.sm:close()
-          local n = calls(env)
-          assert_bystander_goes_on(env)
-          assert.are.equal(n, calls(env))
+          assert_cut_off(env, m)
         end)
 
       it("never returning (yielding outside its ctx) is abandoned at the state's timeout", function()
@@ -374,13 +380,7 @@ describe("providers", function()
         env.world:run_for(m.timeout + 0.5)
         assert.is_true(seen.ctx:cancelled())
         assert.is_nil(seen.resumed)
-        assert.are.same({}, env.log.errors)
-        assert.are.same(timeline(m, follow(m, m.timeout, m.on_timeout)), env.log.timeline)
-        assert_open(env.sm)
-        env.sm:close()
-        local n = calls(env)
-        assert_bystander_goes_on(env)
-        assert.are.equal(n, calls(env))
+        assert_cut_off(env, m)
       end)
 
       for _, receive in ipairs(RECEIVES) do
@@ -435,9 +435,7 @@ describe("providers", function()
         assert.are.equal("stopped", env.sm:state())
         assert.are.same({}, env.log.errors)
         assert_open(env.sm)
-        local n = calls(env)
-        assert_bystander_goes_on(env)
-        assert.are.equal(n, calls(env))
+        assert_nothing_called_after(env)
       end)
 
       it("may close its own machine from inside; nothing more is called", function()
@@ -456,9 +454,7 @@ describe("providers", function()
         assert.is_nil(env.sm:error())
         assert.are.same({}, env.log.errors)
         assert.are.same(timeline(m), env.log.timeline)
-        local n = calls(env)
-        assert_bystander_goes_on(env)
-        assert.are.equal(n, calls(env))
+        assert_nothing_called_after(env)
       end)
 
       it("may close another machine on the loop from inside; this one goes on", function()
