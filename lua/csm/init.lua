@@ -336,12 +336,20 @@ end
 local MACHINE = core.metatable("csm.machine")
 local Machine = MACHINE.__index
 
+-- machine -> its Lua half, so methods need no C call to reach it. Weak
+-- both ways: the Lua half refers back to the machine.
+local datas = setmetatable({}, { __mode = "kv" })
+
 -- The Lua half of the machine's state, after checking self.
 local function data_of(self, fname)
+  local d = datas[self]
+  if d then return d end
   if getmetatable(self) ~= MACHINE then
     fail("%s: bad argument #1 'self' (csm machine expected, got %s)", fname, type(self))
   end
-  return self:_data()
+  d = self:_data()
+  datas[self] = d
+  return d
 end
 
 local function notify(d, message, err)
@@ -568,6 +576,31 @@ local function check_result(provider, method, i, want, got)
   end
 end
 
+-- Checks the results r1, r2 (and r3, where an error may sit) of a call
+-- against shape (one or two expected results).
+local function checked(provider, method, shape, r1, r2, r3)
+  local n = #shape
+  if r1 == nil and r2 ~= nil then return nil, r2 end
+  if n == 1 then
+    if r2 ~= nil then return nil, r2 end
+  elseif r3 ~= nil then
+    return nil, r3
+  end
+  for i = 1, n do
+    local want, got = shape[i], r2
+    if i == 1 then got = r1 end
+    if got == nil then
+      if want ~= "any" and want ~= "state?" and want ~= "peer?" then
+        return nil, string.format("%s:%s returned no result #%d", provider, method, i)
+      end
+    elseif want ~= "any" then
+      check_result(provider, method, i, want, got)
+    end
+  end
+  if n == 1 then return r1 end
+  return r1, r2
+end
+
 --- Calls a provider method the way the built-in behaviours do:
 -- `sm:call(ctx, "voting", "is_quorum", votes)`. Results are checked: a wrong
 -- type raises (a bug: the machine closes); an error result, or nil where a
@@ -580,35 +613,19 @@ function Machine:call(ctx, provider, method, ...)
   if p == nil then fail("csm: no %s provider (%s:%s needed)", provider, provider, method) end
   local fn = p[method]
   if type(fn) ~= "function" then fail("csm: %s provider has no method '%s'", provider, method) end
-  local r
   local nargs = select("#", ...)
   if nargs == 0 then
-    r = pack(fn(p, ctx))
+    return checked(provider, method, shape, fn(p, ctx))
   elseif nargs == 1 then
     local a = ...
-    r = pack(fn(p, a, ctx))
+    return checked(provider, method, shape, fn(p, a, ctx))
   elseif nargs == 2 then
     local a, b = ...
-    r = pack(fn(p, a, b, ctx))
-  else
-    local args = pack(...)
-    args[nargs + 1] = ctx
-    r = pack(fn(p, unpack(args, 1, nargs + 1)))
+    return checked(provider, method, shape, fn(p, a, b, ctx))
   end
-  local n = #shape
-  if r[1] == nil and r[2] ~= nil and n >= 1 then return nil, r[2] end
-  if r.n > n and r[n + 1] ~= nil then return nil, r[n + 1] end
-  for i = 1, n do
-    local want, got = shape[i], r[i]
-    if got == nil then
-      if want ~= "any" and want ~= "state?" and want ~= "peer?" then
-        return nil, string.format("%s:%s returned no result #%d", provider, method, i)
-      end
-    else
-      check_result(provider, method, i, want, got)
-    end
-  end
-  return unpack(r, 1, n)
+  local args = pack(...)
+  args[nargs + 1] = ctx
+  return checked(provider, method, shape, fn(p, unpack(args, 1, nargs + 1)))
 end
 
 -------------------------------------------------------------------------------
@@ -687,7 +704,7 @@ local function run_events(sm, d)
 end
 
 core.set_drive(function(sm)
-  local d = sm:_data()
+  local d = data_of(sm)
   local ok, err = xpcall(run_events, traceback, sm, d)
   if not ok then fatal(sm, err) end
 end)

@@ -9,8 +9,9 @@
 -- Per-link latency and jitter, loss, duplication and reordering; partitions
 -- and healing; crash and restart. Every random draw comes from the world's
 -- generator, so a run is a function of the world's seed. Messages in flight
--- wait in one heap ordered by (delivery time, sending order) behind a
--- single world timer.
+-- are delivered by (delivery time, sending order) behind a single world
+-- timer: one bucket per delivery time holds its messages in sending order,
+-- and a heap orders the times.
 -- @module csm.net
 
 local net = {}
@@ -43,7 +44,7 @@ function net.new(world, params)
   return setmetatable({
     world = world, params = p, links = {},
     names = {}, handlers = {}, down = {}, group = nil,
-    heap = {}, seq = 0, timer = nil,
+    times = {}, buckets = {}, flying = 0, timer = nil, nlinks = 0,
     stats = { sent = 0, delivered = 0, dropped = 0, duplicated = 0 },
   }, Network)
 end
@@ -67,8 +68,11 @@ function Network:link(a, b, params)
   check_params("network:link", params)
   local p = {}
   for k, v in pairs(self.params) do p[k] = params[k] or v end
-  self.links[a .. "\0" .. b] = p
-  self.links[b .. "\0" .. a] = p
+  local links = self.links
+  links[a] = links[a] or {}
+  links[b] = links[b] or {}
+  if links[a][b] == nil then self.nlinks = self.nlinks + 1 end
+  links[a][b], links[b][a] = p, p
 end
 
 --- Splits the network: nodes in different groups cannot reach each other;
@@ -112,25 +116,22 @@ function Network:at(t, fn)
   return self.world:after(delay > 0 and delay or 0, fn)
 end
 
--- ---- the in-flight heap, on (due, seq) ----
+-- ---- messages in flight ----
 
-local function before(a, b)
-  return a.due < b.due or (a.due == b.due and a.seq < b.seq)
-end
-
-local function push(heap, m)
+-- A binary min-heap of delivery times.
+local function push(heap, t)
   local i = #heap + 1
-  heap[i] = m
+  heap[i] = t
   while i > 1 do
     local parent = (i - i % 2) / 2
-    if not before(m, heap[parent]) then break end
-    heap[i], heap[parent] = heap[parent], m
+    if heap[parent] <= t then break end
+    heap[i], heap[parent] = heap[parent], t
     i = parent
   end
 end
 
 local function pop(heap)
-  local top, n = heap[1], #heap
+  local n = #heap
   local last = heap[n]
   heap[n] = nil
   n = n - 1
@@ -139,72 +140,95 @@ local function pop(heap)
     while true do
       local c = 2 * i
       if c > n then break end
-      if c < n and before(heap[c + 1], heap[c]) then c = c + 1 end
-      if not before(heap[c], last) then break end
+      if c < n and heap[c + 1] < heap[c] then c = c + 1 end
+      if last <= heap[c] then break end
       heap[i] = heap[c]
       i = c
     end
     heap[i] = last
   end
-  return top
 end
-
-local deliver_due
 
 local function arm(self)
-  local first = self.heap[1]
+  local first = self.times[1]
   if first == nil then return end
   if self.timer and self.timer:active() then
-    if self.armed_for <= first.due then return end
+    if self.armed_for <= first then return end
     self.timer:cancel()
   end
-  self.armed_for = first.due
-  self.timer = self:at(first.due, self.on_timer)
+  self.armed_for = first
+  self.timer = self:at(first, self.on_timer)
 end
 
-deliver_due = function(self)
-  local heap, world = self.heap, self.world
-  local now = world:now()
-  while heap[1] ~= nil and heap[1].due <= now do
-    local m = pop(heap)
-    local to, from = m.to, m.from
-    local handler = self.handlers[to]
-    if handler == nil or self.down[to] or self.down[from] or not self:connected(from, to) then
-      self.stats.dropped = self.stats.dropped + 1
-    else
-      self.stats.delivered = self.stats.delivered + 1
-      if self.observer then self.observer("deliver", from, to, m.msg) end
-      handler(from, m.msg)
+-- Delivers every message due by now; messages sent meanwhile for the same
+-- time join the bucket being delivered, after the others.
+local function deliver_due(self)
+  local times, buckets, handlers, down, stats = self.times, self.buckets, self.handlers, self.down,
+    self.stats
+  local now = self.world:now()
+  while times[1] ~= nil and times[1] <= now do
+    local due = times[1]
+    local bucket = buckets[due]
+    local i = 1
+    while i < bucket.n do
+      local from, to, msg = bucket[i], bucket[i + 1], bucket[i + 2]
+      i = i + 3
+      self.flying = self.flying - 1
+      local handler = handlers[to]
+      local group = self.group
+      if handler == nil or down[to] or down[from]
+        or (group ~= nil and (group[from] or 0) ~= (group[to] or 0)) then
+        stats.dropped = stats.dropped + 1
+      else
+        stats.delivered = stats.delivered + 1
+        if self.observer then self.observer("deliver", from, to, msg) end
+        handler(from, msg)
+      end
     end
+    buckets[due] = nil
+    pop(times)
   end
   arm(self)
 end
 
-local function enqueue(self, from, to, msg, p)
+local function enqueue(self, from, to, msg, p, now)
   local random = self.world
-  local delay = p.latency
-  if p.jitter > 0 then delay = delay + p.jitter * random:random() end
+  local due = now + p.latency
+  if p.jitter > 0 then due = due + p.jitter * random:random() end
   if p.reorder > 0 and random:random() < p.reorder then
-    delay = delay + p.reorder_delay * random:random()
+    due = due + p.reorder_delay * random:random()
   end
-  self.seq = self.seq + 1
-  push(self.heap, { due = self.world:now() + delay, seq = self.seq, from = from, to = to, msg = msg })
+  local bucket = self.buckets[due]
+  if bucket == nil then
+    bucket = { n = 1 }
+    self.buckets[due] = bucket
+    push(self.times, due)
+  end
+  local n = bucket.n
+  bucket[n], bucket[n + 1], bucket[n + 2] = from, to, msg
+  bucket.n = n + 3
+  self.flying = self.flying + 1
 end
 
-local function route(self, from, to, msg)
+local function route(self, from, to, msg, now)
   local stats = self.stats
   stats.sent = stats.sent + 1
   if self.observer then self.observer("send", from, to, msg) end
-  local p = self.links[from .. "\0" .. to] or self.params
-  if self.down[from] or self.down[to] or not self:connected(from, to)
+  local p = self.params
+  if self.nlinks > 0 then
+    local mine = self.links[from]
+    p = mine and mine[to] or p
+  end
+  local down, group = self.down, self.group
+  if down[from] or down[to] or (group ~= nil and (group[from] or 0) ~= (group[to] or 0))
     or (p.loss > 0 and self.world:random() < p.loss) then
     stats.dropped = stats.dropped + 1
     return
   end
-  enqueue(self, from, to, msg, p)
+  enqueue(self, from, to, msg, p, now)
   if p.duplicate > 0 and self.world:random() < p.duplicate then
     stats.duplicated = stats.duplicated + 1
-    enqueue(self, from, to, msg, p)
+    enqueue(self, from, to, msg, p, now)
   end
 end
 
@@ -217,21 +241,22 @@ end
 
 --- Sends msg from one node to another.
 function Network:send(from, to, msg)
-  route(self, from, to, msg)
+  route(self, from, to, msg, self.world:now())
   flush(self)
 end
 
 --- Sends msg from a node to every other node, in joining order.
 function Network:publish(from, msg)
+  local now = self.world:now()
   for _, to in ipairs(self.names) do
-    if to ~= from then route(self, from, to, msg) end
+    if to ~= from then route(self, from, to, msg, now) end
   end
   flush(self)
 end
 
 --- Messages waiting to be delivered.
 function Network:in_flight()
-  return #self.heap
+  return self.flying
 end
 
 return net
