@@ -26,6 +26,17 @@
 /* Registers the functions of l into the table on top, with csm's upvalues. */
 void csm_setfuncs(lua_State *L, const luaL_Reg *l);
 
+/* Sets the metatable of the value on top: the one at upvalue up or, from a
+ * function without csm's upvalues, the registry's tname. */
+static inline void csm_setmetatable(lua_State *L, int up, const char *tname)
+{
+    if (lua_istable(L, lua_upvalueindex(up)))
+        lua_pushvalue(L, lua_upvalueindex(up));
+    else
+        luaL_getmetatable(L, tname);
+    lua_setmetatable(L, -2);
+}
+
 /* The userdata at idx if its metatable is the one at upvalue up or, from a
  * function without csm's upvalues, the registry's tname; else NULL. */
 static inline void *csm_testudata(lua_State *L, int idx, int up, const char *tname)

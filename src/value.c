@@ -44,7 +44,7 @@ csm_value *csm_push_value(lua_State *L, const char *identity, size_t len, uint64
     v->has_payload = 0;
     memcpy(v->identity, identity, len);
     v->identity[len] = '\0';
-    luaL_setmetatable(L, CSM_VALUE_MT);
+    csm_setmetatable(L, CSM_UP_VALUE_MT, CSM_VALUE_MT);
     if (payload_idx != 0 && !lua_isnil(L, payload_idx)) {
         lua_pushvalue(L, payload_idx);
         csm_setuservalue(L, -2);
@@ -92,9 +92,17 @@ void csm_push_clone(lua_State *L, int idx)
     }
     csm_getuservalue(L, idx);
     if (lua_istable(L, -1)) {
-        /* one level deep: a new table with the same fields and metatable */
+        /* one level deep: a new table with the same fields and metatable,
+         * sized once (counting first is cheaper than growing it) */
         int src = lua_gettop(L);
-        lua_newtable(L);
+        int n = 0;
+        lua_pushnil(L);
+        while (lua_next(L, src) != 0) {
+            n++;
+            lua_pop(L, 1);
+        }
+        int narr = (int)lua_rawlen(L, src);
+        lua_createtable(L, narr, n > narr ? n - narr : 0);
         lua_pushnil(L);
         while (lua_next(L, src) != 0) {
             lua_pushvalue(L, -2);
@@ -140,7 +148,7 @@ static int value_index(lua_State *L)
 {
     csm_value *v = lua_touserdata(L, 1);
     lua_pushvalue(L, 2);
-    lua_rawget(L, lua_upvalueindex(1));
+    lua_rawget(L, lua_upvalueindex(CSM_NUPVALUES + 1));
     if (!lua_isnil(L, -1))
         return 1;
     lua_pop(L, 1);
@@ -220,7 +228,12 @@ void csm_open_value(lua_State *L)
     csm_setfuncs(L, metamethods);
     lua_newtable(L);
     csm_setfuncs(L, methods);
-    lua_pushcclosure(L, value_index, 1);
+    /* csm's upvalues, then the methods */
+    luaL_getmetatable(L, CSM_VALUE_MT);
+    luaL_getmetatable(L, CSM_MACHINE_MT);
+    lua_pushvalue(L, -3);
+    lua_pushcclosure(L, value_index, CSM_NUPVALUES + 1);
+    lua_remove(L, -2);
     lua_setfield(L, -2, "__index");
     lua_pushliteral(L, CSM_VALUE_MT);
     lua_setfield(L, -2, "__name");

@@ -54,7 +54,7 @@ function reference.node(options)
     needs_sync = options.sync == true,
     on_finalize = options.on_finalize,
     finalized = {}, finalized_at = {}, chain = {}, progress = {}, cast = {},
-    refused = 0, refusals = {}, count = 0,
+    refused = 0, refusals = {}, count = 0, rotations = {}, reasons = {}, nreasons = 0,
   }, Node)
   for i, name in ipairs(self.names) do
     if name == self.name then self.index = i end
@@ -112,12 +112,18 @@ function Node:move_to(attempt)
   self.attempt_start = self.world:now()
 end
 
---- The leaders of rank in the current attempt: every node, rotated.
+--- The leaders of rank in the current attempt: every node, rotated. The
+-- list is shared until the rotation changes: callers must not change it.
 function Node:leaders(rank)
   local attempt = rank == self.rank and self.attempt or 0
-  local out, n = {}, self.n
+  local n = self.n
   local first = (rank + attempt) % n
-  for i = 0, n - 1 do out[i + 1] = self.names[(first + i) % n + 1] end
+  local out = self.rotations[first]
+  if out == nil then
+    out = {}
+    for i = 0, n - 1 do out[i + 1] = self.names[(first + i) % n + 1] end
+    self.rotations[first] = out
+  end
   return out
 end
 
@@ -389,17 +395,40 @@ function Node:send_vote(vote)
   return self.name
 end
 
+-- Vote keys are "voter@attempt": the voter of each key met lately (the
+-- cache starts over when full, as peers choose the attempts).
+local voter_of, nvoters = {}, 0
+
+local function voter(key)
+  local v = voter_of[key]
+  if v == nil then
+    if nvoters >= 4096 then voter_of, nvoters = {}, 0 end
+    v = key:match("^(.-)@") or key
+    voter_of[key] = v
+    nvoters = nvoters + 1
+  end
+  return v
+end
+
 -- The identity q distinct nodes voted for, if any.
 local function quorum(votes, q)
   local tally, seen = {}, {}
   for key, vote in pairs(votes) do
-    local voter = key:match("^(.-)@") or key
-    local id = vote:identity()
-    local k = voter .. "\0" .. id
-    if not seen[k] then
+    local who, id = voter(key), vote:identity()
+    -- one vote per voter and identity: a voter's first identity is kept
+    -- in seen[who], any other (a double voter's) under a pair key
+    local first = seen[who]
+    local new = first == nil
+    if not new and first ~= id then
+      local k = who .. "\0" .. id
+      new = not seen[k]
       seen[k] = true
-      tally[id] = (tally[id] or 0) + 1
-      if tally[id] >= q then return id end
+    end
+    if first == nil then seen[who] = id end
+    if new then
+      local c = (tally[id] or 0) + 1
+      tally[id] = c
+      if c >= q then return id end
     end
   end
 end
@@ -507,7 +536,14 @@ function Node:deliver(from, msg)
     self.refused = self.refused + 1
     self.last_refusal = err
     -- by reason, numbers elided: "vote: stale rank N (active rank N)"
-    local reason = kind .. ": " .. tostring(err):gsub("%d+", "N")
+    local raw = kind .. ": " .. tostring(err)
+    local reason = self.reasons[raw]
+    if reason == nil then
+      if self.nreasons >= 256 then self.reasons, self.nreasons = {}, 0 end
+      reason = raw:gsub("%d+", "N")
+      self.reasons[raw] = reason
+      self.nreasons = self.nreasons + 1
+    end
     self.refusals[reason] = (self.refusals[reason] or 0) + 1
   end
   if self.poke and (kind == "prevote" or kind == "vote" or kind == "proposal") then self.poke() end
