@@ -289,6 +289,27 @@ describe("csm", function()
         sm:set_active_state(csm.value("s", 2))
         assert.are.equal(3, sm:inspect().ranks_held)
       end)
+
+      it("forgets, on going back, the ranks past the new window", function()
+        local sm = quiet { initial = csm.value("s", 100), limits = { rank_window = 8 } }
+        for rank = 101, 108 do sm:receive_vote("a", "a", csm.value("v", rank)) end
+        assert.are.equal(8, sm:inspect().ranks_held)
+        -- a sync back to rank 98: the window is 99..106, so 107 and 108 go
+        sm:set_active_state(csm.value("s", 98))
+        assert_bounded(sm, 4096, 8)
+        assert.are.equal(6, sm:inspect().ranks_held)
+        -- going back again and again cannot make the ledger hold more
+        for back = 90, 10, -10 do
+          sm:set_active_state(csm.value("s", back))
+          for rank = back + 1, back + 8 do sm:receive_vote("b", "b", csm.value("w", rank)) end
+          assert_bounded(sm, 4096, 8)
+        end
+        assert.are.equal(8, sm:inspect().ranks_held)
+        -- and no active state at all admits ranks 0 .. window - 1 only
+        sm:set_active_state(nil)
+        assert_bounded(sm, 4096, 8)
+        assert.are.equal(0, sm:inspect().ranks_held)
+      end)
     end)
   end)
 end)

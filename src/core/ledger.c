@@ -121,6 +121,16 @@ void csm_ledger_prune(csm_ledger *l, uint64_t upto, csm_release_fn release, void
     }
 }
 
+void csm_ledger_keep(csm_ledger *l, uint64_t base, uint64_t window, csm_release_fn release,
+                     void *ud)
+{
+    csm_round *round, *tmp;
+    HASH_ITER(hh, l->rounds, round, tmp) {
+        if (round->rank < base || round->rank - base >= window)
+            free_round(l, round, release, ud);
+    }
+}
+
 void csm_ledger_clear(csm_ledger *l, csm_release_fn release, void *ud)
 {
     csm_round *round, *tmp;

@@ -67,6 +67,10 @@ size_t csm_ledger_count(csm_ledger *l, int kind, uint64_t rank);
 /* Forgets every rank <= upto, releasing each handle. */
 void csm_ledger_prune(csm_ledger *l, uint64_t upto, csm_release_fn release, void *ud);
 
+/* Forgets every rank outside [base, base + window), releasing each handle. */
+void csm_ledger_keep(csm_ledger *l, uint64_t base, uint64_t window, csm_release_fn release,
+                     void *ud);
+
 /* Forgets everything. */
 void csm_ledger_clear(csm_ledger *l, csm_release_fn release, void *ud);
 

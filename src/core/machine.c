@@ -379,8 +379,12 @@ void csm_machine_set_active(csm_machine *m, int has, uint64_t rank,
 {
     m->has_active = has;
     m->active_rank = has ? rank : 0;
-    if (has)
-        csm_ledger_prune(&m->ledger, rank, release, ud);
+    /* the ranks admit would refuse now: every rank <= the active one and,
+     * after going back (a sync to an older state), those past the window */
+    if (has && rank == UINT64_MAX)
+        csm_ledger_clear(&m->ledger, release, ud);
+    else
+        csm_ledger_keep(&m->ledger, has ? rank + 1 : 0, m->limits.rank_window, release, ud);
 }
 
 int csm_machine_busy(const csm_machine *m)

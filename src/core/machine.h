@@ -174,7 +174,8 @@ int csm_machine_receive(csm_machine *m, int kind, const char *key, size_t keylen
 int csm_machine_store(csm_machine *m, int kind, uint64_t rank, const char *key, size_t keylen,
                       const csm_value *value, int handle, csm_release_fn release, void *ud);
 
-/* Sets the active rank (has = 0: none) and forgets every rank <= it. */
+/* Sets the active rank (has = 0: none) and forgets every rank admit would
+ * now refuse: those <= it, and those past the window after going back. */
 void csm_machine_set_active(csm_machine *m, int has, uint64_t rank,
                             csm_release_fn release, void *ud);
 
