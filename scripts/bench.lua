@@ -29,7 +29,6 @@
 --                     runs the 1,000,000-round reference cluster of the target.
 local csm = require "csm"
 local cluster = require "csm.cluster"
-local net = require "csm.net"
 local reference = require "csm.reference"
 
 local quick, only = false, nil
@@ -162,21 +161,11 @@ end, "wall clock")
 local function sim_cluster(n, ranks)
   return function()
     local world = csm.sim { seed = 1 }
-    local network = net.new(world, {})
-    local names = {}
-    for i = 1, n do names[i] = string.format("n%03d", i) end
-    local nodes = {}
-    for i = 1, n do
-      nodes[i] = reference.node { name = names[i], names = names, world = world, network = network,
-        initial = csm.value("genesis", 0) }
-    end
+    local nodes, network = reference.cluster { n = n, world = world }
     for _, node in ipairs(nodes) do node:start() end
     world:run_until(function() return nodes[1].count >= 1 end, 100)
     local r0, m0, t0 = nodes[1].count, network.stats.delivered, now()
-    world:run_until(function()
-      for _, node in ipairs(nodes) do if node.count < r0 + ranks then return false end end
-      return true
-    end, 36000)
+    world:run_until(function() return reference.reached(nodes, r0 + ranks) end, 36000)
     local dt = now() - t0
     local rounds = ranks
     local delivered = network.stats.delivered - m0

@@ -553,6 +553,31 @@ function Node:saw_attempt(from, attempt)
   if attempt > (self.seen_attempt[from] or -1) then self.seen_attempt[from] = attempt end
 end
 
+--- n honest nodes named n001, n002, ... on options.world, joined to
+-- options.network (one is made with options.params when absent), each
+-- starting from options.initial (default genesis, rank 0). Returns the
+-- nodes, not yet started, and the network.
+function reference.cluster(options)
+  local world = options.world
+  local network = options.network or require("csm.net").new(world, options.params or {})
+  local names = {}
+  for i = 1, options.n do names[i] = string.format("n%03d", i) end
+  local nodes = {}
+  for i = 1, options.n do
+    nodes[i] = reference.node { name = names[i], names = names, world = world, network = network,
+      initial = options.initial or csm.value("genesis", 0) }
+  end
+  return nodes, network
+end
+
+--- Whether every node has finalized at least ranks ranks.
+function reference.reached(nodes, ranks)
+  for _, node in ipairs(nodes) do
+    if node.count < ranks then return false end
+  end
+  return true
+end
+
 --- Starts the machine (a silent node never does).
 function Node:start()
   if self.role ~= "silent" then self.sm:start() end
