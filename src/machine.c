@@ -13,6 +13,7 @@ typedef struct csm_lmachine {
     int self_ref;     /* anchors a busy machine in the registry */
     int freed;
     uint8_t *exit_hooked; /* per state: Lua runs an on_exit hook when leaving it */
+    uint64_t *taken;      /* per from * nevents + event: transitions made */
 } csm_lmachine;
 
 /* The user value is a table: Lua-side fields under string keys, and the
@@ -141,7 +142,8 @@ int csm_machine_new(lua_State *L)
         return luaL_error(L, "csm: out of memory");
     m->freed = 0; /* from here on __gc frees what was made */
     m->exit_hooked = calloc((size_t)nstates, 1);
-    if (m->exit_hooked == NULL)
+    m->taken = calloc((size_t)nstates * (size_t)nevents, sizeof *m->taken);
+    if (m->exit_hooked == NULL || m->taken == NULL)
         return luaL_error(L, "csm: out of memory");
     return 1;
 }
@@ -157,6 +159,8 @@ static int machine_free(lua_State *L)
     csm_machine_free(&m->core, release, &r);
     free(m->exit_hooked);
     m->exit_hooked = NULL;
+    free(m->taken);
+    m->taken = NULL;
     if (m->self_ref != LUA_NOREF) {
         luaL_unref(L, LUA_REGISTRYINDEX, m->self_ref);
         m->self_ref = LUA_NOREF;
@@ -261,8 +265,11 @@ static int machine_next(lua_State *L)
     lua_getfield(L, -1, "active");
     lua_remove(L, -2);
     int enter = !guarded && !m->exit_hooked[from];
-    if (enter && csm_machine_enter(&m->core, to) != CSM_OK)
-        return luaL_error(L, "csm: out of memory");
+    if (enter) {
+        if (csm_machine_enter(&m->core, to) != CSM_OK)
+            return luaL_error(L, "csm: out of memory");
+        m->taken[from * m->core.nevents + event]++;
+    }
     lua_pushboolean(L, enter);
     return 6;
 }
@@ -271,11 +278,25 @@ static int machine_enter(lua_State *L)
 {
     csm_lmachine *m = check_machine(L, "sm:_enter");
     int to = state_arg(L, m, 2, "sm:_enter");
+    int event = event_arg(L, m, 3, "sm:_enter");
     if (m->core.closed)
         return 0;
+    int from = m->core.state;
     if (csm_machine_enter(&m->core, to) != CSM_OK)
         return luaL_error(L, "csm: out of memory");
+    m->taken[from * m->core.nevents + event]++;
     return 0;
+}
+
+/* sm:_taken(from * nevents + event) -> how often that edge was followed */
+static int machine_taken(lua_State *L)
+{
+    csm_lmachine *m = check_machine(L, "sm:_taken");
+    lua_Integer edge = luaL_checkinteger(L, 2);
+    if (edge < 0 || edge >= (lua_Integer)m->core.nstates * m->core.nevents)
+        return luaL_error(L, "sm:_taken: edge %d out of range", (int)edge);
+    lua_pushinteger(L, (lua_Integer)m->taken[edge]);
+    return 1;
 }
 
 static int machine_drop(lua_State *L)
@@ -593,6 +614,7 @@ static const luaL_Reg methods[] = {
     {"_next", machine_next},
     {"_enter", machine_enter},
     {"_set_exit_hook", machine_set_exit_hook},
+    {"_taken", machine_taken},
     {"_drop", machine_drop},
     {"_set_waiting", machine_set_waiting},
     {"_take_wake", machine_take_wake},

@@ -321,12 +321,12 @@ end
 local function cancel(ctx)
   ctx.cancelled_ = true
   local loop = ctx.d.loop
-  cancel_task(loop, ctx)
+  if ctx.blocked then cancel_task(loop, ctx) end
   local spawned = ctx.spawned
   if spawned then
     for _, task in ipairs(spawned) do cancel_task(loop, task) end
   end
-  ctx.waiters = nil
+  if ctx.waiters then ctx.waiters = nil end
 end
 
 -------------------------------------------------------------------------------
@@ -502,7 +502,7 @@ function Machine:transitions()
   for _, t in ipairs(d.transition_list) do
     local edge = d.state_ids[t.from] * d.nevents + d.event_ids[t.event]
     out[#out + 1] = { from = t.from, event = t.event, to = t.to, guarded = t.guarded,
-                      taken = d.taken[edge] or 0 }
+                      taken = self:_taken(edge) }
   end
   return out
 end
@@ -664,11 +664,8 @@ local function transition(sm, d, from, to, event, data, entered)
       exit(sm, ev, data)
       if d.closed then return end
     end
-    sm:_enter(to)
+    sm:_enter(to, event)
   end
-  local edge = from * d.nevents + event
-  local taken = d.taken
-  taken[edge] = (taken[edge] or 0) + 1
   local listeners = d.listeners
   if listeners[1] then
     local from_name, to_name = names[from + 1], names[to + 1]
@@ -977,7 +974,6 @@ function csm.new(opts)
   d.transition_list = layout.transition_list
   d.configs = layout.configs
   d.listeners = {}
-  d.taken = {}
   d.next_provers = {}
 
   if opts.initial ~= nil then sm:set_active_state(opts.initial) end
