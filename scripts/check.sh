@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs the spec suite against csm.core built with AddressSanitizer and
-# UndefinedBehaviorSanitizer (build/asan), then under valgrind's memcheck
-# with the ordinary build; fails on any finding. Lua 5.4.
+# UndefinedBehaviorSanitizer (build/asan-5.4 and build/asan-luajit, under
+# Lua 5.4 and LuaJIT), then under valgrind's memcheck with the ordinary Lua
+# 5.4 build; fails on any finding.
 # Usage: scripts/check.sh [asan|valgrind]   (both when no argument)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -11,14 +12,18 @@ dpkg-query -W -f='${Status}' valgrind 2>/dev/null | grep -q "install ok installe
 what=${1:-all}
 
 if [ "$what" = all ] || [ "$what" = asan ]; then
-  echo "== specs with ASan + UBSan"
-  cmake -S . -B build/asan -DCSM_LUA=5.4 -DCSM_SANITIZE=ON -DCMAKE_BUILD_TYPE=Debug >/dev/null
-  cmake --build build/asan -j2 >/dev/null
-  # the interpreter is not instrumented: preload the runtimes; Lua's own
-  # allocations at exit are not leaks of csm's, so leak checks are valgrind's job
-  LD_PRELOAD="$(gcc -print-file-name=libasan.so) $(gcc -print-file-name=libubsan.so)" \
-  ASAN_OPTIONS=detect_leaks=0:abort_on_error=1 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
-    lua5.4 /usr/bin/busted --cpath="build/asan/?.so" -o TAP spec | tail -n 3
+  for lua in 5.4 luajit; do
+    interpreter=lua5.4
+    [ "$lua" = luajit ] && interpreter=luajit
+    echo "== specs with ASan + UBSan under $interpreter"
+    cmake -S . -B "build/asan-$lua" -DCSM_LUA=$lua -DCSM_SANITIZE=ON -DCMAKE_BUILD_TYPE=Debug >/dev/null
+    cmake --build "build/asan-$lua" -j2 >/dev/null
+    # the interpreter is not instrumented: preload the runtimes; Lua's own
+    # allocations at exit are not leaks of csm's, so leak checks are valgrind's job
+    LD_PRELOAD="$(gcc -print-file-name=libasan.so) $(gcc -print-file-name=libubsan.so)" \
+    ASAN_OPTIONS=detect_leaks=0:abort_on_error=1 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
+      $interpreter /usr/bin/busted --cpath="build/asan-$lua/?.so" -o TAP spec | tail -n 3
+  done
 fi
 
 if [ "$what" = all ] || [ "$what" = valgrind ]; then
