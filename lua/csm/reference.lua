@@ -88,6 +88,23 @@ function reference.node(options)
   return self
 end
 
+-- Sets list[rank] = value and forgets the ranks 64 or more below it: the
+-- list is a window of recent ranks (list.low is its first), however ranks
+-- were skipped.
+local function keep_recent(list, rank, value)
+  list[rank] = value
+  local low = math.min(list.low or rank, rank)
+  local floor = rank - 63
+  if floor - low > 64 then
+    for r in pairs(list) do
+      if r ~= "low" and r < floor then list[r] = nil end
+    end
+  else
+    for r = low, floor - 1 do list[r] = nil end
+  end
+  list.low = math.max(low, floor)
+end
+
 -- ---- rounds and attempts ----
 
 --- The rank being decided; resets the attempt when it changed.
@@ -213,9 +230,19 @@ function Node:send_liveness(collected)
   return true
 end
 
+-- Before a later attempt's proposal from peer replaces the one held at
+-- rank, keeps that one under "peer@attempt": votes may already be on it,
+-- and finalizing needs the proposal they chose.
+local function keep_held(sm, rank, peer)
+  local held = sm:get("proposals", rank, peer)
+  if held then sm:store("proposals", rank, peer .. "@" .. tostring(held.attempt or 0), held) end
+  return held
+end
+
 function Node:prove(prior, ctx)
   local rank = self:round()
   local attempt = self.attempt
+  keep_held(self.sm, rank, self.name)
   local leaders = self:leaders(rank)
   for i, name in ipairs(leaders) do
     if name == self.name and i > 1 then
@@ -264,6 +291,9 @@ end
 -- attempt. Voters of an earlier attempt never move, so a node that missed
 -- their polka (a partition, say) must be able to join it; each node still
 -- votes once per rank, which is what keeps two quorums apart.
+-- f + 1 votes for one identity in an attempt count as its polka too: one of
+-- them is honest and saw q prevotes (a voter's own earlier prevote may have
+-- been for another proposal, so its vote alone does not show in count).
 function Node:polka()
   for attempt = self.attempt, 0, -1 do
     local t = self.tally[attempt]
@@ -271,19 +301,36 @@ function Node:polka()
       for id, c in pairs(t.count) do
         if c >= self.q then return id, attempt end
       end
+      for id, c in pairs(t.votes) do
+        if c > self.f then return id, attempt end
+      end
     end
   end
+end
+
+function Node:attempt_tally(attempt)
+  local t = self.tally[attempt]
+  if t == nil then
+    t = { by = {}, count = {}, voted = {}, votes = {} }
+    self.tally[attempt] = t
+  end
+  return t
+end
+
+-- Counts voter's vote for id in attempt of the current rank; one per voter.
+function Node:note_vote(voter, rank, attempt, id)
+  if rank ~= self.rank or attempt > self.attempt + self.n then return end
+  local t = self:attempt_tally(attempt)
+  if t.voted[voter] then return end
+  t.voted[voter] = id
+  t.votes[id] = (t.votes[id] or 0) + 1
 end
 
 -- Counts voter's prevote (or vote: a vote implies the prevote) for id in
 -- attempt of the current rank; one per voter per attempt.
 function Node:note_prevote(voter, rank, attempt, id)
   if rank ~= self.rank or attempt > self.attempt + self.n then return end
-  local t = self.tally[attempt]
-  if t == nil then
-    t = { by = {}, count = {} }
-    self.tally[attempt] = t
-  end
+  local t = self:attempt_tally(attempt)
   if t.by[voter] then return end
   t.by[voter] = id
   t.count[id] = (t.count[id] or 0) + 1
@@ -378,8 +425,7 @@ end
 
 function Node:send_vote(vote)
   local msg = { kind = "vote", proposer = vote.proposer, attempt = vote.attempt, value = vote }
-  self.cast[vote:rank()] = msg
-  self.cast[vote:rank() - 64] = nil
+  keep_recent(self.cast, vote:rank(), msg)
   if self.role == "double_vote" then
     -- conflicting votes: the real one to half the peers, another to the rest
     for k, to in ipairs(self.names) do
@@ -446,6 +492,11 @@ function Node:finalize_votes(proposals, votes)
       local p = proposals[name]
       if p and p:identity() == id then return p, name end
     end
+    -- the chosen proposal was replaced by a later attempt's: it is kept
+    -- under "leader@attempt"
+    for key, p in pairs(proposals) do
+      if p:identity() == id then return p, (key:match("^(.-)@") or key) end
+    end
   end
   self.needs_sync = true
   return nil, "the proposal with a quorum is missing"
@@ -456,8 +507,7 @@ function Node:record(rank, state)
   self.finalized[rank] = state:identity()
   self.finalized_at[rank] = self.world:now()
   self.count = self.count + 1
-  self.chain[rank] = state
-  self.chain[rank - 64] = nil
+  keep_recent(self.chain, rank, state)
   if self.on_finalize then self.on_finalize(self, rank, state) end
 end
 
@@ -505,6 +555,7 @@ function Node:deliver(from, msg)
     local p = msg.value
     local held = sm:get("proposals", p:rank(), from)
     if held and (held.attempt or 0) < (p.attempt or 0) then
+      keep_held(sm, p:rank(), from)
       ok, err = sm:store("proposals", p:rank(), from, p)
     end
     if ok then ok, err = sm:receive_proposal(from, p) end
@@ -519,6 +570,7 @@ function Node:deliver(from, msg)
       self:saw_attempt(from, attempt)
       self.voted_in[attempt] = true
       self:note_prevote(from, rank, attempt, msg.value:identity())
+      self:note_vote(from, rank, attempt, msg.value:identity())
     end
   elseif kind == "confirmation" then
     ok, err = sm:receive_confirmation(from, msg.value)
