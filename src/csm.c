@@ -25,7 +25,7 @@ static int traceback(lua_State *L)
 
 int csm_pcall(csm_binding *b, int nargs, int nresults)
 {
-    lua_State *T = b->L;
+    lua_State *T = csm_callback_state(b);
     int base = lua_gettop(T) - nargs;
     lua_pushcfunction(T, traceback);
     lua_insert(T, base);
@@ -98,9 +98,9 @@ static int set_drive(lua_State *L)
 {
     luaL_checktype(L, 1, LUA_TFUNCTION);
     csm_binding *b = csm_binding_get(L);
-    luaL_unref(L, LUA_REGISTRYINDEX, b->drive_ref);
+    csm_unanchor(L, &b->drive_ref);
     lua_pushvalue(L, 1);
-    b->drive_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    b->drive_ref = csm_anchor(L, &b->drive_ref);
     return 0;
 }
 
@@ -198,7 +198,7 @@ CSM_EXPORT int luaopen_csm_core(lua_State *L)
         b->real_ref = LUA_NOREF;
         lua_setfield(L, LUA_REGISTRYINDEX, CSM_BINDING_KEY);
         b->L = lua_newthread(L);
-        b->thread_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+        b->thread_ref = csm_anchor(L, &b->thread_ref);
         luaL_newmetatable(L, CSM_VALUE_MT);
         luaL_newmetatable(L, CSM_MACHINE_MT);
         lua_pop(L, 2);

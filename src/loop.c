@@ -22,7 +22,7 @@ csm_loop *csm_check_loop(lua_State *L, int idx, const char *fname, int n)
 void csm_loop_fail(csm_loop *loop, lua_State *T)
 {
     if (loop->error_ref == LUA_NOREF)
-        loop->error_ref = luaL_ref(T, LUA_REGISTRYINDEX);
+        loop->error_ref = csm_anchor(T, &loop->error_ref);
     else
         lua_pop(T, 1);
     loop->scheduler.stopped = 1;
@@ -35,9 +35,8 @@ static void raise_failure(lua_State *L, csm_loop *loop)
 {
     if (loop->error_ref == LUA_NOREF)
         return;
-    lua_rawgeti(L, LUA_REGISTRYINDEX, loop->error_ref);
-    luaL_unref(L, LUA_REGISTRYINDEX, loop->error_ref);
-    loop->error_ref = LUA_NOREF;
+    csm_push_anchored(L, &loop->error_ref);
+    csm_unanchor(L, &loop->error_ref);
     lua_error(L);
 }
 
@@ -49,7 +48,7 @@ static void on_deferred(csm_task *task)
 {
     csm_loop *loop = (csm_loop *)((char *)task - offsetof(csm_loop, deferred));
     csm_binding *b = loop->binding;
-    lua_State *T = b->L;
+    lua_State *T = csm_callback_state(b);
     /* the FIFO is reached through the anchored loop in the registry */
     lua_pushlightuserdata(T, loop);
     lua_rawget(T, LUA_REGISTRYINDEX);
@@ -170,7 +169,7 @@ int csm_loop_real(lua_State *L)
 {
     csm_binding *b = csm_binding_get(L);
     if (b->real_ref != LUA_NOREF) {
-        lua_rawgeti(L, LUA_REGISTRYINDEX, b->real_ref);
+        csm_push_anchored(L, &b->real_ref);
         return 1;
     }
     int is_default;
@@ -180,7 +179,7 @@ int csm_loop_real(lua_State *L)
         return luaL_error(L, "csm.loop: cannot set up the libuv loop");
     luaL_setmetatable(L, CSM_LOOP_MT);
     lua_pushvalue(L, -1);
-    b->real_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    b->real_ref = csm_anchor(L, &b->real_ref);
     return 1;
 }
 
@@ -221,8 +220,7 @@ static int loop_gc(lua_State *L)
     if (!loop->closed) {
         loop->closed = 1;
         csm_scheduler_close(&loop->scheduler);
-        luaL_unref(L, LUA_REGISTRYINDEX, loop->error_ref);
-        loop->error_ref = LUA_NOREF;
+        csm_unanchor(L, &loop->error_ref);
     }
     return 0;
 }
@@ -270,10 +268,9 @@ static void on_ltimer(csm_timer *timer)
 {
     csm_ltimer *t = (csm_ltimer *)timer;
     csm_binding *b = t->loop->binding;
-    lua_State *T = b->L;
-    lua_rawgeti(T, LUA_REGISTRYINDEX, t->self_ref);
-    luaL_unref(T, LUA_REGISTRYINDEX, t->self_ref);
-    t->self_ref = LUA_NOREF;
+    lua_State *T = csm_callback_state(b);
+    csm_push_anchored(T, &t->self_ref);
+    csm_unanchor(T, &t->self_ref);
     csm_getuservalue(T, -1);
     lua_rawgeti(T, -1, 2);
     lua_remove(T, -2);
@@ -303,7 +300,7 @@ static int loop_after(lua_State *L)
     if (csm_timer_start(&t->timer, seconds) != CSM_OK)
         return luaL_error(L, "loop:after: out of memory");
     lua_pushvalue(L, -1);
-    t->self_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    t->self_ref = csm_anchor(L, &t->self_ref);
     return 1;
 }
 
@@ -319,8 +316,7 @@ static int timer_cancel(lua_State *L)
 {
     csm_ltimer *t = check_timer(L, "timer:cancel");
     csm_timer_stop(&t->timer);
-    luaL_unref(L, LUA_REGISTRYINDEX, t->self_ref);
-    t->self_ref = LUA_NOREF;
+    csm_unanchor(L, &t->self_ref);
     return 0;
 }
 
@@ -359,6 +355,14 @@ static void sim_iteration(csm_scheduler *s)
     s->batch = 0;
 }
 
+/* Makes L the thread callbacks run on; returns the one before. */
+static lua_State *run_on(csm_loop *loop, lua_State *L)
+{
+    lua_State *prev = loop->binding->running;
+    loop->binding->running = L;
+    return prev;
+}
+
 static const char *const run_modes[] = {"default", "once", "nowait", NULL};
 
 /* loop:run([mode]) -> whether work remains */
@@ -376,6 +380,7 @@ static int loop_run(lua_State *L)
                                 "\"default\", \"once\" or \"nowait\" expected");
     }
     check_running(L, loop, "loop:run");
+    lua_State *prev = run_on(loop, L);
     csm_scheduler *s = &loop->scheduler;
     int more;
     if (s->kind == CSM_REAL) {
@@ -394,6 +399,7 @@ static int loop_run(lua_State *L)
         sim_iteration(s);
         more = s->ready_len > 0 || csm_scheduler_timers(s) > 0;
     }
+    run_on(loop, prev);
     raise_failure(L, loop);
     lua_pushboolean(L, more);
     return 1;
@@ -411,6 +417,7 @@ static int loop_run_for(lua_State *L)
     csm_loop *loop = csm_check_loop(L, 1, "loop:run_for", 1);
     double seconds = check_seconds(L, 2, "loop:run_for", 2, "seconds");
     check_running(L, loop, "loop:run_for");
+    lua_State *prev = run_on(loop, L);
     csm_scheduler *s = &loop->scheduler;
     if (s->kind == CSM_SIM) {
         double limit = s->now + seconds;
@@ -421,12 +428,15 @@ static int loop_run_for(lua_State *L)
     } else {
         csm_timer deadline;
         csm_timer_init(s, &deadline, on_deadline);
-        if (csm_timer_start(&deadline, seconds) != CSM_OK)
+        if (csm_timer_start(&deadline, seconds) != CSM_OK) {
+            run_on(loop, prev);
             return luaL_error(L, "loop:run_for: out of memory");
+        }
         while (!s->stopped && deadline.seq == 0)
             uv_run(s->uv_loop, UV_RUN_ONCE);
         csm_timer_close(&deadline);
     }
+    run_on(loop, prev);
     raise_failure(L, loop);
     return 0;
 }
@@ -450,6 +460,7 @@ static int loop_run_until(lua_State *L)
         return csm_argerror(L, "loop:run_until", 2, "predicate", "function expected");
     double timeout = check_seconds(L, 3, "loop:run_until", 3, "timeout_seconds");
     check_running(L, loop, "loop:run_until");
+    lua_State *prev = run_on(loop, L);
     csm_scheduler *s = &loop->scheduler;
     int ok = check_predicate(L, 2);
     if (s->kind == CSM_SIM) {
@@ -465,14 +476,17 @@ static int loop_run_until(lua_State *L)
     } else if (ok == 0) {
         csm_timer deadline;
         csm_timer_init(s, &deadline, on_deadline);
-        if (csm_timer_start(&deadline, timeout) != CSM_OK)
+        if (csm_timer_start(&deadline, timeout) != CSM_OK) {
+            run_on(loop, prev);
             return luaL_error(L, "loop:run_until: out of memory");
+        }
         while (ok == 0 && !s->stopped && deadline.seq == 0) {
             uv_run(s->uv_loop, UV_RUN_ONCE);
             ok = check_predicate(L, 2);
         }
         csm_timer_close(&deadline);
     }
+    run_on(loop, prev);
     if (ok < 0)
         return lua_error(L);
     raise_failure(L, loop);

@@ -43,10 +43,9 @@ static void sync_anchor(lua_State *L, csm_lmachine *m, int idx)
     int busy = csm_machine_busy(&m->core);
     if (busy && m->self_ref == LUA_NOREF) {
         lua_pushvalue(L, idx);
-        m->self_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+        m->self_ref = csm_anchor(L, &m->self_ref);
     } else if (!busy && m->self_ref != LUA_NOREF) {
-        luaL_unref(L, LUA_REGISTRYINDEX, m->self_ref);
-        m->self_ref = LUA_NOREF;
+        csm_unanchor(L, &m->self_ref);
     }
 }
 
@@ -69,13 +68,13 @@ static void on_drive(csm_task *task)
 {
     csm_lmachine *m = (csm_lmachine *)((char *)task - offsetof(csm_machine, task));
     csm_binding *b = m->loop->binding;
-    lua_State *T = b->L;
+    lua_State *T = csm_callback_state(b);
     if (m->self_ref == LUA_NOREF || b->drive_ref == LUA_NOREF)
         return;
-    lua_rawgeti(T, LUA_REGISTRYINDEX, m->self_ref);
+    csm_push_anchored(T, &m->self_ref);
     int self = lua_gettop(T);
     m->core.driving = 1;
-    lua_rawgeti(T, LUA_REGISTRYINDEX, b->drive_ref);
+    csm_push_anchored(T, &b->drive_ref);
     lua_pushvalue(T, self);
     int status = csm_pcall(b, 1, 0);
     m->core.driving = 0;
@@ -161,10 +160,7 @@ static int machine_free(lua_State *L)
     m->exit_hooked = NULL;
     free(m->taken);
     m->taken = NULL;
-    if (m->self_ref != LUA_NOREF) {
-        luaL_unref(L, LUA_REGISTRYINDEX, m->self_ref);
-        m->self_ref = LUA_NOREF;
-    }
+    csm_unanchor(L, &m->self_ref);
     return 0;
 }
 

@@ -54,9 +54,43 @@ static inline void *csm_testudata(lua_State *L, int idx, int up, const char *tna
     return same ? p : NULL;
 }
 
+/* csm's anchors live in the registry under the address of the int field
+ * that records them (LUA_NOREF, or CSM_ANCHORED), never in luaL_ref's
+ * integer slots: those are shared with every library in the state, and one
+ * unbalanced luaL_unref elsewhere would hand a live csm slot to another. */
+#define CSM_ANCHORED 1
+
+/* Anchors the value on top (popped) under field; returns CSM_ANCHORED. */
+static inline int csm_anchor(lua_State *L, int *field)
+{
+    lua_pushlightuserdata(L, field);
+    lua_insert(L, -2);
+    lua_rawset(L, LUA_REGISTRYINDEX);
+    return CSM_ANCHORED;
+}
+
+/* Pushes what field anchors (nil if nothing). */
+static inline void csm_push_anchored(lua_State *L, int *field)
+{
+    lua_pushlightuserdata(L, field);
+    lua_rawget(L, LUA_REGISTRYINDEX);
+}
+
+/* Lets go of what field anchors. */
+static inline void csm_unanchor(lua_State *L, int *field)
+{
+    if (*field == LUA_NOREF)
+        return;
+    lua_pushlightuserdata(L, field);
+    lua_pushnil(L);
+    lua_rawset(L, LUA_REGISTRYINDEX);
+    *field = LUA_NOREF;
+}
+
 /* The module's context, one per Lua state, kept in the registry. */
 typedef struct csm_binding {
-    lua_State *L;        /* the thread every loop callback runs on */
+    lua_State *L;        /* callbacks run on it when no run of csm's is under way */
+    lua_State *running;  /* the thread that called the run under way, if any */
     int thread_ref;
     int drive_ref;       /* Lua function(sm): runs a machine's events and wakes */
     int real_ref;        /* the real loop, once made */
@@ -72,6 +106,17 @@ typedef struct csm_loop {
 } csm_loop;
 
 /* ---- csm.c ---- */
+
+/* The thread loop callbacks run on: the one that called loop:run (or
+ * run_for, run_until), which is running, so LuaJIT executes the callback on
+ * the thread it thinks current; or, when luv's uv.run drives the loop, csm's
+ * own thread. */
+static inline lua_State *csm_callback_state(csm_binding *b)
+{
+    lua_State *T = b->running != NULL ? b->running : b->L;
+    lua_checkstack(T, LUA_MINSTACK);
+    return T;
+}
 
 csm_binding *csm_binding_get(lua_State *L);
 

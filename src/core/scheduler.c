@@ -125,6 +125,10 @@ void csm_scheduler_close(csm_scheduler *s)
                 uv_loop_close(s->uv_loop);
         }
     }
+    /* timers still armed may be closed later (a Lua finalizer that runs
+     * after the loop's): they must not reach for the freed heap */
+    for (size_t i = 0; i < s->heap_len; i++)
+        s->heap[i]->active = 0;
     free(s->heap);
     s->heap = NULL;
     s->heap_len = s->heap_cap = 0;
