@@ -516,4 +516,24 @@ describe("csm departures from the seed", function()
       assert.are.same(at[100], at[400])
     end)
   end)
+
+  describe("5: bounded memory", function()
+    it("leaves the machine's own entry out when peers filled a map, instead of looping", function()
+      local sm, world, log = support.machine { limits = { peers_per_rank = 2 } }
+      for _, kind in ipairs { "liveness", "proposals", "votes" } do
+        for _, peer in ipairs { "x1", "x2" } do
+          assert.is_true(sm:store(kind, 1, peer, csm.value("p1", 1)))
+        end
+      end
+      sm:start()
+      -- before, storing its own entry failed, induce_sync led straight back
+      -- to the same store, and virtual time never moved again
+      assert.is_true(world:run_until(function() return sm:active_state():rank() >= 3 end, 10))
+      local full = 0
+      for _, e in ipairs(log.errors) do
+        if e:find("^own entry not recorded: %a+ map full at rank 1") then full = full + 1 end
+      end
+      assert.are.equal(3, full)
+    end)
+  end)
 end)

@@ -20,6 +20,17 @@ local function remaining(sm, deadline)
   return left > 0 and left or 0
 end
 
+-- Whether err refuses a store because peers filled the map: the machine's
+-- own entry then goes unrecorded (traced), since inducing a sync would lead
+-- straight back here at the same instant, for ever.
+local function map_full(sm, err)
+  if type(err) == "string" and err:find(" map full ", 1, true) then
+    sm:trace_error("own entry not recorded", err)
+    return true
+  end
+  return false
+end
+
 -- Traces err and induces a sync, as the seed does on most provider errors.
 local function induce_sync(sm, ctx, err, message)
   sm:trace_error(message or ("error encountered in " .. sm:state()), err)
@@ -92,7 +103,7 @@ function behaviors.collecting(sm, ctx, data)
   if sm:emit_on_send() then
     local ok
     ok, err = sm:store("liveness", collected:rank(), sm:id(), collected)
-    if not ok then return induce_sync(sm, ctx, err) end
+    if not ok and not map_full(sm, err) then return induce_sync(sm, ctx, err) end
     ctx:send_event("liveness_check_received")
   end
   ctx:send_event("collection_done")
@@ -161,7 +172,7 @@ function behaviors.proving(sm, ctx, data)
       if proposal == nil then return induce_sync(sm, ctx, err) end
       local ok
       ok, err = sm:store("proposals", proposal:rank(), sm:id(), proposal)
-      if not ok then return induce_sync(sm, ctx, err) end
+      if not ok and not map_full(sm, err) then return induce_sync(sm, ctx, err) end
       ctx:send_event("proof_complete")
       return
     end
@@ -215,7 +226,7 @@ function behaviors.voting(sm, ctx, data)
     if sm:emit_on_send() then
       local ok
       ok, err = sm:store("votes", rank, id, vote)
-      if not ok then return induce_sync(sm, ctx, err) end
+      if not ok and not map_full(sm, err) then return induce_sync(sm, ctx, err) end
     end
   end
   local interval = sm:timing("vote_resend")
