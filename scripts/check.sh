@@ -7,8 +7,6 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
-dpkg-query -W -f='${Status}' valgrind 2>/dev/null | grep -q "install ok installed" \
-  || { [ "$(id -u)" -eq 0 ] && apt-get install -y -qq valgrind >/dev/null || sudo apt-get install -y -qq valgrind >/dev/null; }
 what=${1:-all}
 
 if [ "$what" = all ] || [ "$what" = asan ]; then

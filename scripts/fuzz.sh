@@ -9,18 +9,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-packages=(clang libclang-rt-14-dev cmake pkg-config libuv1-dev uthash-dev liblua5.4-dev)
-missing=()
-for p in "${packages[@]}"; do
-  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
-done
-if [ ${#missing[@]} -gt 0 ]; then
-  echo "fuzz: installing ${missing[*]}"
-  sudo_=""
-  [ "$(id -u)" -eq 0 ] || sudo_="sudo"
-  $sudo_ apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $sudo_ apt-get install -y -qq "${missing[@]}" >/dev/null
-fi
+scripts/install.sh clang libclang-rt-14-dev cmake pkg-config libuv1-dev uthash-dev liblua5.4-dev
 
 CC=clang cmake -S . -B build/fuzz -DCSM_FUZZ=ON -DCSM_LUA=5.4 -DCMAKE_BUILD_TYPE=Debug >/dev/null
 cmake --build build/fuzz --target csm_fuzz -j2 >/dev/null
