@@ -30,11 +30,22 @@ void csm_loop_fail(csm_loop *loop, lua_State *T)
         uv_stop(loop->scheduler.uv_loop);
 }
 
+static int nothing(lua_State *L)
+{
+    (void)L;
+    return 0;
+}
+
 /* Raises the error a callback left, if any. */
 static void raise_failure(lua_State *L, csm_loop *loop)
 {
     if (loop->error_ref == LUA_NOREF)
         return;
+    /* LuaJIT keeps the callback thread as its current one until the VM is
+     * entered again on L; throwing before that crashes a later trace exit
+     * (LuaJIT/LuaJIT#1066) */
+    lua_pushcfunction(L, nothing);
+    lua_call(L, 0, 0);
     csm_push_anchored(L, &loop->error_ref);
     csm_unanchor(L, &loop->error_ref);
     lua_error(L);
@@ -355,14 +366,6 @@ static void sim_iteration(csm_scheduler *s)
     s->batch = 0;
 }
 
-/* Makes L the thread callbacks run on; returns the one before. */
-static lua_State *run_on(csm_loop *loop, lua_State *L)
-{
-    lua_State *prev = loop->binding->running;
-    loop->binding->running = L;
-    return prev;
-}
-
 static const char *const run_modes[] = {"default", "once", "nowait", NULL};
 
 /* loop:run([mode]) -> whether work remains */
@@ -380,7 +383,6 @@ static int loop_run(lua_State *L)
                                 "\"default\", \"once\" or \"nowait\" expected");
     }
     check_running(L, loop, "loop:run");
-    lua_State *prev = run_on(loop, L);
     csm_scheduler *s = &loop->scheduler;
     int more;
     if (s->kind == CSM_REAL) {
@@ -399,7 +401,6 @@ static int loop_run(lua_State *L)
         sim_iteration(s);
         more = s->ready_len > 0 || csm_scheduler_timers(s) > 0;
     }
-    run_on(loop, prev);
     raise_failure(L, loop);
     lua_pushboolean(L, more);
     return 1;
@@ -417,7 +418,6 @@ static int loop_run_for(lua_State *L)
     csm_loop *loop = csm_check_loop(L, 1, "loop:run_for", 1);
     double seconds = check_seconds(L, 2, "loop:run_for", 2, "seconds");
     check_running(L, loop, "loop:run_for");
-    lua_State *prev = run_on(loop, L);
     csm_scheduler *s = &loop->scheduler;
     if (s->kind == CSM_SIM) {
         double limit = s->now + seconds;
@@ -428,15 +428,12 @@ static int loop_run_for(lua_State *L)
     } else {
         csm_timer deadline;
         csm_timer_init(s, &deadline, on_deadline);
-        if (csm_timer_start(&deadline, seconds) != CSM_OK) {
-            run_on(loop, prev);
+        if (csm_timer_start(&deadline, seconds) != CSM_OK)
             return luaL_error(L, "loop:run_for: out of memory");
-        }
         while (!s->stopped && deadline.seq == 0)
             uv_run(s->uv_loop, UV_RUN_ONCE);
         csm_timer_close(&deadline);
     }
-    run_on(loop, prev);
     raise_failure(L, loop);
     return 0;
 }
@@ -460,7 +457,6 @@ static int loop_run_until(lua_State *L)
         return csm_argerror(L, "loop:run_until", 2, "predicate", "function expected");
     double timeout = check_seconds(L, 3, "loop:run_until", 3, "timeout_seconds");
     check_running(L, loop, "loop:run_until");
-    lua_State *prev = run_on(loop, L);
     csm_scheduler *s = &loop->scheduler;
     int ok = check_predicate(L, 2);
     if (s->kind == CSM_SIM) {
@@ -476,17 +472,14 @@ static int loop_run_until(lua_State *L)
     } else if (ok == 0) {
         csm_timer deadline;
         csm_timer_init(s, &deadline, on_deadline);
-        if (csm_timer_start(&deadline, timeout) != CSM_OK) {
-            run_on(loop, prev);
+        if (csm_timer_start(&deadline, timeout) != CSM_OK)
             return luaL_error(L, "loop:run_until: out of memory");
-        }
         while (ok == 0 && !s->stopped && deadline.seq == 0) {
             uv_run(s->uv_loop, UV_RUN_ONCE);
             ok = check_predicate(L, 2);
         }
         csm_timer_close(&deadline);
     }
-    run_on(loop, prev);
     if (ok < 0)
         return lua_error(L);
     raise_failure(L, loop);

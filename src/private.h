@@ -89,8 +89,7 @@ static inline void csm_unanchor(lua_State *L, int *field)
 
 /* The module's context, one per Lua state, kept in the registry. */
 typedef struct csm_binding {
-    lua_State *L;        /* callbacks run on it when no run of csm's is under way */
-    lua_State *running;  /* the thread that called the run under way, if any */
+    lua_State *L;        /* the thread every loop callback runs on */
     int thread_ref;
     int drive_ref;       /* Lua function(sm): runs a machine's events and wakes */
     int real_ref;        /* the real loop, once made */
@@ -107,15 +106,11 @@ typedef struct csm_loop {
 
 /* ---- csm.c ---- */
 
-/* The thread loop callbacks run on: the one that called loop:run (or
- * run_for, run_until), which is running, so LuaJIT executes the callback on
- * the thread it thinks current; or, when luv's uv.run drives the loop, csm's
- * own thread. */
+/* The thread loop callbacks run on (csm's own), with room to push. */
 static inline lua_State *csm_callback_state(csm_binding *b)
 {
-    lua_State *T = b->running != NULL ? b->running : b->L;
-    lua_checkstack(T, LUA_MINSTACK);
-    return T;
+    lua_checkstack(b->L, LUA_MINSTACK);
+    return b->L;
 }
 
 csm_binding *csm_binding_get(lua_State *L);
