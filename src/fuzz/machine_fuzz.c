@@ -675,6 +675,20 @@ static double pick_seconds(fz *z)
 
 /* ---- the operations ---- */
 
+/* After a receive: the handle is held or released, and the harness's own
+ * counters follow the core's. */
+static void account_receive(fz *z, fz_machine *fm, int handle, int stored, int rc)
+{
+    if (stored)
+        hold(fm, handle);
+    else
+        forget_handle(z, handle);
+    if (is_refusal(rc))
+        fm->refused++;
+    if (rc == CSM_OK)
+        fm->received++;
+}
+
 static void op_receive(fz *z, fz_machine *fm, int kind)
 {
     csm_machine *m = &fm->m;
@@ -712,14 +726,8 @@ static void op_receive(fz *z, fz_machine *fm, int kind)
         FZ_CHECK(rc == CSM_OK);
     /* the first entry per peer is kept */
     FZ_CHECK(stored == (rc == CSM_OK && held == NULL));
-    if (stored)
-        hold(fm, handle);
-    else
-        forget_handle(z, handle);
-    if (is_refusal(rc))
-        fm->refused++;
+    account_receive(z, fm, handle, stored, rc);
     if (rc == CSM_OK) {
-        fm->received++;
         FZ_CHECK(in_window(m, rank));
         if (!was_queued && qlen < m->limits.queue && !failed)
             FZ_CHECK(m->receive_queued[kind] && m->queue_len == qlen + 1);
@@ -745,14 +753,7 @@ static void op_flood(fz *z, fz_machine *fm)
         int stored;
         int rc = csm_machine_receive(m, kind, key, keylen, z->handles[handle].value, handle,
                                      &stored, on_release, fm);
-        if (stored)
-            hold(fm, handle);
-        else
-            forget_handle(z, handle);
-        if (is_refusal(rc))
-            fm->refused++;
-        if (rc == CSM_OK)
-            fm->received++;
+        account_receive(z, fm, handle, stored, rc);
     }
 }
 
