@@ -195,6 +195,151 @@ describe("csm.reference", function()
     end)
   end)
 
+  describe("attempts and locks", function()
+    -- A node of group(4) at rank 1 (nothing started), its record ready.
+    local function lone()
+      local nodes, world = group(4)
+      local a = nodes[1]
+      a:round()
+      return a, world
+    end
+
+    local function proposal(id, attempt)
+      local proposer = id:match(":(.*)$")
+      return csm.value(id, 1, { attempt = attempt, proposer = proposer, offer = attempt })
+    end
+
+    it("a locked node prevotes its lock, not a later attempt's proposal", function()
+      local a = lone()
+      a.lock = { id = "1.0:n02", attempt = 0 }
+      a:move_to(1)
+      a:deliver("n03", { kind = "proposal", value = proposal("1.1:n03", 1) })
+      assert.are.equal("1.1:n03", a:candidate(1):identity())
+      assert.are.equal("1.0:n02", a:choose(1))
+    end)
+
+    it("a locked node prevotes a polka later than its lock (f + 1 votes show one)", function()
+      local a = lone()
+      a.lock = { id = "1.0:n02", attempt = 0 }
+      a:move_to(2)
+      for _, voter in ipairs { "n03", "n04" } do
+        assert.is_true(a:deliver(voter, { kind = "vote", proposer = "n03", attempt = 1,
+          value = csm.value("1.1:n03", 1, { attempt = 1 }) }) == nil)
+      end
+      assert.are.same({ "1.1:n03", 1 }, { a:valid() })
+      assert.are.equal("1.1:n03", a:choose(1))
+    end)
+
+    it("an unlocked node prevotes the latest polka it knows of (q prevotes), else the top leader's proposal",
+      function()
+      local a = lone()
+      a:move_to(1)
+      a:deliver("n03", { kind = "proposal", value = proposal("1.1:n03", 1) })
+      assert.are.equal("1.1:n03", a:choose(1))
+      for _, voter in ipairs { "n02", "n03", "n04" } do
+        a:deliver(voter, { kind = "prevote", rank = 1, attempt = 0, id = "1.0:n02" })
+      end
+      assert.are.equal("1.0:n02", a:choose(1))
+    end)
+
+    it("decides on q votes in one attempt, never on votes spread over attempts", function()
+      local a = lone()
+      a:move_to(2) -- no peer is ahead of it, so is_quorum has no attempt to move to
+      local function vote(voter, attempt)
+        a:deliver(voter, { kind = "vote", proposer = "n02", attempt = attempt,
+          value = csm.value("1.0:n02", 1, { attempt = attempt }) })
+      end
+      vote("n02", 0)
+      vote("n03", 1)
+      vote("n04", 2)
+      assert.is_false(a:is_quorum(a.sm:votes(1)))
+      assert.is_nil(a:decision())
+      vote("n03", 0)
+      vote("n04", 0)
+      assert.is_true(a:is_quorum(a.sm:votes(1)))
+      assert.are.same({ "1.0:n02", 0 }, { a:decision() })
+    end)
+
+    it("refuses attempts out of range: a peer adds at most slack + 1 entries to a rank", function()
+      local a = lone()
+      local slack = reference.attempt_slack
+      assert.are.equal(16, slack)
+      for attempt = 0, 10000 do
+        a:deliver("n02", { kind = "vote", proposer = "n02", attempt = attempt,
+          value = csm.value("1." .. attempt .. ":n02", 1, { attempt = attempt }) })
+        a:deliver("n02", { kind = "proposal", value = proposal("1." .. attempt .. ":n02", attempt) })
+        a:deliver("n02", { kind = "prevote", rank = 1, attempt = attempt, id = "x" .. attempt })
+      end
+      for _, bad in ipairs { -1, 0.5, "1", 1 / 0, 0 / 0 } do
+        a:deliver("n03", { kind = "vote", proposer = "n03", attempt = bad, value = csm.value("1.0:n03", 1) })
+      end
+      assert.are.equal(slack + 1, a.sm:count("votes", 1))
+      -- the machine keeps the first, as the seed does; the node one per attempt
+      assert.are.equal(1, a.sm:count("proposals", 1))
+      local attempts, offers = 0, 0
+      for _ in pairs(a.tally) do attempts = attempts + 1 end
+      for _ in pairs(a.offers) do offers = offers + 1 end
+      assert.are.equal(slack + 1, attempts)
+      assert.are.equal(slack + 1, offers)
+      assert.are.equal(2 * (10000 - slack) + 5, a.refusals["vote: attempt out of range"]
+        + a.refusals["proposal: attempt out of range"])
+      -- the next rank takes attempts up to the slack; later ranks nothing
+      a:deliver("n02", { kind = "vote", proposer = "n02", attempt = slack, value = csm.value("2.0:n02", 2) })
+      a:deliver("n02", { kind = "vote", proposer = "n02", attempt = slack + 1,
+        value = csm.value("2.1:n02", 2) })
+      a:deliver("n02", { kind = "vote", proposer = "n02", attempt = 0, value = csm.value("3.0:n02", 3) })
+      assert.are.equal(1, a.sm:count("votes", 2))
+      assert.are.equal(0, a.sm:count("votes", 3))
+      -- moving on widens the range by as much
+      a:move_to(5)
+      a:deliver("n02", { kind = "vote", proposer = "n02", attempt = slack + 5,
+        value = csm.value("1.x:n02", 1, { attempt = slack + 5 }) })
+      assert.are.equal(slack + 2, a.sm:count("votes", 1))
+      a.sm:close()
+    end)
+
+    it("a node that voted alone in an attempt moves on locked; the rank is decided with it later", function()
+      -- n02 and n03 lose each other's prevotes and n01's vote until T, so
+      -- only n01 sees the polka of attempt 0 and votes there; n04 is
+      -- silent, so no rank can be decided without n01. A node that voted
+      -- used to stay in its attempt for good, and the rank was never decided
+      local nodes, world, network = group(4, { nil, nil, nil, "silent" })
+      local T = 30
+      for i = 2, 3 do
+        local node = nodes[i]
+        local deliver = node.deliver
+        node.deliver = function(self, from, msg)
+          local kind = msg.kind
+          if world:now() < T and ((from == "n02" or from == "n03") and (kind == "prevote" or kind == "vote")
+              or from == "n01" and kind == "vote") then
+            return
+          end
+          return deliver(self, from, msg)
+        end
+      end
+      local attempts = {}
+      network.observer = function(what, from, _, msg)
+        if what == "send" and from == "n01" and msg.kind == "vote" and msg.value:rank() == 1 then
+          attempts[msg.attempt] = true
+        end
+      end
+      for _, node in ipairs(nodes) do node:start() end
+      assert.is_true(world:run_until(function()
+        return nodes[1].count >= 3 and nodes[2].count >= 3 and nodes[3].count >= 3
+      end, 600))
+      for _, node in ipairs(nodes) do node.sm:close() end
+      assert.is_true(attempts[0])
+      local voted = 0
+      for _ in pairs(attempts) do voted = voted + 1 end
+      assert.is_true(voted >= 2)
+      for i = 1, 3 do
+        assert.are.equal("1.0:n02", nodes[i].finalized[1])
+        assert.is_true(nodes[i].finalized_at[1] >= T)
+      end
+      assert.is_true(agree(nodes, 3))
+    end)
+  end)
+
   describe("equivocate", function()
     it("sends different proposals for one rank to different peers", function()
       local nodes, world, network = group(4, { "equivocate" })

@@ -2,18 +2,27 @@
 -- n nodes of which f = floor((n - 1) / 3) may be byzantine, on a csm.net
 -- network.
 --
--- A rank may take several attempts. In attempt a of rank R the leaders are
--- every node, rotated by R + a; the top leader proves at once, the i-th
--- after a back-off. Each node prevotes for the highest-priority proposal
--- of the attempt it holds; a node sends its vote (the machine's vote,
--- identity = the proposal voted for) only for a proposal that q = n - f
--- nodes prevoted (a polka), so two proposals can never both gather votes in
--- one attempt. A node that has not voted moves to the next attempt after
--- `view_timeout`, or when f + 1 peers are already there; a node that voted
--- never moves, which keeps a second attempt from deciding anything else.
--- Quorum is q votes for one identity; that proposal is finalized and
--- confirmed. A node that sees f + 1 peers ahead of it syncs: it adopts, rank
--- by rank, the states f + 1 peers report as finalized.
+-- A rank may take several attempts (Tendermint's rounds). In attempt a of
+-- rank R the leaders are every node, rotated by R + a; the top leader
+-- proves at once, the i-th after a back-off. Each node prevotes once per
+-- attempt; once q = n - f nodes prevoted one proposal in an attempt (a
+-- polka) a node votes for it there (the machine's vote, identity = the
+-- proposal voted for) and is locked on it. Quorum is q votes for one
+-- identity in one attempt; that proposal is finalized and confirmed.
+-- Every node, voted or not, moves to the next attempt after `view_timeout`,
+-- or when f + 1 peers are already there. In a new attempt a node prevotes
+-- the latest polka it knows of, unless it is locked on something by a vote
+-- in a later attempt (then its lock), and otherwise the highest-priority
+-- proposal; a leader that knows a polka offers that proposal again. So once
+-- q nodes voted for a proposal in an attempt, at least f + 1 honest nodes
+-- are locked on it and no later attempt has a polka, or a quorum, for
+-- anything else; and a vote split across attempts by lost messages or a
+-- partition resolves as the polkas become known. Nodes re-send their recent
+-- prevotes and votes. A node that sees f + 1 peers ahead of it syncs: it
+-- adopts, rank by rank, the states f + 1 peers report as finalized.
+-- Attempt numbers come from peers: a message for an attempt more than
+-- `reference.attempt_slack` past this node's is refused, so what a peer can
+-- add to a rank's maps grows only with the time the rank lasts.
 --
 -- Byzantine variants (`role`): "equivocate" sends different proposals to
 -- different peers; "double_vote" sends conflicting prevotes and votes and
@@ -54,7 +63,7 @@ function reference.node(options)
     needs_sync = options.sync == true,
     on_finalize = options.on_finalize,
     finalized = {}, finalized_at = {}, chain = {}, progress = {}, cast = {},
-    refused = 0, refusals = {}, count = 0, rotations = {}, reasons = {}, nreasons = 0,
+    refused = 0, refusals = {}, count = 0, rotations = {}, reasons = {}, nreasons = 0, ranks = {},
   }, Node)
   for i, name in ipairs(self.names) do
     if name == self.name then self.index = i end
@@ -105,21 +114,30 @@ local function keep_recent(list, rank, value)
   list.low = math.max(low, floor)
 end
 
--- ---- rounds and attempts ----
+-- ---- ranks and attempts ----
 
---- The rank being decided; resets the attempt when it changed.
+-- What a node knows of one rank: per attempt, who prevoted and voted what
+-- (tally), its own prevotes and votes, the proposals offered, and how far
+-- each peer has got.
+local function rank_record()
+  return { tally = {}, prevoted = {}, voted = {}, offers = {}, seen = {} }
+end
+
+--- The rank being decided; starts its first attempt when it changed. What
+-- arrived early for it (the next rank is recorded too) is kept.
 function Node:round()
   local active = self.sm:active_state()
   local rank = active and active:rank() + 1 or 1
   if self.rank ~= rank then
+    local ranks = self.ranks
+    local record = ranks[rank] or rank_record()
+    self.ranks = { [rank] = record, [rank + 1] = ranks[rank + 1] }
     self.rank = rank
     self.attempt = 0
     self.attempt_start = self.world:now()
-    self.tally = {}        -- attempt -> { by = {voter -> identity}, count = {identity -> n} }
-    self.voted_in = {}     -- attempt -> true once anyone's vote for it arrived
-    self.prevoted = {}     -- attempt -> identity this node prevoted
-    self.my_vote = nil
-    self.seen_attempt = {} -- peer -> highest attempt seen at this rank
+    self.tally, self.prevoted, self.voted = record.tally, record.prevoted, record.voted
+    self.offers, self.seen_attempt = record.offers, record.seen
+    self.lock = nil        -- { id =, attempt = } of this node's latest vote at this rank
   end
   return rank
 end
@@ -127,6 +145,33 @@ end
 function Node:move_to(attempt)
   self.attempt = attempt
   self.attempt_start = self.world:now()
+end
+
+-- The record of rank if a message about attempt of it is taken: the rank
+-- being decided or the next, and an attempt at most ATTEMPT_SLACK past this
+-- node's (0 for the next rank). Peers choose attempt numbers: the bound
+-- keeps what one peer can add to a rank's maps proportional to how long
+-- the rank has lasted.
+local ATTEMPT_SLACK = 16
+reference.attempt_slack = ATTEMPT_SLACK
+
+function Node:record_for(rank, attempt)
+  if type(attempt) ~= "number" or attempt < 0 or attempt % 1 ~= 0 then return nil end
+  local base
+  if rank == self.rank then
+    base = self.attempt
+  elseif rank == self.rank + 1 then
+    base = 0
+  else
+    return nil
+  end
+  if attempt > base + ATTEMPT_SLACK then return nil end
+  local record = self.ranks[rank]
+  if record == nil then
+    record = rank_record()
+    self.ranks[rank] = record
+  end
+  return record
 end
 
 --- The leaders of rank in the current attempt: every node, rotated. The
@@ -163,6 +208,35 @@ function Node:jump_target()
   if #attempts <= self.f then return nil end
   table.sort(attempts, function(x, y) return x > y end)
   return attempts[self.f + 1]
+end
+
+-- Moves to the next attempt when this one's view_timeout has passed, or to
+-- the one f + 1 peers have reached; returns why, or nil.
+function Node:advance()
+  local target = self:jump_target()
+  if target or self.world:now() >= self.attempt_start + self.view_timeout then
+    self:move_to(target or self.attempt + 1)
+    return "attempt " .. self.attempt
+  end
+end
+
+-- "name@attempt", the key of name's vote in attempt (cached for small
+-- attempts: one string per message otherwise).
+local at_keys = {}
+
+local function at_key(name, attempt)
+  if attempt > 64 then return name .. "@" .. attempt end
+  local keys = at_keys[name]
+  if keys == nil then
+    keys = {}
+    at_keys[name] = keys
+  end
+  local key = keys[attempt]
+  if key == nil then
+    key = name .. "@" .. attempt
+    keys[attempt] = key
+  end
+  return key
 end
 
 -- ---- sending ----
@@ -230,19 +304,29 @@ function Node:send_liveness(collected)
   return true
 end
 
--- Before a later attempt's proposal from peer replaces the one held at
--- rank, keeps that one under "peer@attempt": votes may already be on it,
--- and finalizing needs the proposal they chose.
-local function keep_held(sm, rank, peer)
-  local held = sm:get("proposals", rank, peer)
-  if held then sm:store("proposals", rank, peer .. "@" .. tostring(held.attempt or 0), held) end
-  return held
+-- The proposal of identity id held at the current rank, if any: the
+-- earliest offer, by leader order (copies differ in their offer attempt).
+function Node:held(id)
+  local offers = self.offers
+  for attempt = 0, self.attempt + ATTEMPT_SLACK do
+    local by = offers[attempt]
+    if by then
+      for _, name in ipairs(self.names) do
+        local p = by[name]
+        if p and p:identity() == id then return p end
+      end
+    end
+  end
+end
+
+-- A proposal offered in attempt: the value, with offer = attempt.
+local function offer(id, rank, parent, attempt, proposer, offered)
+  return csm.value(id, rank, { parent = parent, attempt = attempt, proposer = proposer, offer = offered })
 end
 
 function Node:prove(prior, ctx)
   local rank = self:round()
   local attempt = self.attempt
-  keep_held(self.sm, rank, self.name)
   local leaders = self:leaders(rank)
   for i, name in ipairs(leaders) do
     if name == self.name and i > 1 then
@@ -252,11 +336,29 @@ function Node:prove(prior, ctx)
       if self.attempt ~= attempt then return nil, "attempt changed" end
     end
   end
-  return csm.value(string.format("%d.%d:%s", rank, attempt, self.name), rank,
-    { parent = prior:identity(), attempt = attempt, proposer = self.name })
+  -- a leader that knows a polka offers its proposal again: nodes locked on
+  -- it prevote nothing else until they learn of a later polka
+  local id = self:valid()
+  local held = id and self:held(id)
+  if held then return offer(id, rank, held.parent, held.attempt, held.proposer, attempt) end
+  return offer(string.format("%d.%d:%s", rank, attempt, self.name), rank, prior:identity(), attempt,
+    self.name, attempt)
+end
+
+-- Records proposal p that peer offered in attempt of record.
+local function note_offer(record, peer, attempt, p)
+  local by = record.offers[attempt]
+  if by == nil then
+    by = {}
+    record.offers[attempt] = by
+  end
+  by[peer] = p
 end
 
 function Node:send_proposal(proposal)
+  local attempt = proposal.offer or 0
+  local record = self:record_for(proposal:rank(), attempt)
+  if record then note_offer(record, self.name, attempt, proposal) end
   if self.role == "equivocate" then
     -- a different proposal to every other peer
     local k = 0
@@ -265,8 +367,8 @@ function Node:send_proposal(proposal)
         k = k + 1
         local variant = proposal
         if k % 2 == 0 then
-          variant = csm.value(proposal:identity() .. "'", proposal:rank(), {
-            parent = proposal.parent, attempt = proposal.attempt, proposer = self.name })
+          variant = offer(proposal:identity() .. "'", proposal:rank(), proposal.parent, proposal.attempt,
+            self.name, attempt)
         end
         self:send(to, { kind = "proposal", value = variant })
       end
@@ -277,75 +379,100 @@ function Node:send_proposal(proposal)
   return true
 end
 
--- The highest-priority proposal of the current attempt this node holds.
+-- The highest-priority proposal offered in the current attempt.
 function Node:candidate(rank)
-  local sm = self.sm
+  local by = self.offers[self.attempt]
+  if by == nil then return nil end
   for _, leader in ipairs(self:leaders(rank)) do
-    local p = sm:get("proposals", rank, leader)
-    if p and p.attempt == self.attempt and p.proposer == leader then return p, leader end
+    local p = by[leader]
+    if p then return p end
   end
 end
 
--- The identity q nodes prevoted (or voted) for in the current attempt or,
--- failing that, in the latest earlier one that has such a polka; and that
--- attempt. Voters of an earlier attempt never move, so a node that missed
--- their polka (a partition, say) must be able to join it; each node still
--- votes once per rank, which is what keeps two quorums apart.
--- f + 1 votes for one identity in an attempt count as its polka too: one of
--- them is honest and saw q prevotes (a voter's own earlier prevote may have
--- been for another proposal, so its vote alone does not show in count).
-function Node:polka()
-  for attempt = self.attempt, 0, -1 do
-    local t = self.tally[attempt]
-    if t then
-      for id, c in pairs(t.count) do
-        if c >= self.q then return id, attempt end
-      end
-      for id, c in pairs(t.votes) do
-        if c > self.f then return id, attempt end
-      end
+-- The identity with a polka in attempt tally t: q prevotes, or f + 1 votes
+-- (one of them honest, and an honest node votes only on a polka).
+function Node:polka_in(t)
+  if t == nil then return nil end
+  for id, c in pairs(t.count) do
+    if c >= self.q then return id end
+  end
+  for id, c in pairs(t.votes) do
+    if c > self.f then return id end
+  end
+end
+
+--- The latest polka this node knows of at the current rank: identity and
+-- attempt.
+function Node:valid()
+  local best, at = nil, -1
+  for attempt, t in pairs(self.tally) do
+    if attempt > at and attempt <= self.attempt then
+      local id = self:polka_in(t)
+      if id then best, at = id, attempt end
+    end
+  end
+  return best, best and at
+end
+
+--- The identity q nodes voted for in one attempt of the current rank, and
+-- that attempt: the rank's decision.
+function Node:decision()
+  for attempt, t in pairs(self.tally) do
+    for id, c in pairs(t.votes) do
+      if c >= self.q then return id, attempt end
     end
   end
 end
 
-function Node:attempt_tally(attempt)
-  local t = self.tally[attempt]
+local function attempt_tally(record, attempt)
+  local t = record.tally[attempt]
   if t == nil then
     t = { by = {}, count = {}, voted = {}, votes = {} }
-    self.tally[attempt] = t
+    record.tally[attempt] = t
   end
   return t
 end
 
--- Counts voter's vote for id in attempt of the current rank; one per voter.
-function Node:note_vote(voter, rank, attempt, id)
-  if rank ~= self.rank or attempt > self.attempt + self.n then return end
-  local t = self:attempt_tally(attempt)
+-- Counts voter's vote for id in attempt; one per voter and attempt.
+local function note_vote(record, voter, attempt, id)
+  local t = attempt_tally(record, attempt)
   if t.voted[voter] then return end
   t.voted[voter] = id
   t.votes[id] = (t.votes[id] or 0) + 1
 end
 
--- Counts voter's prevote (or vote: a vote implies the prevote) for id in
--- attempt of the current rank; one per voter per attempt.
-function Node:note_prevote(voter, rank, attempt, id)
-  if rank ~= self.rank or attempt > self.attempt + self.n then return end
-  local t = self:attempt_tally(attempt)
+-- Counts voter's prevote (or vote, which only follows a polka for id) for
+-- id in attempt; one per voter and attempt.
+local function note_prevote(record, voter, attempt, id)
+  local t = attempt_tally(record, attempt)
   if t.by[voter] then return end
   t.by[voter] = id
   t.count[id] = (t.count[id] or 0) + 1
 end
 
--- Whether anyone voted in the current attempt: then its polka may still
--- complete here, and leaving would strand the voters.
-function Node:votes_seen()
-  return self.voted_in[self.attempt] == true
+local function saw(record, from, attempt)
+  if attempt > (record.seen[from] or -1) then record.seen[from] = attempt end
+end
+
+-- What this node prevotes in the current attempt: the latest polka it knows
+-- of, unless it is locked on an identity by a vote in a later attempt (then
+-- that identity); otherwise the highest-priority proposal of the attempt.
+-- A locked node prevotes for something else only after a polka later than
+-- its lock, which is what keeps two attempts from deciding differently.
+function Node:choose(rank)
+  local id, at = self:valid()
+  local lock = self.lock
+  if lock and not (id and at > lock.attempt) then return lock.id end
+  if id then return id end
+  local p = self:candidate(rank)
+  return p and p:identity()
 end
 
 function Node:prevote(rank, id)
   local attempt = self.attempt
+  local record = self.ranks[rank]
   self.prevoted[attempt] = id
-  self:note_prevote(self.name, rank, attempt, id)
+  note_prevote(record, self.name, attempt, id)
   if self.role == "double_vote" then
     for k, to in ipairs(self.names) do
       if to ~= self.name then
@@ -358,6 +485,63 @@ function Node:prevote(rank, id)
   self:publish { kind = "prevote", rank = rank, attempt = attempt, id = id }
 end
 
+local function proposer_of(id)
+  local proposer = id:match("^%d+%.%d+:(.*)$") or id
+  return (proposer:gsub("'$", ""))
+end
+
+-- Votes for id in the current attempt (it has a polka there) and locks on
+-- it; the vote is stored under "name@attempt", as peers' votes are.
+function Node:cast_vote(rank, id)
+  local attempt = self.attempt
+  local proposer = proposer_of(id)
+  local vote = csm.value(id, rank, { attempt = attempt, proposer = proposer })
+  local msg = { kind = "vote", proposer = proposer, attempt = attempt, value = vote }
+  self.voted[attempt] = msg
+  self.lock = { id = id, attempt = attempt }
+  local record = self.ranks[rank]
+  note_vote(record, self.name, attempt, id)
+  note_prevote(record, self.name, attempt, id)
+  -- a full map (peers filled it) leaves the vote to this node's own tally
+  self.sm:store("votes", rank, at_key(self.name, attempt), vote)
+  if self.role == "double_vote" then
+    -- conflicting votes: the real one to half the peers, another to the
+    -- rest, then a second vote to everyone
+    for k, to in ipairs(self.names) do
+      if to ~= self.name then
+        self:send(to, k % 2 == 0 and msg or { kind = "vote", proposer = proposer, attempt = attempt,
+          value = csm.value(id .. "~", rank, { attempt = attempt }) })
+      end
+    end
+    self:publish { kind = "vote", proposer = proposer, attempt = attempt,
+                   value = csm.value(id .. "*", rank, { attempt = attempt }) }
+  else
+    self:publish(msg)
+  end
+  return proposer, vote
+end
+
+-- Re-sends this node's prevotes and votes of the last attempts and of its
+-- lock, and a leader's proposal of the current attempt: a peer that lost
+-- them could not see a polka, or the vote that decides.
+local RESEND_ATTEMPTS = 8
+
+function Node:resend(rank)
+  if self.role == "silent" then return end
+  local low = self.attempt - RESEND_ATTEMPTS
+  local lock = self.lock and self.lock.attempt
+  for attempt, id in pairs(self.prevoted) do
+    if attempt >= low or attempt == lock then
+      self:publish { kind = "prevote", rank = rank, attempt = attempt, id = id }
+    end
+  end
+  for attempt, msg in pairs(self.voted) do
+    if attempt >= low or attempt == lock then self:publish(msg) end
+  end
+  local by = self.offers[self.attempt]
+  local own = by and by[self.name]
+  if own and self.prevoted[self.attempt] == own:identity() then self:send_proposal(own) end
+end
 
 -- Suspends until a message arrives or seconds pass.
 function Node:pause(ctx, seconds)
@@ -371,51 +555,40 @@ function Node:pause(ctx, seconds)
   end)
 end
 
+-- Attempt by attempt (Tendermint's rounds): prevote, vote once q nodes
+-- prevoted one proposal in the attempt, or move on after view_timeout.
+-- Returns this node's vote; if the rank is already decided, a vote for the
+-- decision that is not sent (this node may have no polka to vote on).
 function Node:decide(ctx)
   local rank = self:round()
-  if self.my_vote then
-    -- voted already at this rank: never anything else
-    return self.my_vote.proposer, self.my_vote
-  end
   local resend = self.sm:timing("vote_resend")
   local next_resend = self.world:now() + resend
   while true do
-    local id, attempt = self:polka()
-    if id then
-      local proposer = id:match("^%d+%.%d+:(.*)$") or id
-      proposer = proposer:gsub("'$", "")
-      local vote = csm.value(id, rank, { attempt = attempt, proposer = proposer })
-      self.my_vote = vote
-      self.voted_in[attempt] = true
-      self:send_vote(vote)
-      if self.role == "double_vote" then
-        self:publish { kind = "vote", proposer = proposer, attempt = attempt,
-                       value = csm.value(id .. "*", rank, { attempt = attempt }) }
-      end
-      return proposer, vote
+    local decided, at = self:decision()
+    if decided then
+      local mine = self.voted[at]
+      if mine and mine.value:identity() == decided then return mine.proposer, mine.value end
+      local proposer = proposer_of(decided)
+      return proposer, csm.value(decided, rank, { attempt = at, proposer = proposer })
     end
+    local mine = self.voted[self.attempt]
+    if mine then return mine.proposer, mine.value end
+    local id = self:polka_in(self.tally[self.attempt])
+    if id then return self:cast_vote(rank, id) end
     if self:is_behind() then return nil, "behind" end
-    local target = self:jump_target()
-    local now = self.world:now()
-    local deadline = self.attempt_start + self.view_timeout
-    if (target or now >= deadline) and not self:votes_seen() then
-      self:move_to(target or self.attempt + 1)
-      return nil, "attempt " .. self.attempt
+    local moved = self:advance()
+    if moved then return nil, moved end
+    if not self.prevoted[self.attempt] then
+      local choice = self:choose(rank)
+      if choice then self:prevote(rank, choice) end
     end
-    local p = self:candidate(rank)
-    if p and not self.prevoted[self.attempt] then self:prevote(rank, p:identity()) end
+    local now = self.world:now()
     if now >= next_resend then
       next_resend = now + resend
-      local mine = self.prevoted[self.attempt]
-      if mine then
-        self:publish { kind = "prevote", rank = rank, attempt = self.attempt, id = mine }
-        -- a leader re-sends its proposal too: a peer that lost it cannot prevote
-        local own = self.sm:get("proposals", rank, self.name)
-        if own and own:identity() == mine then self:send_proposal(own) end
-      end
+      self:resend(rank)
     end
-    -- a deadline that passed while votes were seen no longer wakes this
-    -- node: waking for it again at once would spin without time passing
+    -- a deadline that has passed is handled above, so the wait is never 0
+    local deadline = self.attempt_start + self.view_timeout
     local wake = next_resend
     if deadline > now and deadline < wake then wake = deadline end
     local why = self:pause(ctx, wake - now)
@@ -423,80 +596,72 @@ function Node:decide(ctx)
   end
 end
 
-function Node:send_vote(vote)
-  local msg = { kind = "vote", proposer = vote.proposer, attempt = vote.attempt, value = vote }
-  keep_recent(self.cast, vote:rank(), msg)
-  if self.role == "double_vote" then
-    -- conflicting votes: the real one to half the peers, another to the rest
-    for k, to in ipairs(self.names) do
-      if to ~= self.name then
-        self:send(to, k % 2 == 0 and msg or { kind = "vote", proposer = vote.proposer,
-          attempt = vote.attempt, value = csm.value(vote:identity() .. "~", vote:rank(),
-            { attempt = vote.attempt }) })
-      end
-    end
-    return self.name
-  end
-  self:publish(msg)
+function Node:send_vote()
+  self:resend(self:round())
   return self.name
 end
 
--- Vote keys are "voter@attempt": the voter of each key met lately (the
--- cache starts over when full, as peers choose the attempts).
-local voter_of, nvoters = {}, 0
+-- Vote keys are "voter@attempt" (the machine keeps its own vote under the
+-- node's name too; that copy is not counted): the attempt of each key met
+-- lately (the cache starts over when full, as peers choose the attempts).
+local attempt_of, nkeys = {}, 0
 
-local function voter(key)
-  local v = voter_of[key]
-  if v == nil then
-    if nvoters >= 4096 then voter_of, nvoters = {}, 0 end
-    v = key:match("^(.-)@") or key
-    voter_of[key] = v
-    nvoters = nvoters + 1
+local function key_attempt(key)
+  local a = attempt_of[key]
+  if a == nil then
+    if nkeys >= 4096 then attempt_of, nkeys = {}, 0 end
+    a = key:match("@(%d+)$") or false
+    attempt_of[key] = a
+    nkeys = nkeys + 1
   end
-  return v
+  return a
 end
 
--- The identity q distinct nodes voted for, if any.
+-- The identity q voters voted for in one attempt, if any, and the attempt.
+-- A voter has one key per attempt, and the machine refuses a second,
+-- different vote under a key.
 local function quorum(votes, q)
-  local tally, seen = {}, {}
+  local tally = {}
   for key, vote in pairs(votes) do
-    local who, id = voter(key), vote:identity()
-    -- one vote per voter and identity: a voter's first identity is kept
-    -- in seen[who], any other (a double voter's) under a pair key
-    local first = seen[who]
-    local new = first == nil
-    if not new and first ~= id then
-      local k = who .. "\0" .. id
-      new = not seen[k]
-      seen[k] = true
-    end
-    if first == nil then seen[who] = id end
-    if new then
-      local c = (tally[id] or 0) + 1
-      tally[id] = c
-      if c >= q then return id end
+    local a = key_attempt(key)
+    if a then
+      local t = tally[a]
+      if t == nil then
+        t = {}
+        tally[a] = t
+      end
+      local id = vote:identity()
+      local c = (t[id] or 0) + 1
+      t[id] = c
+      if c >= q then return id, tonumber(a) end
     end
   end
 end
 
 function Node:is_quorum(votes)
-  if quorum(votes, self.q) then return true end
+  self:round()
+  if quorum(votes, self.q) or self:decision() then return true end
   if self:is_behind() then return nil, "behind" end
+  -- a node that voted moves on too; its lock keeps it on what it voted for
+  local moved = self:advance()
+  if moved then return nil, moved end
   return false
 end
 
 function Node:finalize_votes(proposals, votes)
-  local id = quorum(votes, self.q)
+  self:round()
+  local id, at = quorum(votes, self.q)
+  if id == nil then id, at = self:decision() end
   if id then
+    self.decided = { id = id, attempt = at }
     for _, name in ipairs(self.names) do
       local p = proposals[name]
       if p and p:identity() == id then return p, name end
     end
-    -- the chosen proposal was replaced by a later attempt's: it is kept
-    -- under "leader@attempt"
-    for key, p in pairs(proposals) do
-      if p:identity() == id then return p, (key:match("^(.-)@") or key) end
-    end
+    -- the machine keeps a peer's first proposal of a rank; later attempts'
+    -- are in this node's offers
+    local held = self:held(id)
+    if held then return held, held.proposer end
   end
   self.needs_sync = true
   return nil, "the proposal with a quorum is missing"
@@ -512,7 +677,12 @@ function Node:record(rank, state)
 end
 
 function Node:confirm(finalized)
-  self:record(finalized:rank(), finalized)
+  local rank = finalized:rank()
+  -- this node's vote in the deciding attempt answers peers that lost it
+  local decided = self.decided
+  local mine = decided and rank == self.rank and self.voted[decided.attempt]
+  if mine and mine.value:identity() == finalized:identity() then keep_recent(self.cast, rank, mine) end
+  self:record(rank, finalized)
   self:publish { kind = "confirmation", value = finalized }
   return true
 end
@@ -553,24 +723,37 @@ function Node:deliver(from, msg)
     if mine then self:send(from, { kind = "liveness", value = mine }) end
   elseif kind == "proposal" then
     local p = msg.value
-    local held = sm:get("proposals", p:rank(), from)
-    if held and (held.attempt or 0) < (p.attempt or 0) then
-      keep_held(sm, p:rank(), from)
-      ok, err = sm:store("proposals", p:rank(), from, p)
+    local attempt = p.offer or 0
+    local record = self:record_for(r, attempt)
+    if record == nil and r >= rank then
+      ok, err = nil, "attempt out of range"
+    else
+      ok, err = sm:receive_proposal(from, p)
+      if ok and record then
+        note_offer(record, from, attempt, p)
+        saw(record, from, attempt)
+      end
     end
-    if ok then ok, err = sm:receive_proposal(from, p) end
-    if p:rank() == rank then self:saw_attempt(from, p.attempt or 0) end
   elseif kind == "prevote" then
-    self:note_prevote(from, msg.rank, msg.attempt, msg.id)
-    if msg.rank == rank then self:saw_attempt(from, msg.attempt) end
+    local record = type(msg.id) == "string" and self:record_for(r, msg.attempt)
+    if record then
+      note_prevote(record, from, msg.attempt, msg.id)
+      saw(record, from, msg.attempt)
+    end
   elseif kind == "vote" then
-    ok, err = sm:receive_vote(msg.proposer or from, from .. "@" .. tostring(msg.attempt), msg.value)
-    if ok and msg.value:rank() == rank then
-      local attempt = msg.attempt or 0
-      self:saw_attempt(from, attempt)
-      self.voted_in[attempt] = true
-      self:note_prevote(from, rank, attempt, msg.value:identity())
-      self:note_vote(from, rank, attempt, msg.value:identity())
+    local attempt = msg.attempt
+    local record = self:record_for(r, attempt)
+    if record == nil and r >= rank then
+      ok, err = nil, "attempt out of range"
+    else
+      local key = record and at_key(from, attempt) or from .. "@" .. tostring(attempt)
+      ok, err = sm:receive_vote(msg.proposer or from, key, msg.value)
+      if ok and record then
+        local id = msg.value:identity()
+        saw(record, from, attempt)
+        note_prevote(record, from, attempt, id)
+        note_vote(record, from, attempt, id)
+      end
     end
   elseif kind == "confirmation" then
     ok, err = sm:receive_confirmation(from, msg.value)
@@ -599,10 +782,6 @@ function Node:deliver(from, msg)
     self.refusals[reason] = (self.refusals[reason] or 0) + 1
   end
   if self.poke and (kind == "prevote" or kind == "vote" or kind == "proposal") then self.poke() end
-end
-
-function Node:saw_attempt(from, attempt)
-  if attempt > (self.seen_attempt[from] or -1) then self.seen_attempt[from] = attempt end
 end
 
 --- n honest nodes named n001, n002, ... on options.world, joined to
