@@ -4,7 +4,9 @@
 -- from 0 to 2^53, identities of 1 MiB of binary bytes, conflicting votes and
 -- many distinct fake voters. The honest nodes keep finalizing and agreeing,
 -- every refusal carries its documented reason, and their ledgers and the Lua
--- heap stay bounded.
+-- heap stay bounded. Then the fourth member speaks the reference protocol
+-- itself, with attempt numbers up to 2^53: what it can add to a rank's maps
+-- stays within the attempt slack.
 local csm = require "csm"
 local net = require "csm.net"
 local reference = require "csm.reference"
@@ -74,6 +76,7 @@ local function cluster(seed)
     if name ~= HOSTILE then run.nodes[#run.nodes + 1] = node end
   end
   network:crash(HOSTILE)
+  run.network = network
   for _, node in ipairs(run.nodes) do node:start() end
   return run
 end
@@ -364,6 +367,67 @@ describe("csm", function()
         node.sm:close()
       end
       assert.are.same({}, run.violations)
+    end)
+  end)
+
+  describe("a reference cluster with a peer speaking the protocol", function()
+    it("keeps finalizing while the peer sends every kind of message for attempts up to 2^53", function()
+      -- the fourth member publishes, every 0.04 s, prevotes, votes and
+      -- proposals for the rank being decided and the next, at attempts
+      -- counting up from 0, at the edges of the range and at random up to
+      -- 2^53, each vote for an identity of its own
+      local run = cluster(7)
+      local world, network = run.world, run.network
+      network:restart(HOSTILE)
+      local slack = reference.attempt_slack
+      local draw, b, worst = generator(777), 0, 0
+      local function tick()
+        b = b + 1
+        local rank = run.nodes[1].sm:active_state():rank() + 1
+        local attempts = { b, b % (slack + 2), slack, slack + 1, math.floor(draw() * TOP), TOP, -1, 0.5 }
+        for _, r in ipairs { rank, rank + 1 } do
+          for _, a in ipairs(attempts) do
+            local id = string.format("%d.%s:%s-%d", r, tostring(a), HOSTILE, b)
+            network:publish(HOSTILE, { kind = "prevote", rank = r, attempt = a, id = id })
+            network:publish(HOSTILE, { kind = "vote", proposer = HOSTILE, attempt = a,
+              value = csm.value(id, r, { attempt = a }) })
+            network:publish(HOSTILE, { kind = "proposal",
+              value = csm.value(id, r, { attempt = a, proposer = HOSTILE, offer = a }) })
+          end
+        end
+        -- what the peer holds in an honest node's maps at the rank being
+        -- decided: one vote per attempt taken, which the node's own attempt bounds
+        for _, node in ipairs(run.nodes) do
+          local held = 0
+          for key in pairs(node.sm:votes(node.sm:active_state():rank() + 1)) do
+            if key:sub(1, #HOSTILE + 1) == HOSTILE .. "@" then held = held + 1 end
+          end
+          local attempt = node.attempt or 0
+          assert.is_true(held <= attempt + slack + 1, string.format("%s holds %d of its votes at attempt %d",
+            node.name, held, attempt))
+          worst = math.max(worst, held)
+        end
+        if world:now() < SECONDS then world:after(0.04, tick) end
+      end
+      world:after(0.04, tick)
+      world:run_for(SECONDS)
+      for _, node in ipairs(run.nodes) do
+        node.sm:close()
+        assert.is_true(node.count >= 30, node.name .. " finalized " .. node.count)
+        assert.is_true((node.refusals["vote: attempt out of range"] or 0) > 0)
+        assert.is_true((node.refusals["proposal: attempt out of range"] or 0) > 0)
+      end
+      -- agreement; and what was finalized is an honest proposal or, at a
+      -- rank the peer leads, one of its own (a byzantine leader may win)
+      for _, v in ipairs(run.violations) do
+        assert.is_truthy(v:match('^rank %d+: n0[123] finalized "%d+%.[^:]+:n04%-%d+"$'), v)
+      end
+      for _, node in ipairs(run.nodes) do
+        for rank = 1, node.count do
+          assert.are.equal(run.agreed[rank], node.finalized[rank], node.name .. " at rank " .. rank)
+        end
+      end
+      assert.is_true(worst > 0)
     end)
   end)
 end)
