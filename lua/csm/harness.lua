@@ -150,7 +150,10 @@ function harness.run(config)
         rank = rank, nodes = { first.node, node.name }, identities = { first.identity, state:identity() },
       }
     end
-    if node.count == c.ranks then honest_done = honest_done + 1 end
+    if node.count >= c.ranks and not node.reached then
+      node.reached = true
+      honest_done = honest_done + 1
+    end
   end
 
   local function make(i, sync)

@@ -19,7 +19,8 @@
 -- anything else; and a vote split across attempts by lost messages or a
 -- partition resolves as the polkas become known. Nodes re-send their recent
 -- prevotes and votes. A node that sees f + 1 peers ahead of it syncs: it
--- adopts, rank by rank, the states f + 1 peers report as finalized.
+-- adopts, rank by rank, the states f + 1 peers report as finalized,
+-- skipping the ranks its peers no longer keep (they keep 64).
 -- Attempt numbers come from peers: a message for an attempt more than
 -- `reference.attempt_slack` past this node's is refused, so what a peer can
 -- add to a rank's maps grows only with the time the rank lasts.
@@ -47,8 +48,11 @@ end
 --- A node. options: name, names (every node, in order), world, network,
 -- role ("honest"), initial (genesis state), timing (for csm.new),
 -- view_timeout (virtual seconds, default 8 x timing.scale), sync_wait
--- (default 0.5 x timing.scale), sync (start with a network sync),
--- on_finalize(node, rank, state), trace (for csm.new).
+-- (the longest a sync waits for peers' answers, default 2 x timing.scale),
+-- sync (start with a network sync), on_finalize(node, rank, state), trace
+-- (for csm.new). node.count is the highest rank the node finalized or
+-- adopted; node.finalized[rank] and node.finalized_at[rank] are what and when
+-- (nil for a rank a sync skipped).
 function reference.node(options)
   local role = options.role or "honest"
   if not ROLES[role] then error("reference.node: unknown role '" .. tostring(role) .. "'", 2) end
@@ -59,7 +63,7 @@ function reference.node(options)
     name = options.name, names = options.names, n = n, f = f, q = q,
     world = options.world, network = options.network, role = role,
     view_timeout = options.view_timeout or 8 * scale,
-    sync_wait = options.sync_wait or 0.5 * scale,
+    sync_wait = options.sync_wait or 2 * scale,
     needs_sync = options.sync == true,
     on_finalize = options.on_finalize,
     finalized = {}, finalized_at = {}, chain = {}, progress = {}, cast = {},
@@ -259,24 +263,45 @@ function Node:synchronize(existing, ctx)
   local responses = {}
   self.sync_responses = responses
   self:publish { kind = "sync_request", rank = base }
-  local ok = ctx:sleep(self.sync_wait)
+  -- until every peer answered, or sync_wait passed
+  local deadline = self.world:now() + self.sync_wait
+  while #responses < self.n - 1 do
+    local left = deadline - self.world:now()
+    if left <= 0 then break end
+    if self:pause(ctx, left) == nil then
+      self.sync_responses = nil
+      return nil, "canceled"
+    end
+  end
   self.sync_responses = nil
-  if not ok then return nil, "canceled" end
-  -- adopt, rank by rank, what f + 1 peers agree was finalized
+  -- adopt, in order, every rank above base whose state f + 1 peers agree was
+  -- finalized: peers answer from the oldest rank they still keep, so ranks
+  -- they all forgot are skipped
+  local ranks, listed = {}, {}
+  for _, r in ipairs(responses) do
+    for rank in pairs(r.chain) do
+      if type(rank) == "number" and rank > base and not listed[rank] then
+        listed[rank] = true
+        ranks[#ranks + 1] = rank
+      end
+    end
+  end
+  table.sort(ranks)
   local adopted = nil
-  for rank = base + 1, base + 64 do
+  for _, rank in ipairs(ranks) do
     local tally, chosen = {}, nil
     for _, r in ipairs(responses) do
       local state = r.chain[rank]
-      if state then
+      if csm.is_value(state) and state:rank() == rank then
         local id = state:identity()
         tally[id] = (tally[id] or 0) + 1
         if tally[id] == self.f + 1 then chosen = state end
       end
     end
-    if chosen == nil then break end
-    adopted = chosen
-    self:record(rank, chosen)
+    if chosen then
+      adopted = chosen
+      self:record(rank, chosen)
+    end
   end
   if adopted == nil then
     -- peers that did not answer cannot help: forget how far they claimed to
@@ -671,7 +696,7 @@ function Node:record(rank, state)
   if self.finalized[rank] then return end
   self.finalized[rank] = state:identity()
   self.finalized_at[rank] = self.world:now()
-  self.count = self.count + 1
+  if rank > self.count then self.count = rank end
   keep_recent(self.chain, rank, state)
   if self.on_finalize then self.on_finalize(self, rank, state) end
 end
@@ -758,13 +783,18 @@ function Node:deliver(from, msg)
   elseif kind == "confirmation" then
     ok, err = sm:receive_confirmation(from, msg.value)
   elseif kind == "sync_request" then
-    local chain = {}
-    for k = msg.rank + 1, msg.rank + 32 do chain[k] = self.chain[k] end
-    self:send(from, { kind = "sync_response", chain = chain })
+    if type(msg.rank) == "number" then
+      -- 32 ranks from the one asked for, or from the oldest still kept
+      local first = math.max(msg.rank + 1, self.chain.low or 0)
+      local chain = {}
+      for k = first, first + 31 do chain[k] = self.chain[k] end
+      self:send(from, { kind = "sync_response", chain = chain })
+    end
   elseif kind == "sync_response" then
-    if self.sync_responses then
-      local list = self.sync_responses
+    local list = self.sync_responses
+    if list and type(msg.chain) == "table" then
       list[#list + 1] = { from = from, chain = msg.chain }
+      if self.poke then self.poke() end
     end
   end
   if not ok then
