@@ -172,44 +172,41 @@ describe("csm.reference", function()
       end
     end)
 
-    it("a node started with sync adopts what f + 1 peers finalized, then goes on with them", function()
+    -- n04 is down while the others finalize `ranks` ranks; then a fresh n04
+    -- joins (replacing the old handler), starts with a sync and runs until
+    -- it reaches the rank upto(the others' count) gives; returns the nodes
+    -- and the fresh n04.
+    local function rejoin(ranks, upto)
       local nodes, world, network = group(4)
       local late = nodes[4]
       network:crash("n04")
       for i = 1, 3 do nodes[i]:start() end
-      assert.is_true(world:run_until(function() return nodes[1].count >= 12 end, 3600))
-      -- a fresh n04 joins (replacing the old handler) and syncs
+      assert.is_true(world:run_until(function() return nodes[1].count >= ranks end, 3600))
       late.sm:close()
       network:restart("n04")
       local fresh = reference.node { name = "n04", names = late.names, world = world, network = network,
         initial = csm.value("genesis", 0), sync = true }
       nodes[4] = fresh
       fresh:start()
-      assert.is_true(world:run_until(function() return fresh.count >= 20 end, 3600))
+      local target = upto(nodes[1].count)
+      assert.is_true(world:run_until(function() return fresh.count >= target end, 3600))
       for _, node in ipairs(nodes) do node.sm:close() end
+      return nodes, fresh
+    end
+
+    it("a node started with sync adopts what f + 1 peers finalized, then goes on with them", function()
+      local nodes, fresh = rejoin(12, function() return 20 end)
       for rank = 1, 20 do
         assert.are.equal(nodes[1].finalized[rank], fresh.finalized[rank])
       end
       -- the first ranks arrived together, by the sync
       assert.are.equal(fresh.finalized_at[1], fresh.finalized_at[10])
     end)
+
     it("a node more ranks behind than its peers keep syncs past the forgotten ones", function()
       -- peers keep their last 64 finalized states: a node that asked for
       -- older ones used to get nothing, for good
-      local nodes, world, network = group(4)
-      local late = nodes[4]
-      network:crash("n04")
-      for i = 1, 3 do nodes[i]:start() end
-      assert.is_true(world:run_until(function() return nodes[1].count >= 100 end, 3600))
-      late.sm:close()
-      network:restart("n04")
-      local fresh = reference.node { name = "n04", names = late.names, world = world, network = network,
-        initial = csm.value("genesis", 0), sync = true }
-      nodes[4] = fresh
-      fresh:start()
-      local target = nodes[1].count + 10
-      assert.is_true(world:run_until(function() return fresh.count >= target end, 3600))
-      for _, node in ipairs(nodes) do node.sm:close() end
+      local nodes, fresh = rejoin(100, function(count) return count + 10 end)
       -- the forgotten ranks were skipped, the rest adopted or finalized alike
       assert.is_nil(fresh.finalized[1])
       local held = 0
