@@ -316,6 +316,7 @@ describe("csm.reference", function()
       a:deliver("n02", { kind = "vote", proposer = "n02", attempt = 0, value = csm.value("3.0:n02", 3) })
       assert.are.equal(1, a.sm:count("votes", 2))
       assert.are.equal(0, a.sm:count("votes", 3))
+      assert.are.equal(1, a.refusals["vote: rank beyond the next"])
       -- moving on widens the range by as much
       a:move_to(5)
       a:deliver("n02", { kind = "vote", proposer = "n02", attempt = slack + 5,

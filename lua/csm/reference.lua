@@ -178,6 +178,12 @@ function Node:record_for(rank, attempt)
   return record
 end
 
+-- Why record_for refused a message of rank (at least the one decided).
+function Node:out_of_range(rank)
+  if rank > self.rank + 1 then return "rank beyond the next" end
+  return "attempt out of range"
+end
+
 --- The leaders of rank in the current attempt: every node, rotated. The
 -- list is shared until the rotation changes: callers must not change it.
 function Node:leaders(rank)
@@ -751,7 +757,7 @@ function Node:deliver(from, msg)
     local attempt = p.offer or 0
     local record = self:record_for(r, attempt)
     if record == nil and r >= rank then
-      ok, err = nil, "attempt out of range"
+      ok, err = nil, self:out_of_range(r)
     else
       ok, err = sm:receive_proposal(from, p)
       if ok and record then
@@ -769,7 +775,7 @@ function Node:deliver(from, msg)
     local attempt = msg.attempt
     local record = self:record_for(r, attempt)
     if record == nil and r >= rank then
-      ok, err = nil, "attempt out of range"
+      ok, err = nil, self:out_of_range(r)
     else
       local key = record and at_key(from, attempt) or from .. "@" .. tostring(attempt)
       ok, err = sm:receive_vote(msg.proposer or from, key, msg.value)
