@@ -155,33 +155,32 @@ end
 -- being decided or the next, and an attempt at most ATTEMPT_SLACK past this
 -- node's (0 for the next rank). Peers choose attempt numbers: the bound
 -- keeps what one peer can add to a rank's maps proportional to how long
--- the rank has lasted.
+-- the rank has lasted. Otherwise nil and why; no reason for a rank already
+-- decided, which the machine refuses itself.
 local ATTEMPT_SLACK = 16
 reference.attempt_slack = ATTEMPT_SLACK
 
 function Node:record_for(rank, attempt)
-  if type(attempt) ~= "number" or attempt < 0 or attempt % 1 ~= 0 then return nil end
+  if type(rank) ~= "number" then return nil end
   local base
   if rank == self.rank then
     base = self.attempt
   elseif rank == self.rank + 1 then
     base = 0
+  elseif rank > self.rank then
+    return nil, "rank beyond the next"
   else
     return nil
   end
-  if attempt > base + ATTEMPT_SLACK then return nil end
+  if type(attempt) ~= "number" or attempt < 0 or attempt % 1 ~= 0 or attempt > base + ATTEMPT_SLACK then
+    return nil, "attempt out of range"
+  end
   local record = self.ranks[rank]
   if record == nil then
     record = rank_record()
     self.ranks[rank] = record
   end
   return record
-end
-
--- Why record_for refused a message of rank (at least the one decided).
-function Node:out_of_range(rank)
-  if rank > self.rank + 1 then return "rank beyond the next" end
-  return "attempt out of range"
 end
 
 --- The leaders of rank in the current attempt: every node, rotated. The
@@ -464,21 +463,25 @@ local function attempt_tally(record, attempt)
   return t
 end
 
--- Counts voter's vote for id in attempt; one per voter and attempt.
-local function note_vote(record, voter, attempt, id)
-  local t = attempt_tally(record, attempt)
-  if t.voted[voter] then return end
-  t.voted[voter] = id
-  t.votes[id] = (t.votes[id] or 0) + 1
+-- Counts id in count once per voter (by: what each voter counted for).
+local function count_once(by, count, voter, id)
+  if by[voter] then return end
+  by[voter] = id
+  count[id] = (count[id] or 0) + 1
 end
 
--- Counts voter's prevote (or vote, which only follows a polka for id) for
--- id in attempt; one per voter and attempt.
+-- Counts voter's prevote for id in attempt; one per voter and attempt.
 local function note_prevote(record, voter, attempt, id)
   local t = attempt_tally(record, attempt)
-  if t.by[voter] then return end
-  t.by[voter] = id
-  t.count[id] = (t.count[id] or 0) + 1
+  count_once(t.by, t.count, voter, id)
+end
+
+-- Counts voter's vote for id in attempt, and as its prevote there (a vote
+-- only follows a polka for id); one of each per voter and attempt.
+local function note_vote(record, voter, attempt, id)
+  local t = attempt_tally(record, attempt)
+  count_once(t.voted, t.votes, voter, id)
+  count_once(t.by, t.count, voter, id)
 end
 
 local function saw(record, from, attempt)
@@ -532,7 +535,6 @@ function Node:cast_vote(rank, id)
   self.lock = { id = id, attempt = attempt }
   local record = self.ranks[rank]
   note_vote(record, self.name, attempt, id)
-  note_prevote(record, self.name, attempt, id)
   -- a full map (peers filled it) leaves the vote to this node's own tally
   self.sm:store("votes", rank, at_key(self.name, attempt), vote)
   if self.role == "double_vote" then
@@ -755,9 +757,9 @@ function Node:deliver(from, msg)
   elseif kind == "proposal" then
     local p = msg.value
     local attempt = p.offer or 0
-    local record = self:record_for(r, attempt)
-    if record == nil and r >= rank then
-      ok, err = nil, self:out_of_range(r)
+    local record, why = self:record_for(r, attempt)
+    if why then
+      ok, err = nil, why
     else
       ok, err = sm:receive_proposal(from, p)
       if ok and record then
@@ -773,16 +775,15 @@ function Node:deliver(from, msg)
     end
   elseif kind == "vote" then
     local attempt = msg.attempt
-    local record = self:record_for(r, attempt)
-    if record == nil and r >= rank then
-      ok, err = nil, self:out_of_range(r)
+    local record, why = self:record_for(r, attempt)
+    if why then
+      ok, err = nil, why
     else
       local key = record and at_key(from, attempt) or from .. "@" .. tostring(attempt)
       ok, err = sm:receive_vote(msg.proposer or from, key, msg.value)
       if ok and record then
         local id = msg.value:identity()
         saw(record, from, attempt)
-        note_prevote(record, from, attempt, id)
         note_vote(record, from, attempt, id)
       end
     end
