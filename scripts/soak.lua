@@ -54,11 +54,6 @@ local function die(msg)
   io.stderr:write("soak.lua: ", msg, "\n")
   os.exit(2)
 end
-for _, name in ipairs { "rounds", "seed", "loss", "latency", "jitter", "scale", "partition_every",
-                        "partition_min", "partition_max", "resume_within", "warm_up", "growth",
-                        "samples" } do
-  if args[name] == nil then die("--" .. name:gsub("_", "-") .. " must be a number") end
-end
 if args.rounds < 10 or args.rounds % 1 ~= 0 then die("--rounds must be an integer >= 10") end
 if args.partition_min > args.partition_max then die("--partition-min exceeds --partition-max") end
 if args.warm_up <= 0 or args.warm_up >= 0.9 then die("--warm-up must be in (0, 0.9)") end
