@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Builds csm_fuzz, the libFuzzer target of the core (src/fuzz/machine_fuzz.c),
 # with clang, ASan and UBSan in build/fuzz, and fuzzes it for a bounded time
-# from the seed corpus src/fuzz/corpus (left unchanged: new inputs go to a
+# from the starting corpus src/fuzz/corpus (left unchanged: new inputs go to a
 # temporary directory). Fails on any finding (crash, leak, timeout); the
 # input that found it is kept as build/fuzz/crash-*, leak-* or timeout-*.
 # Usage: scripts/fuzz.sh [seconds]    fuzz for that long (default 60)

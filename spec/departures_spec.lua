@@ -402,16 +402,16 @@ describe("csm departures from the seed", function()
       local sm = idle()
       for _, kind in ipairs(KINDS) do
         assert.is_true(RECEIVES[kind](sm, "n2", value("x", 69)))
-        assert.are.same({ nil, "rank 70 beyond window (active rank 5, rank_window 64)" },
+        assert.are.same({ nil, "rank 70 beyond window (active rank 5, rank_window 64)", "far" },
           { RECEIVES[kind](sm, "n2", value("x", 70)) })
       end
       local small = idle { limits = { rank_window = 2 } }
       assert.is_true(small:receive_proposal("n2", value("x", 7)))
-      assert.are.same({ nil, "rank 8 beyond window (active rank 5, rank_window 2)" },
+      assert.are.same({ nil, "rank 8 beyond window (active rank 5, rank_window 2)", "far" },
         { small:receive_proposal("n2", value("x", 8)) })
       local none = idle { initial = false, limits = { rank_window = 3 } }
       assert.is_true(none:receive_vote("n1", "n2", value("x", 2)))
-      assert.are.same({ nil, "rank 3 beyond window (no active state, rank_window 3)" },
+      assert.are.same({ nil, "rank 3 beyond window (no active state, rank_window 3)", "far" },
         { none:receive_vote("n1", "n2", value("x", 3)) })
     end)
 
@@ -419,7 +419,7 @@ describe("csm departures from the seed", function()
       local sm = idle { limits = { peers_per_rank = 3 } }
       for _, kind in ipairs(KINDS) do
         for i = 1, 3 do assert.is_true(RECEIVES[kind](sm, "p" .. i, value("x", 6))) end
-        assert.are.same({ nil, kind .. " map full at rank 6 (peers_per_rank 3)" },
+        assert.are.same({ nil, kind .. " map full at rank 6 (peers_per_rank 3)", "full" },
           { RECEIVES[kind](sm, "p4", value("x", 6)) })
         -- a peer already held may repeat itself, another rank has room
         assert.is_true(RECEIVES[kind](sm, "p1", value("x", 6)))
@@ -436,18 +436,18 @@ describe("csm departures from the seed", function()
       local sm = idle()
       local long, limit = string.rep("i", 257), string.rep("i", 256)
       for _, kind in ipairs(KINDS) do
-        assert.are.same({ nil, "identity too long (257 bytes, identity_bytes 256)" },
+        assert.are.same({ nil, "identity too long (257 bytes, identity_bytes 256)", "identity" },
           { RECEIVES[kind](sm, long, value("x", 6)) })
-        assert.are.same({ nil, "identity too long (257 bytes, identity_bytes 256)" },
+        assert.are.same({ nil, "identity too long (257 bytes, identity_bytes 256)", "identity" },
           { RECEIVES[kind](sm, "n2", value(long, 6)) })
         assert.is_true(RECEIVES[kind](sm, limit, value(limit, 6)))
       end
       -- a vote's proposer is a peer too, though it is not stored
-      assert.are.same({ nil, "identity too long (257 bytes, identity_bytes 256)" },
+      assert.are.same({ nil, "identity too long (257 bytes, identity_bytes 256)", "identity" },
         { sm:receive_vote(long, "n2", value("x", 6)) })
       local small = idle { limits = { identity_bytes = 4 } }
       assert.is_true(small:receive_proposal("abcd", value("wxyz", 6)))
-      assert.are.same({ nil, "identity too long (5 bytes, identity_bytes 4)" },
+      assert.are.same({ nil, "identity too long (5 bytes, identity_bytes 4)", "identity" },
         { small:receive_proposal("abcde", value("x", 6)) })
       assert.are.equal(9, sm:inspect().receives_refused)
       assert.are.equal(4, sm:inspect().entries_held)
@@ -465,7 +465,7 @@ describe("csm departures from the seed", function()
       assert.are.equal(8, snapshot.entries_held)
       assert.are.same({ [9] = 1, [10] = 1 }, snapshot.maps.votes)
       assert.are.equal(0, sm:count("proposals", 7))
-      assert.are.same({ nil, "stale rank 8 (active rank 8)" },
+      assert.are.same({ nil, "stale rank 8 (active rank 8)", "stale" },
         { sm:receive_proposal("n2", value("x", 8)) })
     end)
 

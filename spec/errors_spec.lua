@@ -9,10 +9,23 @@ local error_of = support.error_of
 local quiet = support.quiet
 
 -- Asserts that fn(...) returns exactly nil, err.
+-- The code each refusal carries beside its message.
+local CODES = {
+  { "received conflicting vote", "conflict" }, { "stale rank", "stale" }, { "beyond window", "far" },
+  { "map full", "full" }, { "identity too long", "identity" }, { "machine is closed", "closed" },
+  { "event queue full", "queue" },
+}
+
 local function refused(err, fn, ...)
   local r = { n = select("#", ...), fn(...) }
   assert.is_nil(r[1])
   assert.are.equal(err, r[2])
+  local code
+  for _, c in ipairs(CODES) do
+    if err:find(c[1], 1, true) then code = c[2] end
+  end
+  assert.is_not_nil(code, "no code known for " .. err)
+  assert.are.equal(code, r[3])
 end
 
 local KIND_EXPECTED = '"liveness", "proposals", "votes" or "confirmations" expected'
@@ -24,10 +37,10 @@ describe("csm", function()
         local sm = quiet()
         for _, name in ipairs { "send_event", "close", "add_listener", "inspect", "timing", "call",
                                 "set_next_state", "transitions", "minimum_provers" } do
-          assert.are.equal("sm:" .. name .. ": bad argument #1 'self' (csm machine expected, got number)",
+          assert.are.equal("sm:" .. name .. ": bad self (csm machine expected, got number)",
             error_of(sm[name], 5))
         end
-        assert.are.equal("sm:id: bad argument #1 'self' (csm machine expected, got table)",
+        assert.are.equal("sm:id: bad self (csm machine expected, got table)",
           error_of(sm.id, {}))
       end)
     end)
@@ -80,7 +93,7 @@ describe("csm", function()
       end)
 
       it("raises when not called on a machine", function()
-        assert.are.equal("sm:receive_vote: bad argument #1 'self' (csm machine expected, got number)",
+        assert.are.equal("sm:receive_vote: bad self (csm machine expected, got number)",
           error_of(quiet().receive_vote, 5, "p", "a", csm.value("x", 1)))
       end)
     end)

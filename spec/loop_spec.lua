@@ -127,9 +127,9 @@ describe("csm loop", function()
 
     it("raises when self is not a loop", function()
       local world = csm.sim()
-      assert.are.equal("loop:now: bad argument #1 'loop' (csm loop expected, got nil)",
+      assert.are.equal("loop:now: bad self (csm loop expected, got nil)",
         error_of(world.now, nil))
-      assert.are.equal("loop:now: bad argument #1 'loop' (csm loop expected, got table)",
+      assert.are.equal("loop:now: bad self (csm loop expected, got table)",
         error_of(world.now, {}))
     end)
   end)
@@ -205,10 +205,10 @@ describe("csm loop", function()
     it("raises on a bad mode", function()
       local world = csm.sim()
       assert.are.equal(
-        "loop:run: bad argument #2 'mode' (\"default\", \"once\" or \"nowait\" expected, got string)",
+        "loop:run: bad argument #1 'mode' (\"default\", \"once\" or \"nowait\" expected, got string)",
         error_of(world.run, world, "forever"))
       assert.are.equal(
-        "loop:run: bad argument #2 'mode' (\"default\", \"once\" or \"nowait\" expected, got number)",
+        "loop:run: bad argument #1 'mode' (\"default\", \"once\" or \"nowait\" expected, got number)",
         error_of(world.run, world, 1))
     end)
 
@@ -287,16 +287,16 @@ describe("csm loop", function()
     it("raises on bad seconds", function()
       local world = csm.sim()
       assert.are.equal(
-        "loop:run_for: bad argument #2 'seconds' (number >= 0 expected, got number)",
+        "loop:run_for: bad argument #1 'seconds' (number >= 0 expected, got number)",
         error_of(world.run_for, world, -1))
       assert.are.equal(
-        "loop:run_for: bad argument #2 'seconds' (number >= 0 expected, got string)",
+        "loop:run_for: bad argument #1 'seconds' (number >= 0 expected, got string)",
         error_of(world.run_for, world, "1"))
       assert.are.equal(
-        "loop:run_for: bad argument #2 'seconds' (number >= 0 expected, got no value)",
+        "loop:run_for: bad argument #1 'seconds' (number >= 0 expected, got no value)",
         error_of(world.run_for, world))
       assert.are.equal(
-        "loop:run_for: bad argument #2 'seconds' (number >= 0 expected, got number)",
+        "loop:run_for: bad argument #1 'seconds' (number >= 0 expected, got number)",
         error_of(world.run_for, world, 0 / 0))
     end)
 
@@ -359,13 +359,13 @@ describe("csm loop", function()
     it("raises on bad arguments", function()
       local world = csm.sim()
       assert.are.equal(
-        "loop:run_until: bad argument #2 'predicate' (function expected, got nil)",
+        "loop:run_until: bad argument #1 'predicate' (function expected, got nil)",
         error_of(world.run_until, world, nil, 1))
       assert.are.equal(
-        "loop:run_until: bad argument #3 'timeout_seconds' (number >= 0 expected, got no value)",
+        "loop:run_until: bad argument #2 'timeout_seconds' (number >= 0 expected, got no value)",
         error_of(world.run_until, world, function() end))
       assert.are.equal(
-        "loop:run_until: bad argument #3 'timeout_seconds' (number >= 0 expected, got number)",
+        "loop:run_until: bad argument #2 'timeout_seconds' (number >= 0 expected, got number)",
         error_of(world.run_until, world, function() end, -2))
     end)
 
@@ -441,16 +441,16 @@ describe("csm loop", function()
     it("raises on bad arguments", function()
       local world = csm.sim()
       assert.are.equal(
-        "loop:after: bad argument #2 'seconds' (number >= 0 expected, got number)",
+        "loop:after: bad argument #1 'seconds' (number >= 0 expected, got number)",
         error_of(world.after, world, -1, function() end))
       assert.are.equal(
-        "loop:after: bad argument #2 'seconds' (number >= 0 expected, got nil)",
+        "loop:after: bad argument #1 'seconds' (number >= 0 expected, got nil)",
         error_of(world.after, world, nil, function() end))
-      assert.are.equal("loop:after: bad argument #3 'fn' (function expected, got no value)",
+      assert.are.equal("loop:after: bad argument #2 'fn' (function expected, got no value)",
         error_of(world.after, world, 1))
-      assert.are.equal("loop:after: bad argument #3 'fn' (function expected, got table)",
+      assert.are.equal("loop:after: bad argument #2 'fn' (function expected, got table)",
         error_of(world.after, world, 1, {}))
-      assert.are.equal("loop:after: bad argument #1 'loop' (csm loop expected, got string)",
+      assert.are.equal("loop:after: bad self (csm loop expected, got string)",
         error_of(world.after, "x", 1, function() end))
     end)
   end)
@@ -635,9 +635,9 @@ describe("csm timer", function()
 
     it("raises when self is not a timer", function()
       local t = csm.sim():after(1, function() end)
-      assert.are.equal("timer:cancel: bad argument #1 'self' (csm timer expected, got nil)",
+      assert.are.equal("timer:cancel: bad self (csm timer expected, got nil)",
         error_of(t.cancel, nil))
-      assert.are.equal("timer:active: bad argument #1 'self' (csm timer expected, got table)",
+      assert.are.equal("timer:active: bad self (csm timer expected, got table)",
         error_of(t.active, {}))
       t:cancel()
     end)

@@ -228,7 +228,7 @@ describe("csm", function()
       local sm = csm.new(minimal { limits = { rank_window = 2 ^ 53, peers_per_rank = 1,
                                               identity_bytes = 1, queue = 2 } })
       assert.is_true(sm:receive_proposal("p", csm.value("x", 2 ^ 52)))
-      assert.are.same({ nil, "identity too long (2 bytes, identity_bytes 1)" },
+      assert.are.same({ nil, "identity too long (2 bytes, identity_bytes 1)", "identity" },
         { sm:receive_proposal("pp", csm.value("x", 1)) })
     end)
 
@@ -505,9 +505,9 @@ describe("csm", function()
       it("makes start, send_event and receives refuse", function()
         local sm = quiet_machine()
         sm:close()
-        assert.are.same({ nil, "machine is closed" }, { sm:start() })
-        assert.are.same({ nil, "machine is closed" }, { sm:send_event("start") })
-        assert.are.same({ nil, "machine is closed" },
+        assert.are.same({ nil, "machine is closed", "closed" }, { sm:start() })
+        assert.are.same({ nil, "machine is closed", "closed" }, { sm:send_event("start") })
+        assert.are.same({ nil, "machine is closed", "closed" },
           { sm:receive_proposal("p", csm.value("x", 1)) })
       end)
 

@@ -153,7 +153,7 @@ describe("csm", function()
         local sm = chunk(csm, support)
         assert.is_true(sm:closed())
         assert.are.equal("stopped", sm:state())
-        assert.are.same({ nil, "machine is closed" }, { sm:start() })
+        assert.are.same({ nil, "machine is closed", "closed" }, { sm:start() })
       end)
     end)
 

@@ -246,7 +246,7 @@ local function assert_fatal(env, m, first_line)
   local n = calls(env)
   assert_bystander_goes_on(env)
   assert.are.equal(n, calls(env))
-  assert.are.same({ nil, "machine is closed" }, { sm:start() })
+  assert.are.same({ nil, "machine is closed", "closed" }, { sm:start() })
 end
 
 local function assert_open(sm)

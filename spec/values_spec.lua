@@ -174,11 +174,11 @@ describe("csm value", function()
   describe("identity", function()
     it("raises when self is not a value", function()
       local v = csm.value("a", 1)
-      assert.are.equal("value:identity: bad argument #1 'self' (csm value expected, got no value)",
+      assert.are.equal("value:identity: bad self (csm value expected, got no value)",
         error_of(v.identity))
-      assert.are.equal("value:identity: bad argument #1 'self' (csm value expected, got nil)",
+      assert.are.equal("value:identity: bad self (csm value expected, got nil)",
         error_of(v.identity, nil))
-      assert.are.equal("value:identity: bad argument #1 'self' (csm value expected, got string)",
+      assert.are.equal("value:identity: bad self (csm value expected, got string)",
         error_of(v.identity, "a"))
     end)
   end)
@@ -186,7 +186,7 @@ describe("csm value", function()
   describe("rank", function()
     it("raises when self is not a value", function()
       local v = csm.value("a", 1)
-      assert.are.equal("value:rank: bad argument #1 'self' (csm value expected, got table)",
+      assert.are.equal("value:rank: bad self (csm value expected, got table)",
         error_of(v.rank, {}))
     end)
   end)
@@ -239,7 +239,7 @@ describe("csm value", function()
 
     it("raises when self is not a value", function()
       local v = csm.value("a", 1)
-      assert.are.equal("value:clone: bad argument #1 'self' (csm value expected, got table)",
+      assert.are.equal("value:clone: bad self (csm value expected, got table)",
         error_of(v.clone, {}))
     end)
   end)

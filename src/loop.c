@@ -11,11 +11,16 @@ typedef struct csm_ltimer {
     int self_ref;         /* anchors the timer while it is armed */
 } csm_ltimer;
 
-csm_loop *csm_check_loop(lua_State *L, int idx, const char *fname, int n)
+csm_loop *csm_test_loop(lua_State *L, int idx)
 {
-    csm_loop *loop = luaL_testudata(L, idx, CSM_LOOP_MT);
+    return luaL_testudata(L, idx, CSM_LOOP_MT);
+}
+
+static csm_loop *check_loop(lua_State *L, const char *fname)
+{
+    csm_loop *loop = csm_test_loop(L, 1);
     if (loop == NULL)
-        csm_argerror(L, fname, n, "loop", "csm loop expected");
+        csm_selferror(L, 1, fname, "csm loop expected");
     return loop;
 }
 
@@ -25,9 +30,7 @@ void csm_loop_fail(csm_loop *loop, lua_State *T)
         loop->error_ref = csm_anchor(T, &loop->error_ref);
     else
         lua_pop(T, 1);
-    loop->scheduler.stopped = 1;
-    if (loop->scheduler.kind == CSM_REAL)
-        uv_stop(loop->scheduler.uv_loop);
+    csm_scheduler_stop(&loop->scheduler);
 }
 
 static int nothing(lua_State *L)
@@ -102,7 +105,7 @@ static void on_deferred(csm_task *task)
 
 static int loop_post(lua_State *L)
 {
-    csm_loop *loop = csm_check_loop(L, 1, "loop:_post", 1);
+    csm_loop *loop = check_loop(L, "loop:_post");
     luaL_checktype(L, 2, LUA_TFUNCTION);
     csm_getuservalue(L, 1);
     lua_rawgeti(L, -1, 2);
@@ -176,7 +179,7 @@ static uv_loop_t *shared_loop(lua_State *L, csm_binding *b, int *is_default)
 }
 
 /* csm.loop(): the real loop, one per Lua state. */
-int csm_loop_real(lua_State *L)
+static int loop_real(lua_State *L)
 {
     csm_binding *b = csm_binding_get(L);
     if (b->real_ref != LUA_NOREF) {
@@ -195,12 +198,12 @@ int csm_loop_real(lua_State *L)
 }
 
 /* csm.sim{seed = n}: a new virtual-time world. */
-int csm_loop_sim(lua_State *L)
+static int loop_sim(lua_State *L)
 {
     uint64_t seed = 0;
     if (!lua_isnoneornil(L, 1)) {
         if (!lua_istable(L, 1))
-            return csm_argerror(L, "csm.sim", 1, "options", "table expected");
+            return csm_argerror(L, 1, "csm.sim", 1, "options", "table expected");
         lua_pushnil(L);
         while (lua_next(L, 1) != 0) {
             lua_pop(L, 1);
@@ -212,10 +215,18 @@ int csm_loop_sim(lua_State *L)
         }
         lua_getfield(L, 1, "seed");
         if (!lua_isnil(L, -1)) {
-            if (lua_type(L, -1) != LUA_TNUMBER)
+            lua_Number x = lua_tonumber(L, -1);
+            /* range first: casting NaN, inf or |x| >= 2^63 is undefined */
+            if (lua_type(L, -1) != LUA_TNUMBER || !(x >= -9007199254740992.0 &&
+                                                    x <= 9007199254740992.0) ||
+                x != (lua_Number)(int64_t)x) {
+                if (lua_type(L, -1) == LUA_TNUMBER)
+                    return luaL_error(L, "csm.sim: option 'seed' must be an integer (got %s)",
+                                      lua_tostring(L, -1));
                 return luaL_error(L, "csm.sim: option 'seed' must be an integer (got %s)",
                                   luaL_typename(L, -1));
-            seed = (uint64_t)(int64_t)lua_tonumber(L, -1);
+            }
+            seed = (uint64_t)(int64_t)x;
         }
         lua_pop(L, 1);
     }
@@ -240,39 +251,38 @@ static int loop_gc(lua_State *L)
 
 static int loop_now(lua_State *L)
 {
-    csm_loop *loop = csm_check_loop(L, 1, "loop:now", 1);
+    csm_loop *loop = check_loop(L, "loop:now");
     lua_pushnumber(L, csm_scheduler_now(&loop->scheduler));
     return 1;
 }
 
 static int loop_random(lua_State *L)
 {
-    csm_loop *loop = csm_check_loop(L, 1, "loop:random", 1);
+    csm_loop *loop = check_loop(L, "loop:random");
     lua_pushnumber(L, csm_scheduler_random(&loop->scheduler));
     return 1;
 }
 
 static int loop_is_sim(lua_State *L)
 {
-    csm_loop *loop = csm_check_loop(L, 1, "loop:is_sim", 1);
+    csm_loop *loop = check_loop(L, "loop:is_sim");
     lua_pushboolean(L, loop->scheduler.kind == CSM_SIM);
     return 1;
 }
 
 static int loop_stop(lua_State *L)
 {
-    csm_loop *loop = csm_check_loop(L, 1, "loop:stop", 1);
-    loop->scheduler.stopped = 1;
-    if (loop->scheduler.kind == CSM_REAL)
-        uv_stop(loop->scheduler.uv_loop);
+    csm_loop *loop = check_loop(L, "loop:stop");
+    csm_scheduler_stop(&loop->scheduler);
     return 0;
 }
 
-static double check_seconds(lua_State *L, int idx, const char *fname, int n, const char *name)
+/* A method's argument n (at stack index n + 1): seconds >= 0. */
+static double check_seconds(lua_State *L, int n, const char *fname, const char *name)
 {
-    if (lua_type(L, idx) != LUA_TNUMBER || !(lua_tonumber(L, idx) >= 0))
-        csm_argerror(L, fname, n, name, "number >= 0 expected");
-    return lua_tonumber(L, idx);
+    if (lua_type(L, n + 1) != LUA_TNUMBER || !(lua_tonumber(L, n + 1) >= 0))
+        csm_argerror(L, n + 1, fname, n, name, "number >= 0 expected");
+    return lua_tonumber(L, n + 1);
 }
 
 static void on_ltimer(csm_timer *timer)
@@ -293,10 +303,10 @@ static void on_ltimer(csm_timer *timer)
 /* loop:after(seconds, fn) -> timer */
 static int loop_after(lua_State *L)
 {
-    csm_loop *loop = csm_check_loop(L, 1, "loop:after", 1);
-    double seconds = check_seconds(L, 2, "loop:after", 2, "seconds");
+    csm_loop *loop = check_loop(L, "loop:after");
+    double seconds = check_seconds(L, 1, "loop:after", "seconds");
     if (lua_type(L, 3) != LUA_TFUNCTION)
-        return csm_argerror(L, "loop:after", 3, "fn", "function expected");
+        return csm_argerror(L, 3, "loop:after", 2, "fn", "function expected");
     csm_ltimer *t = csm_newuserdata(L, sizeof *t);
     csm_timer_init(&loop->scheduler, &t->timer, on_ltimer);
     t->loop = loop;
@@ -309,7 +319,7 @@ static int loop_after(lua_State *L)
     lua_rawseti(L, -2, 2);
     csm_setuservalue(L, -2);
     if (csm_timer_start(&t->timer, seconds) != CSM_OK)
-        return luaL_error(L, "loop:after: out of memory");
+        return luaL_error(L, "loop:after: %s", csm_strerror(CSM_ENOMEM));
     lua_pushvalue(L, -1);
     t->self_ref = csm_anchor(L, &t->self_ref);
     return 1;
@@ -319,7 +329,7 @@ static csm_ltimer *check_timer(lua_State *L, const char *fname)
 {
     csm_ltimer *t = luaL_testudata(L, 1, CSM_TIMER_MT);
     if (t == NULL)
-        csm_argerror(L, fname, 1, "self", "csm timer expected");
+        csm_selferror(L, 1, fname, "csm timer expected");
     return t;
 }
 
@@ -347,23 +357,10 @@ static int timer_gc(lua_State *L)
 
 /* ---- running ---- */
 
-static int check_running(lua_State *L, csm_loop *loop, const char *fname)
+static void check_open(lua_State *L, csm_loop *loop, const char *fname)
 {
     if (loop->closed)
-        return luaL_error(L, "%s: the loop is closed", fname);
-    loop->scheduler.stopped = 0;
-    return 0;
-}
-
-/* Sim: one iteration, as libuv's: the timers due by now, then the tasks
- * ready at that point. */
-static void sim_iteration(csm_scheduler *s)
-{
-    while (!s->stopped && s->heap_len > 0 && s->heap[0]->due <= s->now)
-        csm_scheduler_advance(s, s->now);
-    for (size_t n = s->ready_len; n > 0 && !s->stopped; n--)
-        csm_scheduler_run_ready(s);
-    s->batch = 0;
+        luaL_error(L, "%s: the loop is closed", fname);
 }
 
 static const char *const run_modes[] = {"default", "once", "nowait", NULL};
@@ -371,69 +368,38 @@ static const char *const run_modes[] = {"default", "once", "nowait", NULL};
 /* loop:run([mode]) -> whether work remains */
 static int loop_run(lua_State *L)
 {
-    csm_loop *loop = csm_check_loop(L, 1, "loop:run", 1);
-    int mode = 0;
+    csm_loop *loop = check_loop(L, "loop:run");
+    int mode = CSM_RUN_DEFAULT;
     if (!lua_isnoneornil(L, 2)) {
         /* lua_tostring would turn a number argument into a string in place */
         const char *m = lua_type(L, 2) == LUA_TSTRING ? lua_tostring(L, 2) : NULL;
         for (mode = 0; run_modes[mode] && (!m || strcmp(run_modes[mode], m)); mode++)
             ;
         if (run_modes[mode] == NULL || m == NULL)
-            return csm_argerror(L, "loop:run", 2, "mode",
+            return csm_argerror(L, 2, "loop:run", 1, "mode",
                                 "\"default\", \"once\" or \"nowait\" expected");
     }
-    check_running(L, loop, "loop:run");
-    csm_scheduler *s = &loop->scheduler;
-    int more;
-    if (s->kind == CSM_REAL) {
-        static const uv_run_mode uv_modes[] = {UV_RUN_DEFAULT, UV_RUN_ONCE, UV_RUN_NOWAIT};
-        more = uv_run(s->uv_loop, uv_modes[mode]);
-    } else if (mode == 0) {
-        while (!s->stopped && csm_scheduler_step(s, -1))
-            ;
-        more = s->ready_len > 0 || csm_scheduler_timers(s) > 0;
-    } else {
-        /* once: one iteration, after a jump to the next timer when nothing
-         * is due or ready; nowait: one iteration, no jump */
-        int idle = s->ready_len == 0 && !(s->heap_len > 0 && s->heap[0]->due <= s->now);
-        if (mode == 1 && idle && s->heap_len > 0)
-            s->now = s->heap[0]->due;
-        sim_iteration(s);
-        more = s->ready_len > 0 || csm_scheduler_timers(s) > 0;
-    }
+    check_open(L, loop, "loop:run");
+    int more = csm_scheduler_run(&loop->scheduler, mode);
     raise_failure(L, loop);
     lua_pushboolean(L, more);
     return 1;
 }
 
-static void on_deadline(csm_timer *timer)
-{
-    timer->seq = 1; /* marks the deadline as passed */
-    uv_stop(timer->scheduler->uv_loop);
-}
-
 /* loop:run_for(seconds) */
 static int loop_run_for(lua_State *L)
 {
-    csm_loop *loop = csm_check_loop(L, 1, "loop:run_for", 1);
-    double seconds = check_seconds(L, 2, "loop:run_for", 2, "seconds");
-    check_running(L, loop, "loop:run_for");
-    csm_scheduler *s = &loop->scheduler;
-    if (s->kind == CSM_SIM) {
-        double limit = s->now + seconds;
-        while (!s->stopped && csm_scheduler_step(s, limit))
-            ;
-        if (!s->stopped && s->now < limit)
-            s->now = limit;
-    } else {
-        csm_timer deadline;
-        csm_timer_init(s, &deadline, on_deadline);
-        if (csm_timer_start(&deadline, seconds) != CSM_OK)
-            return luaL_error(L, "loop:run_for: out of memory");
-        while (!s->stopped && deadline.seq == 0)
-            uv_run(s->uv_loop, UV_RUN_ONCE);
-        csm_timer_close(&deadline);
+    csm_loop *loop = check_loop(L, "loop:run_for");
+    double seconds = check_seconds(L, 1, "loop:run_for", "seconds");
+    check_open(L, loop, "loop:run_for");
+    csm_run run;
+    if (csm_run_begin(&run, &loop->scheduler, seconds) != CSM_OK) {
+        csm_run_end(&run);
+        return luaL_error(L, "loop:run_for: %s", csm_strerror(CSM_ENOMEM));
     }
+    while (csm_run_step(&run))
+        ;
+    csm_run_end(&run);
     raise_failure(L, loop);
     return 0;
 }
@@ -452,34 +418,20 @@ static int check_predicate(lua_State *L, int idx)
 /* loop:run_until(predicate, timeout_seconds) -> boolean */
 static int loop_run_until(lua_State *L)
 {
-    csm_loop *loop = csm_check_loop(L, 1, "loop:run_until", 1);
+    csm_loop *loop = check_loop(L, "loop:run_until");
     if (lua_type(L, 2) != LUA_TFUNCTION)
-        return csm_argerror(L, "loop:run_until", 2, "predicate", "function expected");
-    double timeout = check_seconds(L, 3, "loop:run_until", 3, "timeout_seconds");
-    check_running(L, loop, "loop:run_until");
-    csm_scheduler *s = &loop->scheduler;
-    int ok = check_predicate(L, 2);
-    if (s->kind == CSM_SIM) {
-        double limit = s->now + timeout;
-        while (ok == 0 && !s->stopped) {
-            if (!csm_scheduler_step(s, limit)) {
-                if (s->now < limit)
-                    s->now = limit;
-                break;
-            }
-            ok = check_predicate(L, 2);
-        }
-    } else if (ok == 0) {
-        csm_timer deadline;
-        csm_timer_init(s, &deadline, on_deadline);
-        if (csm_timer_start(&deadline, timeout) != CSM_OK)
-            return luaL_error(L, "loop:run_until: out of memory");
-        while (ok == 0 && !s->stopped && deadline.seq == 0) {
-            uv_run(s->uv_loop, UV_RUN_ONCE);
-            ok = check_predicate(L, 2);
-        }
-        csm_timer_close(&deadline);
+        return csm_argerror(L, 2, "loop:run_until", 1, "predicate", "function expected");
+    double timeout = check_seconds(L, 2, "loop:run_until", "timeout_seconds");
+    check_open(L, loop, "loop:run_until");
+    csm_run run;
+    if (csm_run_begin(&run, &loop->scheduler, timeout) != CSM_OK) {
+        csm_run_end(&run);
+        return luaL_error(L, "loop:run_until: %s", csm_strerror(CSM_ENOMEM));
     }
+    int ok = check_predicate(L, 2);
+    while (ok == 0 && csm_run_step(&run))
+        ok = check_predicate(L, 2);
+    csm_run_end(&run);
     if (ok < 0)
         return lua_error(L);
     raise_failure(L, loop);
@@ -516,9 +468,19 @@ static const luaL_Reg timer_methods[] = {
     {NULL, NULL},
 };
 
+static const luaL_Reg constructors[] = {
+    {"loop", loop_real},
+    {"sim", loop_sim},
+    {NULL, NULL},
+};
+
 void csm_open_loop(lua_State *L)
 {
-    luaL_newmetatable(L, CSM_LOOP_MT);
+    csm_setfuncs(L, constructors);
+    if (!luaL_newmetatable(L, CSM_LOOP_MT)) {
+        lua_pop(L, 1);
+        return;
+    }
     lua_newtable(L);
     csm_setfuncs(L, loop_methods);
     lua_setfield(L, -2, "__index");

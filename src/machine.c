@@ -33,7 +33,7 @@ static csm_lmachine *check_machine(lua_State *L, const char *fname)
 {
     csm_lmachine *m = csm_testudata(L, 1, CSM_UP_MACHINE_MT, CSM_MACHINE_MT);
     if (m == NULL)
-        csm_argerror(L, fname, 1, "self", "csm machine expected");
+        csm_selferror(L, 1, fname, "csm machine expected");
     return m;
 }
 
@@ -57,10 +57,10 @@ static int result(lua_State *L, csm_lmachine *m, int rc)
         return 1;
     }
     if (rc == CSM_ECLOSED)
-        return csm_refuse(L, "machine is closed");
+        return csm_refuse(L, csm_strerror(rc), rc);
     if (rc == CSM_ENOMEM)
-        return luaL_error(L, "csm: out of memory");
-    return csm_refuse(L, m->core.error);
+        return luaL_error(L, "csm: %s", csm_strerror(rc));
+    return csm_refuse(L, m->core.error, rc);
 }
 
 /* Runs the Lua driver for a machine with events or a wake waiting. */
@@ -106,9 +106,11 @@ static void check_limit(lua_State *L, int idx, const char *name, double lo, doub
 }
 
 /* core.machine(loop, nstates, nevents, limits) -> machine */
-int csm_machine_new(lua_State *L)
+static int machine_new(lua_State *L)
 {
-    csm_loop *loop = csm_check_loop(L, 1, "core.machine", 1);
+    csm_loop *loop = csm_test_loop(L, 1);
+    if (loop == NULL)
+        return csm_argerror(L, 1, "core.machine", 1, "loop", "csm loop expected");
     int nstates = (int)luaL_checkinteger(L, 2);
     int nevents = (int)luaL_checkinteger(L, 3);
     if (nstates > 32767 || nevents > 32767)
@@ -138,12 +140,12 @@ int csm_machine_new(lua_State *L)
     csm_setuservalue(L, -2);
     if (csm_machine_init(&m->core, &loop->scheduler, nstates, nevents, &limits, on_drive) !=
         CSM_OK)
-        return luaL_error(L, "csm: out of memory");
+        return luaL_error(L, "csm: %s", csm_strerror(CSM_ENOMEM));
     m->freed = 0; /* from here on __gc frees what was made */
     m->exit_hooked = calloc((size_t)nstates, 1);
     m->taken = calloc((size_t)nstates * (size_t)nevents, sizeof *m->taken);
     if (m->exit_hooked == NULL || m->taken == NULL)
-        return luaL_error(L, "csm: out of memory");
+        return luaL_error(L, "csm: %s", csm_strerror(CSM_ENOMEM));
     return 1;
 }
 
@@ -223,11 +225,8 @@ static int machine_data(lua_State *L)
     return 1;
 }
 
-/* sm:_next() -> event, to, guarded, from, active state, entered: the next
- * transition. With no guard to ask and no on_exit hook to run first, it is
- * entered at once (entered = true), saving the driver a call. */
-/* sm:send_event(name) -> true | nil, err: the name is looked up in the
- * machine's own event table (the seed's events and any custom ones). */
+/* sm:send_event(name) -> true | nil, err, code: the name is looked up in
+ * the machine's own event table (the built-in events and any custom ones). */
 static int machine_send_event(lua_State *L)
 {
     csm_lmachine *m = check_machine(L, "sm:send_event");
@@ -238,7 +237,7 @@ static int machine_send_event(lua_State *L)
     lua_rawget(L, -2);
     if (lua_isnil(L, -1)) {
         if (lua_type(L, 2) != LUA_TSTRING)
-            return csm_argerror_at(L, 2, "sm:send_event", 1, "event", "string expected");
+            return csm_argerror(L, 2, "sm:send_event", 1, "event", "string expected");
         return luaL_error(L, "sm:send_event: unknown event '%s'", lua_tostring(L, 2));
     }
     int event = (int)lua_tointeger(L, -1);
@@ -246,6 +245,9 @@ static int machine_send_event(lua_State *L)
     return result(L, m, csm_machine_send(&m->core, event));
 }
 
+/* sm:_next() -> event, to, guarded, from, active state, entered: the next
+ * transition. With no guard to ask and no on_exit hook to run first, it is
+ * entered at once (entered = true), saving the driver a call. */
 static int machine_next(lua_State *L)
 {
     csm_lmachine *m = check_machine(L, "sm:_next");
@@ -263,7 +265,7 @@ static int machine_next(lua_State *L)
     int enter = !guarded && !m->exit_hooked[from];
     if (enter) {
         if (csm_machine_enter(&m->core, to) != CSM_OK)
-            return luaL_error(L, "csm: out of memory");
+            return luaL_error(L, "csm: %s", csm_strerror(CSM_ENOMEM));
         m->taken[from * m->core.nevents + event]++;
     }
     lua_pushboolean(L, enter);
@@ -279,7 +281,7 @@ static int machine_enter(lua_State *L)
         return 0;
     int from = m->core.state;
     if (csm_machine_enter(&m->core, to) != CSM_OK)
-        return luaL_error(L, "csm: out of memory");
+        return luaL_error(L, "csm: %s", csm_strerror(CSM_ENOMEM));
     m->taken[from * m->core.nevents + event]++;
     return 0;
 }
@@ -333,14 +335,7 @@ static int machine_closed(lua_State *L)
     return 1;
 }
 
-static int machine_state_id(lua_State *L)
-{
-    csm_lmachine *m = check_machine(L, "sm:_state_id");
-    lua_pushinteger(L, m->core.state);
-    return 1;
-}
-
-/* ---- the seed's API ---- */
+/* ---- the machine's API ---- */
 
 static int machine_start(lua_State *L)
 {
@@ -433,7 +428,7 @@ static int kind_arg(lua_State *L, int idx, const char *fname)
     for (int k = 0; kind != NULL && k < CSM_NKINDS; k++)
         if (strcmp(kind, csm_kind_names[k]) == 0)
             return k;
-    return csm_argerror_at(L, idx, fname, idx - 1, "kind",
+    return csm_argerror(L, idx, fname, idx - 1, "kind",
                            "\"liveness\", \"proposals\", \"votes\" or \"confirmations\" expected");
 }
 
@@ -442,14 +437,14 @@ static int map(lua_State *L, int kind, const char *fname)
 {
     csm_lmachine *m = check_machine(L, fname);
     uint64_t rank = csm_check_rank(L, 2, fname, 1, "rank");
-    csm_round *round = csm_ledger_round(&m->core.ledger, rank);
-    lua_createtable(L, 0, round ? (int)round->sizes[kind] : 0);
-    if (round == NULL)
+    csm_page *page = csm_ledger_page(&m->core.ledger, rank);
+    lua_createtable(L, 0, page ? (int)page->sizes[kind] : 0);
+    if (page == NULL)
         return 1;
     int out = lua_gettop(L);
     csm_getuservalue(L, 1);
     int refs = lua_gettop(L);
-    for (csm_entry *e = round->maps[kind]; e != NULL; e = e->hh.next) {
+    for (csm_entry *e = page->maps[kind]; e != NULL; e = e->hh.next) {
         lua_pushlstring(L, e->key, e->keylen);
         lua_rawgeti(L, refs, e->handle);
         csm_push_clone(L, -1);
@@ -575,12 +570,12 @@ static int machine_counters(lua_State *L)
     set_count(L, "refused", c->refused);
     set_count(L, "received", c->received);
     set_count(L, "queued", c->queue_len);
-    set_count(L, "ranks", c->ledger.nrounds);
+    set_count(L, "ranks", c->ledger.npages);
     set_count(L, "entries", c->ledger.nentries);
     size_t sizes[CSM_NKINDS] = {0};
-    for (csm_round *round = c->ledger.rounds; round != NULL; round = round->hh.next)
+    for (csm_page *page = c->ledger.pages; page != NULL; page = page->hh.next)
         for (int k = 0; k < CSM_NKINDS; k++)
-            sizes[k] += round->sizes[k];
+            sizes[k] += page->sizes[k];
     for (int k = 0; k < CSM_NKINDS; k++)
         set_count(L, csm_kind_names[k], sizes[k]);
     return 1;
@@ -593,14 +588,98 @@ static int machine_ranks(lua_State *L)
     int kind = kind_arg(L, 2, "sm:_ranks");
     lua_newtable(L);
     int n = 0;
-    for (csm_round *round = m->core.ledger.rounds; round != NULL; round = round->hh.next) {
-        if (round->sizes[kind] == 0)
+    for (csm_page *page = m->core.ledger.pages; page != NULL; page = page->hh.next) {
+        if (page->sizes[kind] == 0)
             continue;
-        csm_push_rank(L, round->rank);
+        csm_push_rank(L, page->rank);
         lua_rawseti(L, -2, ++n);
     }
     return 1;
 }
+
+/* ---- module functions ---- */
+
+/* core.set_drive(fn): the Lua function a machine's ready task runs. */
+static int set_drive(lua_State *L)
+{
+    luaL_checktype(L, 1, LUA_TFUNCTION);
+    csm_binding *b = csm_binding_get(L);
+    csm_unanchor(L, &b->drive_ref);
+    lua_pushvalue(L, 1);
+    b->drive_ref = csm_anchor(L, &b->drive_ref);
+    return 0;
+}
+
+static void push_names(lua_State *L, const char *const *names, int n)
+{
+    lua_createtable(L, n, 0);
+    for (int i = 0; i < n; i++) {
+        lua_pushstring(L, names[i]);
+        lua_rawseti(L, -2, i + 1);
+    }
+}
+
+/* core.builtin(): the built-in states, events, transitions and timeouts,
+ * and the default limits, as plain tables. */
+static int builtin(lua_State *L)
+{
+    lua_newtable(L);
+    push_names(L, csm_state_names, CSM_NSTATES);
+    lua_setfield(L, -2, "states");
+    push_names(L, csm_event_names, CSM_NEVENTS);
+    lua_setfield(L, -2, "events");
+    lua_createtable(L, (int)csm_builtin_ntransitions, 0);
+    for (size_t i = 0; i < csm_builtin_ntransitions; i++) {
+        const csm_transition *t = &csm_builtin_transitions[i];
+        lua_createtable(L, 0, 3);
+        lua_pushstring(L, csm_state_names[t->from]);
+        lua_setfield(L, -2, "from");
+        lua_pushstring(L, csm_event_names[t->event]);
+        lua_setfield(L, -2, "event");
+        lua_pushstring(L, csm_state_names[t->to]);
+        lua_setfield(L, -2, "to");
+        lua_rawseti(L, -2, (int)i + 1);
+    }
+    lua_setfield(L, -2, "transitions");
+    lua_newtable(L);
+    lua_newtable(L);
+    for (int i = 0; i < CSM_NSTATES; i++) {
+        if (csm_builtin_timeouts[i] <= 0)
+            continue;
+        lua_pushnumber(L, csm_builtin_timeouts[i]);
+        lua_setfield(L, -3, csm_state_names[i]);
+        lua_pushstring(L, csm_event_names[csm_builtin_timeout_events[i]]);
+        lua_setfield(L, -2, csm_state_names[i]);
+    }
+    lua_setfield(L, -3, "timeout_events");
+    lua_setfield(L, -2, "timeouts");
+    lua_createtable(L, 0, 4);
+    lua_pushnumber(L, (lua_Number)csm_default_limits.rank_window);
+    lua_setfield(L, -2, "rank_window");
+    lua_pushnumber(L, (lua_Number)csm_default_limits.peers_per_rank);
+    lua_setfield(L, -2, "peers_per_rank");
+    lua_pushnumber(L, (lua_Number)csm_default_limits.identity_bytes);
+    lua_setfield(L, -2, "identity_bytes");
+    lua_pushnumber(L, (lua_Number)csm_default_limits.queue);
+    lua_setfield(L, -2, "queue");
+    lua_setfield(L, -2, "limits");
+    return 1;
+}
+
+/* core.metatable(): the machine metatable, for the Lua half to extend. */
+static int metatable(lua_State *L)
+{
+    luaL_getmetatable(L, CSM_MACHINE_MT);
+    return 1;
+}
+
+static const luaL_Reg constructors[] = {
+    {"machine", machine_new},
+    {"set_drive", set_drive},
+    {"builtin", builtin},
+    {"metatable", metatable},
+    {NULL, NULL},
+};
 
 static const luaL_Reg methods[] = {
     {"_set_transition", machine_set_transition},
@@ -615,7 +694,6 @@ static const luaL_Reg methods[] = {
     {"_set_waiting", machine_set_waiting},
     {"_take_wake", machine_take_wake},
     {"_close", machine_close},
-    {"_state_id", machine_state_id},
     {"_counters", machine_counters},
     {"_ranks", machine_ranks},
     {"closed", machine_closed},
@@ -643,7 +721,15 @@ static const luaL_Reg methods[] = {
 
 void csm_open_machine(lua_State *L)
 {
-    luaL_newmetatable(L, CSM_MACHINE_MT);
+    csm_setfuncs(L, constructors);
+    luaL_getmetatable(L, CSM_MACHINE_MT);
+    lua_getfield(L, -1, "__index");
+    int made = !lua_isnil(L, -1);
+    lua_pop(L, 1);
+    if (made) {
+        lua_pop(L, 1);
+        return;
+    }
     lua_newtable(L);
     csm_setfuncs(L, methods);
     lua_setfield(L, -2, "__index");

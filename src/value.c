@@ -13,7 +13,7 @@ csm_value *csm_check_value(lua_State *L, int idx, const char *fname, int n, cons
 {
     csm_value *v = csm_test_value(L, idx);
     if (v == NULL)
-        csm_argerror_at(L, idx, fname, n, name, "csm value expected");
+        csm_argerror(L, idx, fname, n, name, "csm value expected");
     return v;
 }
 
@@ -23,12 +23,12 @@ const char *csm_check_identity(lua_State *L, int idx, const char *fname, int n,
     if (lua_type(L, idx) == LUA_TSTRING) {
         const char *s = lua_tolstring(L, idx, len);
         if (*len == 0)
-            csm_argerror_at(L, idx, fname, n, name, "csm value or non-empty string expected");
+            csm_argerror(L, idx, fname, n, name, "csm value or non-empty string expected");
         return s;
     }
     csm_value *v = csm_test_value(L, idx);
     if (v == NULL)
-        csm_argerror_at(L, idx, fname, n, name, "csm value or non-empty string expected");
+        csm_argerror(L, idx, fname, n, name, "csm value or non-empty string expected");
     *len = v->len;
     return v->identity;
 }
@@ -54,10 +54,10 @@ csm_value *csm_push_value(lua_State *L, const char *identity, size_t len, uint64
 }
 
 /* csm.value(identity, rank [, payload]) */
-int csm_value_new(lua_State *L)
+static int value_new(lua_State *L)
 {
     if (lua_type(L, 1) != LUA_TSTRING || lua_rawlen(L, 1) == 0)
-        return csm_argerror(L, "csm.value", 1, "identity", "non-empty string expected");
+        return csm_argerror(L, 1, "csm.value", 1, "identity", "non-empty string expected");
     size_t len;
     const char *identity = lua_tolstring(L, 1, &len);
     uint64_t rank = csm_check_rank(L, 2, "csm.value", 2, "rank");
@@ -66,17 +66,17 @@ int csm_value_new(lua_State *L)
 }
 
 /* csm.peer(identity): a value of rank 0. */
-int csm_value_peer(lua_State *L)
+static int value_peer(lua_State *L)
 {
     if (lua_type(L, 1) != LUA_TSTRING || lua_rawlen(L, 1) == 0)
-        return csm_argerror(L, "csm.peer", 1, "identity", "non-empty string expected");
+        return csm_argerror(L, 1, "csm.peer", 1, "identity", "non-empty string expected");
     size_t len;
     const char *identity = lua_tolstring(L, 1, &len);
     csm_push_value(L, identity, len, 0, 0);
     return 1;
 }
 
-int csm_value_is(lua_State *L)
+static int value_is(lua_State *L)
 {
     lua_pushboolean(L, csm_test_value(L, 1) != NULL);
     return 1;
@@ -119,7 +119,10 @@ void csm_push_clone(lua_State *L, int idx)
 
 static csm_value *self(lua_State *L, const char *fname)
 {
-    return csm_check_value(L, 1, fname, 1, "self");
+    csm_value *v = csm_test_value(L, 1);
+    if (v == NULL)
+        csm_selferror(L, 1, fname, "csm value expected");
+    return v;
 }
 
 static int value_identity(lua_State *L)
@@ -222,9 +225,24 @@ static const luaL_Reg metamethods[] = {
     {NULL, NULL},
 };
 
+static const luaL_Reg constructors[] = {
+    {"value", value_new},
+    {"peer", value_peer},
+    {"is_value", value_is},
+    {NULL, NULL},
+};
+
 void csm_open_value(lua_State *L)
 {
-    luaL_newmetatable(L, CSM_VALUE_MT);
+    csm_setfuncs(L, constructors);
+    luaL_getmetatable(L, CSM_VALUE_MT);
+    lua_getfield(L, -1, "__index");
+    int made = !lua_isnil(L, -1);
+    lua_pop(L, 1);
+    if (made) {
+        lua_pop(L, 1);
+        return;
+    }
     csm_setfuncs(L, metamethods);
     lua_newtable(L);
     csm_setfuncs(L, methods);

@@ -20,11 +20,11 @@ local function remaining(sm, deadline)
   return left > 0 and left or 0
 end
 
--- Whether err refuses a store because peers filled the map: the machine's
--- own entry then goes unrecorded (traced), since inducing a sync would lead
--- straight back here at the same instant, for ever.
-local function map_full(sm, err)
-  if type(err) == "string" and err:find(" map full ", 1, true) then
+-- Whether a store was refused because peers filled the map (code "full"):
+-- the machine's own entry then goes unrecorded (traced), since inducing a
+-- sync would lead straight back here at the same instant, for ever.
+local function map_full(sm, err, code)
+  if code == "full" then
     sm:trace_error("own entry not recorded", err)
     return true
   end
@@ -101,9 +101,9 @@ function behaviors.collecting(sm, ctx, data)
   if ctx:cancelled() then return end
   if err ~= nil then return induce_sync(sm, ctx, err) end
   if sm:emit_on_send() then
-    local ok
-    ok, err = sm:store("liveness", collected:rank(), sm:id(), collected)
-    if not ok and not map_full(sm, err) then return induce_sync(sm, ctx, err) end
+    local ok, code
+    ok, err, code = sm:store("liveness", collected:rank(), sm:id(), collected)
+    if not ok and not map_full(sm, err, code) then return induce_sync(sm, ctx, err) end
     ctx:send_event("liveness_check_received")
   end
   ctx:send_event("collection_done")
@@ -170,9 +170,9 @@ function behaviors.proving(sm, ctx, data)
       proposal, err = prover:result()
       if ctx:cancelled() then return end
       if proposal == nil then return induce_sync(sm, ctx, err) end
-      local ok
-      ok, err = sm:store("proposals", proposal:rank(), sm:id(), proposal)
-      if not ok and not map_full(sm, err) then return induce_sync(sm, ctx, err) end
+      local ok, code
+      ok, err, code = sm:store("proposals", proposal:rank(), sm:id(), proposal)
+      if not ok and not map_full(sm, err, code) then return induce_sync(sm, ctx, err) end
       ctx:send_event("proof_complete")
       return
     end
@@ -224,9 +224,9 @@ function behaviors.voting(sm, ctx, data)
     if peer == nil then return induce_sync(sm, ctx, vote) end
     sm:set_chosen_proposer(peer)
     if sm:emit_on_send() then
-      local ok
-      ok, err = sm:store("votes", rank, id, vote)
-      if not ok and not map_full(sm, err) then return induce_sync(sm, ctx, err) end
+      local ok, code
+      ok, err, code = sm:store("votes", rank, id, vote)
+      if not ok and not map_full(sm, err, code) then return induce_sync(sm, ctx, err) end
     end
   end
   local interval = sm:timing("vote_resend")

@@ -27,7 +27,7 @@ function csm.run(...)
   return core.loop():run(...)
 end
 
-local seed = core.seed()
+local seed = core.builtin()
 
 --- State names: `csm.states.voting == "voting"`.
 csm.states = {}
@@ -345,7 +345,7 @@ local function data_of(self, fname)
   local d = datas[self]
   if d then return d end
   if getmetatable(self) ~= MACHINE then
-    fail("%s: bad argument #1 'self' (csm machine expected, got %s)", fname, type(self))
+    fail("%s: bad self (csm machine expected, got %s)", fname, type(self))
   end
   d = self:_data()
   datas[self] = d

@@ -1,5 +1,6 @@
 /* The ledger: what a machine has heard, per rank, in four maps (liveness,
- * proposals, votes, confirmations), each keyed by a peer's identity.
+ * proposals, votes, confirmations), each keyed by a peer's identity; the
+ * four maps of one rank make a page.
  *
  * Entries point at values the binding keeps alive; each carries the
  * binding's handle for that value, handed back through a release function
@@ -26,19 +27,19 @@ typedef struct csm_entry {
     char key[];          /* the peer identity, keylen bytes */
 } csm_entry;
 
-/* Everything heard about one rank. */
-typedef struct csm_round {
+/* A page: everything heard about one rank. */
+typedef struct csm_page {
     UT_hash_handle hh;
     uint64_t rank;
     csm_entry *maps[CSM_NKINDS];
     size_t sizes[CSM_NKINDS];
-} csm_round;
+} csm_page;
 
 typedef void (*csm_release_fn)(void *ud, int handle);
 
 typedef struct csm_ledger {
-    csm_round *rounds;
-    size_t nrounds;
+    csm_page *pages;     /* one per rank with entries, keyed by rank */
+    size_t npages;
     size_t nentries;
     size_t max_entries;   /* per map per rank */
 } csm_ledger;
@@ -48,8 +49,8 @@ extern const char *const csm_kind_names[CSM_NKINDS];
 
 void csm_ledger_init(csm_ledger *l, size_t max_entries);
 
-/* The round of rank, or NULL when nothing is held for it. */
-csm_round *csm_ledger_round(csm_ledger *l, uint64_t rank);
+/* The page of rank, or NULL when nothing is held for it. */
+csm_page *csm_ledger_page(csm_ledger *l, uint64_t rank);
 
 /* The entry of key in kind at rank, or NULL. */
 csm_entry *csm_ledger_get(csm_ledger *l, int kind, uint64_t rank,

@@ -20,7 +20,7 @@ const char *const csm_event_names[CSM_NEVENTS] = {
 #define T(from, event, to) {CSM_##from, CSM_EV_##event, CSM_##to}
 #define ANY(state) T(state, STOP, STOPPING), T(state, INDUCE_SYNC, LOADING)
 
-const csm_transition csm_seed_transitions[] = {
+const csm_transition csm_builtin_transitions[] = {
     T(STOPPED, START, STARTING),
     T(STARTING, INIT_COMPLETE, LOADING),
     T(LOADING, SYNC_TIMEOUT, LOADING),
@@ -46,17 +46,17 @@ const csm_transition csm_seed_transitions[] = {
 #undef ANY
 #undef T
 
-const size_t csm_seed_ntransitions =
-    sizeof csm_seed_transitions / sizeof csm_seed_transitions[0];
+const size_t csm_builtin_ntransitions =
+    sizeof csm_builtin_transitions / sizeof csm_builtin_transitions[0];
 
-const double csm_seed_timeouts[CSM_NSTATES] = {
+const double csm_builtin_timeouts[CSM_NSTATES] = {
     [CSM_STARTING] = 1,        [CSM_LOADING] = 36000,   [CSM_COLLECTING] = 10,
     [CSM_LIVENESS_CHECK] = 2,  [CSM_PROVING] = 120,     [CSM_PUBLISHING] = 1,
     [CSM_VOTING] = 16,         [CSM_FINALIZING] = 1,    [CSM_VERIFYING] = 1,
     [CSM_STOPPING] = 30,
 };
 
-const int csm_seed_timeout_events[CSM_NSTATES] = {
+const int csm_builtin_timeout_events[CSM_NSTATES] = {
     [CSM_STOPPED] = -1,
     [CSM_STARTING] = CSM_EV_INIT_COMPLETE,
     [CSM_LOADING] = CSM_EV_SYNC_TIMEOUT,
@@ -114,11 +114,11 @@ int csm_machine_init(csm_machine *m, csm_scheduler *s, int nstates, int nevents,
     for (size_t i = 0; i < cells; i++)
         m->table[i] = -1;
     for (int i = 0; i < nstates; i++) {
-        m->timeouts[i] = i < CSM_NSTATES ? csm_seed_timeouts[i] : 0;
-        m->timeout_events[i] = i < CSM_NSTATES ? csm_seed_timeout_events[i] : -1;
+        m->timeouts[i] = i < CSM_NSTATES ? csm_builtin_timeouts[i] : 0;
+        m->timeout_events[i] = i < CSM_NSTATES ? csm_builtin_timeout_events[i] : -1;
     }
-    for (size_t i = 0; i < csm_seed_ntransitions; i++) {
-        const csm_transition *t = &csm_seed_transitions[i];
+    for (size_t i = 0; i < csm_builtin_ntransitions; i++) {
+        const csm_transition *t = &csm_builtin_transitions[i];
         csm_machine_set_transition(m, t->from, t->event, t->to, 0);
     }
     m->receive_events[CSM_LIVENESS] = CSM_EV_LIVENESS_CHECK_RECEIVED;

@@ -64,22 +64,23 @@ enum csm_event {
     CSM_NEVENTS
 };
 
-/* The seed's names, indexed by the enums above. */
+/* The built-in state and event names, indexed by the enums above. */
 extern const char *const csm_state_names[CSM_NSTATES];
 extern const char *const csm_event_names[CSM_NEVENTS];
 
-/* One row of the seed's transition table. */
+/* One row of a transition table. */
 typedef struct csm_transition {
     int from, event, to;
 } csm_transition;
 
-/* The seed's 37 transitions, in the seed's order. */
-extern const csm_transition csm_seed_transitions[];
-extern const size_t csm_seed_ntransitions;
+/* The 37 built-in transitions, those of the original (Go) machine, in its
+ * order. */
+extern const csm_transition csm_builtin_transitions[];
+extern const size_t csm_builtin_ntransitions;
 
-/* The seed's timeout of each state (seconds, 0 for none) and its event. */
-extern const double csm_seed_timeouts[CSM_NSTATES];
-extern const int csm_seed_timeout_events[CSM_NSTATES];
+/* The built-in timeout of each state (seconds, 0 for none) and its event. */
+extern const double csm_builtin_timeouts[CSM_NSTATES];
+extern const int csm_builtin_timeout_events[CSM_NSTATES];
 
 typedef struct csm_limits {
     uint64_t rank_window;      /* ranks accepted beyond the active one */
@@ -118,8 +119,8 @@ typedef struct csm_machine {
     char error[192];          /* the message of the last refusal */
 } csm_machine;
 
-/* Sets up m with nstates states and nevents events (at least the seed's),
- * the seed's table and timeouts. Returns CSM_OK or CSM_ENOMEM. */
+/* Sets up m with nstates states and nevents events (at least the built-in
+ * ones), the built-in table and timeouts. Returns CSM_OK or CSM_ENOMEM. */
 int csm_machine_init(csm_machine *m, csm_scheduler *s, int nstates, int nevents,
                      const csm_limits *limits, csm_task_cb drive);
 

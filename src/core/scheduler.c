@@ -176,7 +176,6 @@ int csm_scheduler_run_ready(csm_scheduler *s)
         return 0;
     csm_task *task = s->ready.next;
     csm_scheduler_unpost(s, task);
-    s->tasks_run++;
     task->cb(task);
     return 1;
 }
@@ -266,7 +265,6 @@ int csm_scheduler_advance(csm_scheduler *s, double limit)
     t->active = 0;
     if (t->due > s->now)
         s->now = t->due;
-    s->timers_fired++;
     t->cb(t);
     return 1;
 }
@@ -298,7 +296,6 @@ static void on_uv_timer(uv_timer_t *h)
 {
     csm_timer *timer = ((timer_handle *)h)->owner;
     timer->active = 0;
-    timer->scheduler->timers_fired++;
     timer->cb(timer);
     if (timer->scheduler->stopped)
         uv_stop(timer->scheduler->uv_loop);
@@ -370,4 +367,91 @@ void csm_timer_close(csm_timer *timer)
             uv_close((uv_handle_t *)&h->uv, free_handle);
         timer->uv = NULL;
     }
+}
+
+/* ---- runs ---- */
+
+int csm_scheduler_pending(const csm_scheduler *s)
+{
+    return s->ready_len > 0 || s->heap_len > 0;
+}
+
+void csm_scheduler_stop(csm_scheduler *s)
+{
+    s->stopped = 1;
+    if (s->kind == CSM_REAL)
+        uv_stop(s->uv_loop);
+}
+
+/* Sim: one iteration, as libuv's: the timers due by now, then the tasks
+ * ready at that point. */
+static void sim_iteration(csm_scheduler *s)
+{
+    while (!s->stopped && s->heap_len > 0 && s->heap[0]->due <= s->now)
+        csm_scheduler_advance(s, s->now);
+    for (size_t n = s->ready_len; n > 0 && !s->stopped; n--)
+        csm_scheduler_run_ready(s);
+    s->batch = 0;
+}
+
+int csm_scheduler_run(csm_scheduler *s, int mode)
+{
+    s->stopped = 0;
+    if (s->kind == CSM_REAL) {
+        static const uv_run_mode uv_modes[] = {UV_RUN_DEFAULT, UV_RUN_ONCE, UV_RUN_NOWAIT};
+        return uv_run(s->uv_loop, uv_modes[mode]);
+    }
+    if (mode == CSM_RUN_DEFAULT) {
+        while (!s->stopped && csm_scheduler_step(s, -1))
+            ;
+    } else {
+        int idle = s->ready_len == 0 && !(s->heap_len > 0 && s->heap[0]->due <= s->now);
+        if (mode == CSM_RUN_ONCE && idle && s->heap_len > 0)
+            s->now = s->heap[0]->due;
+        sim_iteration(s);
+    }
+    return csm_scheduler_pending(s);
+}
+
+static void on_deadline(csm_timer *timer)
+{
+    csm_run *run = (csm_run *)((char *)timer - offsetof(csm_run, deadline));
+    run->expired = 1;
+    uv_stop(timer->scheduler->uv_loop);
+}
+
+int csm_run_begin(csm_run *run, csm_scheduler *s, double seconds)
+{
+    memset(run, 0, sizeof *run);
+    run->scheduler = s;
+    s->stopped = 0;
+    if (s->kind == CSM_SIM) {
+        run->limit = s->now + seconds;
+        return CSM_OK;
+    }
+    csm_timer_init(s, &run->deadline, on_deadline);
+    return csm_timer_start(&run->deadline, seconds);
+}
+
+int csm_run_step(csm_run *run)
+{
+    csm_scheduler *s = run->scheduler;
+    if (s->stopped || run->expired)
+        return 0;
+    if (s->kind == CSM_REAL) {
+        uv_run(s->uv_loop, UV_RUN_ONCE);
+        return 1;
+    }
+    if (csm_scheduler_step(s, run->limit))
+        return 1;
+    if (s->now < run->limit)
+        s->now = run->limit;
+    run->expired = 1;
+    return 0;
+}
+
+void csm_run_end(csm_run *run)
+{
+    if (run->scheduler->kind == CSM_REAL)
+        csm_timer_close(&run->deadline);
 }

@@ -47,8 +47,7 @@ struct csm_scheduler {
     size_t ready_len;
     size_t batch;               /* sim: ready tasks left in this iteration */
     uint64_t rng[4];            /* xoshiro256** state */
-    int stopped;                /* loop:stop() asked for */
-    uint64_t tasks_run, timers_fired;
+    int stopped;                /* a stop was asked for: runs return */
     void *uv_loop;              /* real: the uv_loop_t it runs on */
     void *uv_idle;              /* real: keeps the loop polling while tasks are ready */
     int close_loop;             /* real: csm closes uv_loop at the end */
@@ -95,6 +94,45 @@ int csm_scheduler_step(csm_scheduler *s, double limit);
 
 /* Sim: the number of armed timers. */
 size_t csm_scheduler_timers(const csm_scheduler *s);
+
+/* Sim: whether anything is left to do: a ready task or an armed timer. */
+int csm_scheduler_pending(const csm_scheduler *s);
+
+/* Makes the run in progress return: it finishes the step it is in. */
+void csm_scheduler_stop(csm_scheduler *s);
+
+enum csm_run_mode { CSM_RUN_DEFAULT, CSM_RUN_ONCE, CSM_RUN_NOWAIT };
+
+/* Runs as libuv's uv_run does in that mode, after clearing an earlier
+ * stop. Sim: DEFAULT steps until nothing is left (or a stop); ONCE is one
+ * iteration (the timers due by now, then the tasks ready at that point),
+ * after a jump to the next timer when nothing is due or ready; NOWAIT is
+ * one iteration without the jump. Returns whether work remains (real: what
+ * uv_run returns). */
+int csm_scheduler_run(csm_scheduler *s, int mode);
+
+/* A run bounded by time: csm_run_begin, csm_run_step until it returns 0
+ * (or the caller is satisfied), csm_run_end. Sim: no timer past the limit
+ * fires, and time stands at the limit when nothing is left before it.
+ * Real: a deadline timer ends the run. */
+typedef struct csm_run {
+    csm_scheduler *scheduler;
+    double limit;         /* sim: the virtual time not to pass */
+    csm_timer deadline;   /* real: fires at the limit */
+    int expired;          /* real: the deadline fired */
+} csm_run;
+
+/* Starts a run of seconds from now, after clearing an earlier stop.
+ * Returns CSM_OK or CSM_ENOMEM (real: the deadline could not be armed). */
+int csm_run_begin(csm_run *run, csm_scheduler *s, double seconds);
+
+/* One step: sim, one scheduler step; real, one libuv iteration. Returns 1
+ * when something may have run (check what you wait for, then step again),
+ * 0 when the run is over: stopped, past its limit, or nothing left. */
+int csm_run_step(csm_run *run);
+
+/* Ends a run; releases its deadline. */
+void csm_run_end(csm_run *run);
 
 /* Prepares timer for use on s. */
 void csm_timer_init(csm_scheduler *s, csm_timer *timer, csm_timer_cb cb);

@@ -1,7 +1,7 @@
 /* A libFuzzer target of the core: one sim scheduler and one to three
  * machines driven by the input bytes, read as a sequence of operations
- * (sends, transitions, receives, stores, active ranks, timer steps,
- * cancellations, stops, closes, re-inits). After every operation the
+ * (sends, transitions, receives, stores, active ranks, timer steps, runs
+ * in each mode, cancellations, stops, closes, re-inits). After every operation the
  * harness checks the machines, their ledgers and the scheduler against
  * what the core promises, and aborts on the first difference.
  *
@@ -13,7 +13,7 @@
  * The core is compiled for this target with malloc, calloc and realloc
  * renamed to csm_fuzz_* (see CMakeLists.txt), so an operation can make one
  * of its allocations fail and the harness checks the out-of-memory paths.
- * src/fuzz/make_corpus.py writes the seed corpus in this layout. */
+ * src/fuzz/make_corpus.py writes the starting corpus in this layout. */
 #include <math.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -66,6 +66,8 @@ enum fz_op {
     FZ_FLOOD,         /* machine, kind, count, rank: many receives from distinct peers */
     FZ_HOOKS,         /* machine, 4 bytes: what the hooks do from now on (see behave) */
     FZ_FAIL_ALLOC,    /* n: the core's n-th allocation from now fails */
+    FZ_RUN,           /* mode, budget: csm_scheduler_run, stopped after budget work */
+    FZ_RUN_FOR,       /* seconds, budget: a bounded run (csm_run_*), checked every step */
     FZ_NOPS
 };
 
@@ -103,6 +105,7 @@ struct fz {
     fz_handle *handles;
     size_t nhandles, caphandles;
     uint32_t stamp;
+    unsigned budget;          /* work left in a run before it is stopped; 0: no run */
 };
 
 /* ---- the core's allocations ---- */
@@ -337,12 +340,12 @@ static void check_ledger(fz_machine *fm)
     fz *z = fm->z;
     csm_machine *m = &fm->m;
     csm_ledger *l = &m->ledger;
-    size_t nrounds = 0, nentries = 0;
+    size_t npages = 0, nentries = 0;
     z->stamp++;
     FZ_CHECK(l->max_entries == m->limits.peers_per_rank);
-    for (csm_round *r = l->rounds; r != NULL; r = r->hh.next) {
-        nrounds++;
-        FZ_CHECK(csm_ledger_round(l, r->rank) == r);
+    for (csm_page *r = l->pages; r != NULL; r = r->hh.next) {
+        npages++;
+        FZ_CHECK(csm_ledger_page(l, r->rank) == r);
         /* the bounded-memory promise: only ranks above the active one */
         if (m->has_active)
             FZ_CHECK(r->rank > m->active_rank);
@@ -367,10 +370,10 @@ static void check_ledger(fz_machine *fm)
             FZ_CHECK(csm_ledger_count(l, kind, r->rank) == count);
             total += count;
         }
-        FZ_CHECK(total > 0); /* no empty round lingers */
+        FZ_CHECK(total > 0); /* no empty page lingers */
         nentries += total;
     }
-    FZ_CHECK(nrounds == l->nrounds);
+    FZ_CHECK(npages == l->npages);
     FZ_CHECK(nentries == l->nentries);
     FZ_CHECK(nentries == fm->held); /* nothing held that the ledger lost */
 }
@@ -582,7 +585,7 @@ static int next(fz_machine *fm, int refuse, int hooks)
         csm_machine_close(m);
         return 1;
     }
-#ifdef FZ_TRACE /* build with -DFZ_TRACE to see the walk a seed takes */
+#ifdef FZ_TRACE /* build with -DFZ_TRACE to see the walk an input takes */
     fprintf(stderr, "machine %d at %g: %s --%s--> %s\n", fm->index, m->entered,
             from < CSM_NSTATES ? csm_state_names[from] : "extra",
             event < CSM_NEVENTS ? csm_event_names[event] : "extra",
@@ -599,11 +602,20 @@ static int next(fz_machine *fm, int refuse, int hooks)
 
 /* The machine's task: runs a batch of events, as the binding's on_drive
  * around the Lua driver does. */
+/* Inside a run, counts one piece of work and stops the run when its
+ * budget is spent (a machine whose timeouts keep re-arming never idles). */
+static void spend(fz *z)
+{
+    if (z->budget > 0 && --z->budget == 0)
+        csm_scheduler_stop(&z->s);
+}
+
 static void drive(csm_task *task)
 {
     fz_machine *fm = (fz_machine *)((char *)task - offsetof(fz_machine, m.task));
     csm_machine *m = &fm->m;
     FZ_CHECK(fm->live && !m->closed);
+    spend(fm->z);
     m->driving = 1;
     for (int i = 0; i < FZ_BATCH && !m->closed; i++) {
         if (!next(fm, hook(fm) & 1, 1))
@@ -621,6 +633,7 @@ static void on_sleep(csm_timer *timer)
 {
     fz_machine *fm = (fz_machine *)((char *)timer - offsetof(fz_machine, sleep));
     FZ_CHECK(fm->live);
+    spend(fm->z);
     send(fm, fm->sleep_event);
 }
 
@@ -629,7 +642,7 @@ static void on_sleep(csm_timer *timer)
 static void init_machine(fz *z, fz_machine *fm, uint8_t config)
 {
     csm_limits limits = pick_limits(config, z);
-    /* 3: fewer than the seed's, which init raises to the seed's */
+    /* 3: fewer than the built-in ones, which init raises to those */
     int nstates = ((config >> 2) & 3) == 3 ? 1 : CSM_NSTATES + ((config >> 2) & 3);
     int nevents = ((config >> 4) & 3) == 3 ? 0 : CSM_NEVENTS + ((config >> 4) & 3);
     memset(fm, 0, sizeof *fm);
@@ -654,7 +667,7 @@ static void free_machine(fz_machine *fm)
     csm_timer_close(&fm->sleep);
     csm_machine_free(&fm->m, on_release, fm);
     FZ_CHECK(fm->held == 0); /* every handle released, exactly once */
-    FZ_CHECK(fm->m.ledger.nrounds == 0 && fm->m.ledger.nentries == 0);
+    FZ_CHECK(fm->m.ledger.npages == 0 && fm->m.ledger.nentries == 0);
     FZ_CHECK(!fm->m.task.queued && !fm->m.timeout.active);
     fm->live = 0;
 }
@@ -769,10 +782,48 @@ static void op_step(fz *z)
     }
 }
 
+/* csm_scheduler_run in a mode picked by the input; a stop ends it once
+ * its budget of work is spent. */
+static void op_run(fz *z)
+{
+    uint8_t sel = get8(z);
+    int mode = sel % 3;
+    z->budget = 1 + (sel >> 2);
+    double before = z->s.now;
+    int more = csm_scheduler_run(&z->s, mode);
+    FZ_CHECK(more == csm_scheduler_pending(&z->s));
+    FZ_CHECK(z->s.now >= before);
+    if (mode == CSM_RUN_DEFAULT && !z->s.stopped)
+        FZ_CHECK(!more); /* it only returns early when stopped */
+    if (mode == CSM_RUN_NOWAIT)
+        FZ_CHECK(z->s.now == before);
+    z->budget = 0;
+}
+
+/* A bounded run of a few virtual seconds: time never passes the limit,
+ * and stands at it when the run ends without a stop. */
+static void op_run_for(fz *z)
+{
+    uint8_t sel = get8(z);
+    double seconds = (double)(sel & 15) * 0.25;
+    z->budget = 1 + get8(z);
+    csm_run run;
+    FZ_CHECK(csm_run_begin(&run, &z->s, seconds) == CSM_OK);
+    double limit = z->s.now + seconds;
+    while (csm_run_step(&run)) {
+        FZ_CHECK(z->s.now <= limit);
+        check_all(z);
+    }
+    csm_run_end(&run);
+    FZ_CHECK(z->s.stopped ? z->s.now <= limit : z->s.now == limit);
+    z->budget = 0;
+}
+
 static void run_op(fz *z, uint8_t op)
 {
     fz_machine *fm = NULL;
-    if (op != FZ_STEP && op != FZ_ADVANCE && op != FZ_RUN_READY) {
+    if (op != FZ_STEP && op != FZ_ADVANCE && op != FZ_RUN_READY && op != FZ_RUN &&
+        op != FZ_RUN_FOR) {
         fm = pick_machine(z);
         if (!fm->live && op != FZ_REINIT)
             return;
@@ -898,6 +949,12 @@ static void run_op(fz *z, uint8_t op)
         break;
     case FZ_FAIL_ALLOC:
         fz_fail_at = 1 + get8(z) % 8;
+        break;
+    case FZ_RUN:
+        op_run(z);
+        break;
+    case FZ_RUN_FOR:
+        op_run_for(z);
         break;
     case FZ_HOOKS:
         for (int i = 0; i < 4; i++)

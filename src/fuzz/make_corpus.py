@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
-"""Writes the seed corpus of csm_fuzz (src/fuzz/corpus/).
+"""Writes the starting corpus of csm_fuzz (src/fuzz/corpus/).
 
-Each seed is the input layout machine_fuzz.c reads: a machine-count byte,
+Each input is the layout machine_fuzz.c reads: a machine-count byte,
 one configuration byte per machine, then operations. The opcode numbers
 below mirror enum fz_op there.
 Usage: python3 src/fuzz/make_corpus.py [outdir]
@@ -11,7 +11,7 @@ import sys
 
 (SEND, START, NEXT_ENTER, NEXT_DROP, RECEIVE, STORE, ADMIT, SET_ACTIVE, PRUNE,
  STEP, ADVANCE, RUN_READY, SLEEP, CANCEL, STOP, CLOSE, REINIT, SET_TRANSITION,
- SET_TIMEOUT, WAITING, FLOOD, HOOKS, FAIL_ALLOC) = range(23)
+ SET_TIMEOUT, WAITING, FLOOD, HOOKS, FAIL_ALLOC, RUN, RUN_FOR) = range(25)
 
 # kinds
 LIVENESS, PROPOSALS, VOTES, CONFIRMATIONS = range(4)
@@ -35,7 +35,7 @@ def steps(n):
     return bytes([STEP, STEPS] * n)
 
 
-def seeds():
+def inputs():
     yield "happy_path", header(DEFAULT) + bytes([START, 0]) + steps(4)
     yield "happy_path_small", header(SMALL) + bytes([START, 0]) + steps(8)
     yield "flood_receives", (
@@ -97,6 +97,12 @@ def seeds():
                  ADMIT, 0, R_BASE, K_OVER, K_POOL,
                  RECEIVE, 0, PROPOSALS, R_BASE, 0xe0, 5, *b"peer1234ab", K_POOL]))
 
+    # run modes: default (stopped by its budget), once, nowait; bounded runs
+    yield "run_modes", (
+        header(DEFAULT, SMALL) + bytes([START, 0, START, 1])
+        + bytes([RUN, 0 + 4 * 20, RUN, 1, RUN, 2, RUN, 1 + 4 * 3,
+                 RUN_FOR, 4, 30, RECEIVE, 0, VOTES, R_BASE, K_POOL, K_POOL,
+                 RUN_FOR, 15, 200, STOP, 1, RUN, 0 + 4 * 60, RUN_FOR, 0, 5]))
 
     yield "alloc_failures", (
         header(DEFAULT)
@@ -114,7 +120,7 @@ def seeds():
 def main():
     out = sys.argv[1] if len(sys.argv) > 1 else os.path.join(os.path.dirname(__file__), "corpus")
     os.makedirs(out, exist_ok=True)
-    for name, data in seeds():
+    for name, data in inputs():
         with open(os.path.join(out, name), "wb") as f:
             f.write(data)
 

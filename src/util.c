@@ -1,0 +1,102 @@
+/* Helpers every binding file uses (see util.h). */
+#include "util.h"
+
+#include <math.h>
+#include <stdio.h>
+
+#include "core/err.h"
+
+csm_binding *csm_binding_get(lua_State *L)
+{
+    lua_getfield(L, LUA_REGISTRYINDEX, CSM_BINDING_KEY);
+    csm_binding *b = lua_touserdata(L, -1);
+    lua_pop(L, 1);
+    return b;
+}
+
+/* Appends a traceback to string errors; other error objects pass as they are. */
+static int traceback(lua_State *L)
+{
+    const char *msg = lua_tostring(L, 1);
+    if (msg == NULL)
+        return 1;
+    luaL_traceback(L, L, msg, 1);
+    return 1;
+}
+
+int csm_pcall(csm_binding *b, int nargs, int nresults)
+{
+    lua_State *T = csm_callback_state(b);
+    int base = lua_gettop(T) - nargs;
+    lua_pushcfunction(T, traceback);
+    lua_insert(T, base);
+    int status = lua_pcall(T, nargs, nresults, base);
+    lua_remove(T, base);
+    return status;
+}
+
+void csm_setfuncs(lua_State *L, const luaL_Reg *l)
+{
+    luaL_getmetatable(L, CSM_VALUE_MT);
+    luaL_getmetatable(L, CSM_MACHINE_MT);
+    luaL_setfuncs(L, l, CSM_NUPVALUES);
+}
+
+int csm_argerror(lua_State *L, int idx, const char *fname, int n, const char *name,
+                 const char *expected)
+{
+    return luaL_error(L, "%s: bad argument #%d '%s' (%s, got %s)", fname, n, name, expected,
+                      luaL_typename(L, idx));
+}
+
+int csm_selferror(lua_State *L, int idx, const char *fname, const char *expected)
+{
+    return luaL_error(L, "%s: bad self (%s, got %s)", fname, expected, luaL_typename(L, idx));
+}
+
+int csm_refuse(lua_State *L, const char *message, int code)
+{
+    lua_pushnil(L);
+    lua_pushstring(L, message);
+    lua_pushstring(L, csm_errname(code));
+    return 3;
+}
+
+#if LUA_VERSION_NUM >= 503
+/* the largest float below 2^63: 2^63 itself would wrap to a negative integer */
+#define CSM_RANK_MAX ((lua_Number)9223372036854774784.0)
+#else
+#define CSM_RANK_MAX ((lua_Number)9007199254740992.0) /* 2^53 */
+#endif
+
+uint64_t csm_check_rank(lua_State *L, int idx, const char *fname, int n, const char *name)
+{
+    if (lua_type(L, idx) != LUA_TNUMBER)
+        csm_argerror(L, idx, fname, n, name, "integer >= 0 expected");
+#if LUA_VERSION_NUM >= 503
+    if (lua_isinteger(L, idx)) {
+        lua_Integer i = lua_tointeger(L, idx);
+        if (i < 0)
+            luaL_error(L, "%s: bad argument #%d '%s' (integer >= 0 expected, got %I)", fname,
+                       n, name, i);
+        return (uint64_t)i;
+    }
+#endif
+    lua_Number x = lua_tonumber(L, idx);
+    if (!(x >= 0 && x <= CSM_RANK_MAX && floor(x) == x)) {
+        char shown[64];
+        snprintf(shown, sizeof shown, "%.17g", (double)x);
+        luaL_error(L, "%s: bad argument #%d '%s' (integer >= 0 expected, got %s)", fname, n,
+                   name, shown);
+    }
+    return (uint64_t)x;
+}
+
+void csm_push_rank(lua_State *L, uint64_t rank)
+{
+#if LUA_VERSION_NUM >= 503
+    lua_pushinteger(L, (lua_Integer)rank);
+#else
+    lua_pushnumber(L, (lua_Number)rank);
+#endif
+}
