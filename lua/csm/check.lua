@@ -1,0 +1,109 @@
+--- Argument checks shared by every csm module (engine, lab, protocols and
+-- commands), so that all of them follow one rule: a programmer error raises
+-- at once with a message that names the function and the argument, and
+-- carries no file:line.
+--
+--     check.argerror("network:crash", 1, "name", "node name expected", x)
+--     --> network:crash: bad argument #1 'name' (node name expected, got nil)
+--
+-- Positional arguments count as Lua counts them: a method's first argument
+-- after self is #1.
+-- @module csm.check
+
+local check = {}
+
+--- Raises the formatted message as it is (level 0: no position).
+function check.fail(fmt, ...)
+  error(string.format(fmt, ...), 0)
+end
+
+local fail = check.fail
+
+--- How a bad value is shown: a number or boolean by value, a string quoted,
+-- anything else by its type.
+function check.show(v)
+  local t = type(v)
+  if t == "number" or t == "boolean" then return tostring(v) end
+  if t == "string" then
+    if #v > 40 then v = v:sub(1, 40) .. "..." end
+    return string.format("string %q", v)
+  end
+  return t
+end
+
+local show = check.show
+
+--- Raises "fname: bad argument #n 'name' (expected, got <type>)".
+function check.argerror(fname, n, name, expected, got)
+  fail("%s: bad argument #%d '%s' (%s, got %s)", fname, n, name, expected, type(got))
+end
+
+--- Raises "fname: bad self (expected, got <type>)".
+function check.selferror(fname, expected, got)
+  fail("%s: bad self (%s, got %s)", fname, expected, type(got))
+end
+
+--- Checks that opts is a table (or nil, then {} is returned) whose keys are
+-- all in known (a set); raises "fname: unknown option 'k'" naming the first
+-- unknown key in sorted order.
+function check.options(fname, opts, known, n)
+  if opts == nil then return {} end
+  if type(opts) ~= "table" then check.argerror(fname, n or 1, "options", "table expected", opts) end
+  local unknown
+  for k in pairs(opts) do
+    if not known[k] and (unknown == nil or tostring(k) < tostring(unknown)) then unknown = k end
+  end
+  if unknown ~= nil then fail("%s: unknown option '%s'", fname, tostring(unknown)) end
+  return opts
+end
+
+local function is_integer(v)
+  return type(v) == "number" and v % 1 == 0 and v > -math.huge and v < math.huge
+end
+
+check.is_integer = is_integer
+
+--- Checks an integer option within [min, max] (either may be nil); nil is
+-- accepted when optional is true. Returns v.
+function check.integer(fname, name, v, min, max, optional)
+  if v == nil and optional then return nil end
+  if not is_integer(v) or (min and v < min) or (max and v > max) then
+    local range = min and max and string.format(" in [%s, %s]", min, max)
+      or min and (" >= " .. min) or max and (" <= " .. max) or ""
+    fail("%s: option '%s' must be an integer%s (got %s)", fname, name, range, show(v))
+  end
+  return v
+end
+
+--- Checks a number option within [min, max] (either may be nil; NaN is
+-- refused); nil is accepted when optional is true. Returns v.
+function check.number(fname, name, v, min, max, optional)
+  if v == nil and optional then return nil end
+  if type(v) ~= "number" or v ~= v or (min and v < min) or (max and v > max) then
+    local range = min and max and string.format(" in [%s, %s]", min, max)
+      or min and (" >= " .. min) or max and (" <= " .. max) or ""
+    fail("%s: option '%s' must be a number%s (got %s)", fname, name, range, show(v))
+  end
+  return v
+end
+
+--- Checks an option of a Lua type ("table", "function", "string",
+-- "boolean"); nil is accepted when optional is true. Returns v.
+function check.type(fname, name, v, want, optional)
+  if v == nil and optional then return nil end
+  if type(v) ~= want then
+    fail("%s: option '%s' must be a %s (got %s)", fname, name, want, show(v))
+  end
+  return v
+end
+
+--- Checks that v is one of the strings of list (an array); returns v.
+function check.one_of(fname, name, v, list, optional)
+  if v == nil and optional then return nil end
+  for _, item in ipairs(list) do
+    if v == item then return v end
+  end
+  fail("%s: option '%s' must be one of %s (got %s)", fname, name, table.concat(list, ", "), show(v))
+end
+
+return check

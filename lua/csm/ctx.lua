@@ -1,0 +1,295 @@
+--- Tasks and ctx: the coroutines that run state behaviours and what they
+-- wait on. A behaviour run is one ctx, which is also the task that runs
+-- its behaviour; ctx:spawn adds tasks sharing it. Tasks run on pooled
+-- coroutines, so a behaviour run costs no new thread.
+-- @module csm.ctx
+
+local check = require "csm.check"
+
+local coroutine_create, coroutine_resume, coroutine_yield =
+  coroutine.create, coroutine.resume, coroutine.yield
+local unpack = table.unpack or unpack
+local pack = table.pack or function(...) return { n = select("#", ...), ... } end
+local type, ipairs, tostring, pcall = type, ipairs, tostring, pcall
+local traceback = debug.traceback
+
+local tasks = {
+  --- fatal(sm, err): closes a machine whose behaviour raised (set by
+  -- csm.machine).
+  fatal = nil,
+}
+
+-- A ctx is also the task that runs its behaviour (the main task), so a
+-- behaviour run makes one table. Tasks it spawns point to it with .ctx.
+-- Task fields: co, fn, data (main) or args (spawned), token, blocked,
+-- timer, finished, results; absent ones read as the class defaults below.
+local Ctx = { cancelled_ = false, wake_pending = false, token = 0, finished = false }
+Ctx.__index = Ctx
+local Task = { token = 0, finished = false }
+Task.__index = Task
+
+local current -- the task whose coroutine is running, if any
+
+local function ctx_of(task)
+  return task.ctx or task
+end
+
+-- Tasks run on pooled coroutines: a coroutine whose job returned yields
+-- DONE and waits for the next task, so a behaviour run costs no new thread.
+local DONE = {}
+local idle, nidle = {}, 0
+local IDLE_MAX = 32
+
+local function run_task(task)
+  local args = task.args
+  if args then
+    task.results = pack(task.fn(unpack(args, 1, args.n)))
+  else
+    task.fn(task.sm, task, task.data)
+  end
+end
+
+-- The body of a pooled coroutine. task is cleared before the yield so an
+-- idle coroutine holds on to nothing of the job it ran.
+local function body(task)
+  repeat
+    run_task(task)
+    task = nil -- luacheck: ignore 311
+    task = coroutine_yield(DONE)
+  until false
+end
+
+-- The text of an error value, even one whose __tostring fails.
+local function error_text(err)
+  local ok, text = pcall(tostring, err)
+  if ok and type(text) == "string" then return text end
+  return string.format("a %s error value (tostring failed: %s)", type(err),
+    ok and "not a string" or type(text) == "string" and text or type(text))
+end
+
+local function finish(task, ok, first)
+  if not ok then
+    task.finished = true
+    tasks.fatal(ctx_of(task).sm, traceback(task.co, error_text(first)))
+    return
+  end
+  if first == DONE then
+    task.finished = true
+    if nidle < IDLE_MAX then
+      nidle = nidle + 1
+      idle[nidle] = task.co
+    end
+    task.co = false
+    local ctx = task.ctx
+    if ctx and not ctx.cancelled_ then ctx:_wake() end
+  end
+end
+
+local function resume(task, ...)
+  local prev = current
+  current = task
+  if task.blocked then task.blocked = nil end
+  finish(task, coroutine_resume(task.co, ...))
+  current = prev
+end
+
+-- Runs task until it first blocks or returns.
+local function start(task)
+  local co
+  if nidle > 0 then
+    co = idle[nidle]
+    idle[nidle] = nil
+    nidle = nidle - 1
+  else
+    co = coroutine_create(body)
+  end
+  task.co = co
+  resume(task, task)
+end
+
+-- Appends item to the list owner[key], making the list on first use.
+local function append(owner, key, item)
+  local list = owner[key]
+  if list == nil then
+    list = {}
+    owner[key] = list
+  end
+  list[#list + 1] = item
+end
+
+--- Whether the task's function has returned.
+function Task:done()
+  return self.finished == true
+end
+
+--- What the task's function returned, or nil, "not done".
+function Task:result()
+  if not self.finished or not self.results then return nil, "not done" end
+  return unpack(self.results, 1, self.results.n)
+end
+
+-- Marks task as blocked on kind and returns a token that later wake-ups
+-- must present, so a stale one (an old timer, a second resolve) is ignored.
+local function block(task, kind)
+  local token = task.token + 1
+  task.token = token
+  task.blocked = kind
+  return token
+end
+
+local function running_task(ctx, fname)
+  local task = current
+  if task == nil or ctx_of(task) ~= ctx or coroutine.running() ~= task.co then
+    check.fail("%s: called outside a behaviour of this ctx", fname)
+  end
+  return task
+end
+
+local function check_seconds(fname, seconds)
+  if type(seconds) ~= "number" or not (seconds >= 0) then
+    check.argerror(fname, 1, "seconds", "number >= 0 expected", seconds)
+  end
+end
+
+--- The ctx of one behaviour run on loop: fn(sm, ctx, data) is its main task.
+function tasks.new(sm, loop, fn, data)
+  return setmetatable({ sm = sm, loop = loop, fn = fn, data = data, co = false }, Ctx)
+end
+
+--- Whether the state this ctx belongs to has been left.
+function Ctx:cancelled()
+  return self.cancelled_
+end
+
+--- Suspends the calling behaviour for seconds.
+-- @return true, or nil, "canceled"
+function Ctx:sleep(seconds)
+  check_seconds("ctx:sleep", seconds)
+  local task = running_task(self, "ctx:sleep")
+  if self.cancelled_ then return nil, "canceled" end
+  local token = block(task, "sleep")
+  task.timer = self.loop:after(seconds, function()
+    if task.token == token and task.blocked == "sleep" then
+      task.timer = nil
+      resume(task, true)
+    end
+  end)
+  return coroutine_yield()
+end
+
+--- Waits for a callback: fn(resolve) is called, and await returns what
+-- resolve gets. A second resolve, or one after cancellation, is ignored.
+function Ctx:await(fn)
+  if type(fn) ~= "function" then check.argerror("ctx:await", 1, "fn", "function expected", fn) end
+  local task = running_task(self, "ctx:await")
+  if self.cancelled_ then return nil, "canceled" end
+  local token = task.token + 1
+  task.token = token
+  local resolved = false
+  local loop = self.loop
+  local function resolve(...)
+    if resolved then return end
+    resolved = true
+    local args = pack(...)
+    loop:_post(function()
+      if task.token == token and task.blocked == "await" then
+        resume(task, unpack(args, 1, args.n))
+      end
+    end)
+  end
+  fn(resolve)
+  if task.token == token then task.blocked = "await" end
+  return coroutine_yield()
+end
+
+--- Waits up to seconds, returning early when the machine receives a message
+-- or a spawned task finishes.
+-- @return "timeout" | "wake" | nil, "canceled"
+function Ctx:wait(seconds)
+  check_seconds("ctx:wait", seconds)
+  local task = running_task(self, "ctx:wait")
+  if self.cancelled_ then return nil, "canceled" end
+  if self.wake_pending then
+    self.wake_pending = false
+    return "wake"
+  end
+  local token = block(task, "wait")
+  append(self, "waiters", task)
+  task.timer = self.loop:after(seconds, function()
+    if task.token == token and task.blocked == "wait" then
+      task.timer = nil
+      local list = self.waiters or {}
+      for i = #list, 1, -1 do
+        if list[i] == task then table.remove(list, i) end
+      end
+      resume(task, "timeout")
+    end
+  end)
+  return coroutine_yield()
+end
+
+-- A message arrived or a spawned task finished: wake the waiters (in the
+-- order they began waiting), or remember it for the next wait.
+function Ctx:_wake()
+  local list = self.waiters
+  if list == nil or #list == 0 then
+    self.wake_pending = true
+    return
+  end
+  self.waiters = nil
+  for _, task in ipairs(list) do
+    if task.blocked == "wait" then
+      if task.timer then task.timer:cancel(); task.timer = nil end
+      resume(task, "wake")
+    end
+  end
+end
+
+--- Queues event on the machine unless this ctx is cancelled.
+-- @return true, or nil, err
+function Ctx:send_event(event)
+  if self.cancelled_ then return nil, "canceled" end
+  return self.sm:send_event(event)
+end
+
+--- Runs fn(...) in a new task that shares this ctx.
+function Ctx:spawn(fn, ...)
+  if type(fn) ~= "function" then check.argerror("ctx:spawn", 1, "fn", "function expected", fn) end
+  local task = setmetatable({ ctx = self, fn = fn, args = pack(...), co = false }, Task)
+  append(self, "spawned", task)
+  if self.cancelled_ then
+    task.finished = true
+    return task
+  end
+  start(task)
+  return task
+end
+
+-- Leaves the state: every blocked task resumes with nil, "canceled".
+local function cancel_task(loop, task)
+  if task.blocked then
+    if task.timer then task.timer:cancel(); task.timer = nil end
+    block(task, "canceled")
+    loop:_post(function() resume(task, nil, "canceled") end)
+  end
+end
+
+--- Cancels ctx: the state it belongs to has been left.
+function tasks.cancel(ctx)
+  ctx.cancelled_ = true
+  local loop = ctx.loop
+  if ctx.blocked then cancel_task(loop, ctx) end
+  local spawned = ctx.spawned
+  if spawned then
+    for _, task in ipairs(spawned) do cancel_task(loop, task) end
+  end
+  if ctx.waiters then ctx.waiters = nil end
+end
+
+--- Starts the main task of ctx (a new behaviour run).
+tasks.start = start
+
+--- The ctx class, whose methods behaviours call.
+tasks.Ctx = Ctx
+
+return tasks

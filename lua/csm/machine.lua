@@ -1,0 +1,235 @@
+--- The machine's methods written in Lua: close, listeners, the round's
+-- data (active and next state, collected, provers), timing, trace,
+-- transitions and inspect. The C binding (src/machine.c) provides the
+-- rest, on the same method table: receives, the ledger, send_event, state.
+-- @module csm.machine
+
+local core = require "csm.core"
+local check = require "csm.check"
+local tasks = require "csm.ctx"
+
+local type, ipairs, pcall, tostring, getmetatable = type, ipairs, pcall, tostring, getmetatable
+local is_value = core.is_value
+
+local machine = {}
+
+local MACHINE = core.metatable()
+local Machine = MACHINE.__index
+
+-- machine -> its Lua fields, so methods need no C call to reach them. Weak
+-- both ways: the fields refer back to the machine.
+local lua_fields = setmetatable({}, { __mode = "kv" })
+
+--- The Lua fields of machine self (its loop, id, providers, layout,
+-- listeners, the ctx of the behaviour running...), after checking self.
+function machine.fields(self, fname)
+  local fields = lua_fields[self]
+  if fields then return fields end
+  if getmetatable(self) ~= MACHINE then check.selferror(fname, "csm machine expected", self) end
+  fields = self:_data()
+  lua_fields[self] = fields
+  return fields
+end
+
+local fields_of = machine.fields
+
+local function notify(fields, message, err)
+  if err == nil then
+    if fields.on_trace then fields.on_trace(message) end
+  elseif fields.on_error then
+    fields.on_error(message, err)
+  end
+end
+
+--- Closes a machine after a bug (a provider or hook raised): the error is
+-- kept for sm:error() and reported to trace.error.
+function machine.fatal(sm, err)
+  local fields = sm:_data()
+  if fields.error == nil then fields.error = err end
+  pcall(notify, fields, "fatal error encountered", err)
+  sm:close()
+end
+
+tasks.fatal = machine.fatal
+
+-- sm:send_event(event) is C (src/machine.c): it is the hottest call.
+
+--- Cancels everything at once: the machine is left stopped, listeners are
+-- not told, and start is refused from now on.
+function Machine:close()
+  local fields = fields_of(self, "sm:close")
+  local ctx = fields.ctx
+  fields.closed = true
+  self:_close()
+  if ctx then
+    fields.ctx = nil
+    tasks.cancel(ctx)
+  end
+end
+
+--- The fatal error that closed the machine, if any.
+function Machine:error()
+  return fields_of(self, "sm:error").error
+end
+
+--- Adds a listener: fn(from, to, event), or an object whose
+-- on_transition(self, from, to, event) is called.
+-- @return a handle for remove_listener
+function Machine:add_listener(listener)
+  local fields = fields_of(self, "sm:add_listener")
+  local fn
+  if type(listener) == "function" then
+    fn = listener
+  elseif type(listener) == "table" and type(listener.on_transition) == "function" then
+    fn = function(from, to, event) return listener:on_transition(from, to, event) end
+  else
+    check.argerror("sm:add_listener", 1, "listener", "function or table with on_transition expected",
+      listener)
+  end
+  local handle = { fn = fn, listener = listener }
+  local list = {}
+  for i, h in ipairs(fields.listeners) do list[i] = h end
+  list[#list + 1] = handle
+  fields.listeners = list
+  return handle
+end
+
+--- Removes a listener added by add_listener.
+-- @return true if it was there
+function Machine:remove_listener(handle)
+  local fields = fields_of(self, "sm:remove_listener")
+  local list, found = {}, false
+  for _, h in ipairs(fields.listeners) do
+    if h == handle or h.listener == handle then found = true else list[#list + 1] = h end
+  end
+  fields.listeners = list
+  return found
+end
+
+function Machine:id() return fields_of(self, "sm:id").id end
+function Machine:loop() return fields_of(self, "sm:loop").loop end
+
+--- The provider table given to csm.new under name, or nil.
+function Machine:provider(name) return fields_of(self, "sm:provider").providers[name] end
+function Machine:next_state() return fields_of(self, "sm:next_state").next_state end
+function Machine:collected() return fields_of(self, "sm:collected").collected end
+function Machine:next_provers() return fields_of(self, "sm:next_provers").next_provers end
+function Machine:chosen_proposer() return fields_of(self, "sm:chosen_proposer").chosen_proposer end
+function Machine:emit_on_send() return fields_of(self, "sm:emit_on_send").emit end
+
+local function optional_value(fname, v, name)
+  if v ~= nil and not is_value(v) then check.argerror(fname, 1, name, "csm value or nil expected", v) end
+end
+
+function Machine:set_next_state(v)
+  local fields = fields_of(self, "sm:set_next_state")
+  optional_value("sm:set_next_state", v, "state")
+  fields.next_state = v
+end
+
+function Machine:set_collected(v)
+  local fields = fields_of(self, "sm:set_collected")
+  optional_value("sm:set_collected", v, "collected")
+  fields.collected = v
+end
+
+function Machine:set_next_provers(list)
+  local fields = fields_of(self, "sm:set_next_provers")
+  if list ~= nil and type(list) ~= "table" then
+    check.argerror("sm:set_next_provers", 1, "list", "table or nil expected", list)
+  end
+  fields.next_provers = list or {}
+end
+
+function Machine:set_chosen_proposer(p)
+  local fields = fields_of(self, "sm:set_chosen_proposer")
+  if p ~= nil and type(p) ~= "string" and not is_value(p) then
+    check.argerror("sm:set_chosen_proposer", 1, "peer", "csm value, string or nil expected", p)
+  end
+  fields.chosen_proposer = p
+end
+
+--- The minimum number of provers (calls the function form).
+function Machine:minimum_provers()
+  local m = fields_of(self, "sm:minimum_provers").minimum_provers
+  if type(m) == "function" then
+    local n = m()
+    if type(n) ~= "number" or n < 0 or n % 1 ~= 0 then
+      check.fail("minimum_provers: function returned %s, expected an integer >= 0", tostring(n))
+    end
+    return n
+  end
+  return m
+end
+
+--- A timeout or interval in seconds, scaled; proving_grace is a count.
+function Machine:timing(name)
+  local t = fields_of(self, "sm:timing").timing[name]
+  if t == nil then
+    if type(name) ~= "string" then check.argerror("sm:timing", 1, "name", "string expected", name) end
+    check.fail("sm:timing: unknown timing '%s'", name)
+  end
+  return t
+end
+
+function Machine:trace(message)
+  notify(fields_of(self, "sm:trace"), message)
+end
+
+function Machine:trace_error(message, err)
+  notify(fields_of(self, "sm:trace_error"), message, err == nil and "error" or err)
+end
+
+--- The transition table: { {from=, event=, to=, guarded=, taken=}, ... },
+-- taken counting how often each edge was followed.
+function Machine:transitions()
+  local fields, out = fields_of(self, "sm:transitions"), {}
+  for _, t in ipairs(fields.transition_list) do
+    local edge = fields.state_ids[t.from] * fields.nevents + fields.event_ids[t.event]
+    out[#out + 1] = { from = t.from, event = t.event, to = t.to, guarded = t.guarded,
+                      taken = self:_taken(edge) }
+  end
+  return out
+end
+
+--- The state names this machine knows, in id order.
+function Machine:states()
+  local out = {}
+  for i, name in ipairs(fields_of(self, "sm:states").state_names) do out[i] = name end
+  return out
+end
+
+local KINDS = { "liveness", "proposals", "votes", "confirmations" }
+
+--- A snapshot of the machine: state, data, counters and map sizes.
+function Machine:inspect()
+  local fields = fields_of(self, "sm:inspect")
+  local counters = self:_counters()
+  local maps = {}
+  for _, kind in ipairs(KINDS) do
+    local ranks = {}
+    for _, rank in ipairs(self:_ranks(kind)) do ranks[rank] = self:count(kind, rank) end
+    maps[kind] = ranks
+  end
+  return {
+    id = fields.id, state = self:state(), state_time = self:state_time(),
+    transition_count = self:transition_count(), closed = self:closed(), error = fields.error,
+    active_state = self:active_state(), next_state = fields.next_state, collected = fields.collected,
+    next_provers = fields.next_provers, chosen_proposer = fields.chosen_proposer,
+    minimum_provers = self:minimum_provers(), emit_on_send = fields.emit,
+    transitions_made = counters.transitions, events_dropped = counters.dropped,
+    receives_refused = counters.refused, messages_received = counters.received,
+    events_queued = counters.queued, ranks_held = counters.ranks, entries_held = counters.entries,
+    sizes = { liveness = counters.liveness, proposals = counters.proposals,
+              votes = counters.votes, confirmations = counters.confirmations },
+    maps = maps,
+  }
+end
+
+-- Lua 5.4: `local sm <close> = csm.new{...}` closes it at scope end.
+MACHINE.__close = function(sm) sm:close() end
+
+--- The machine metatable; its __index is the method table.
+machine.metatable = MACHINE
+
+return machine
