@@ -14,22 +14,24 @@
 --   self_transition   voting --voting_timeout--> voting with a no-op Lua
 --                     behaviour, events sent in batches of 32 and handled by
 --                     the loop. transitions/s.
---   real_cluster      csm.cluster, 4 honest nodes on the real loop (libuv),
+--   real_cluster      the minimal protocol, 4 honest nodes on the real loop (libuv),
 --                     the seed's default timings, zero-latency in-process
 --                     delivery; rounds finalized per second of wall time.
---   sim_cluster_N     the reference protocol (csm.reference) with N nodes on
+--   sim_cluster_N     the reference protocol with N nodes on
 --                     a sim world, zero latency; finalized rounds per wall
 --                     second, and wall microseconds per delivered message.
 --   idle_machine      bytes of Lua heap + RSS per machine over 10,000 idle
 --                     machines (started, default options, idle in loading).
---   soak              a 4-node csm.cluster sim run (100,000 rounds; 20,000 with
+--   soak              a 4-node minimal-protocol sim run (100,000 rounds; 20,000 with
 --                     --quick): Lua heap and RSS sampled nine times after
 --                     warm-up (the first 10 %); growth in % of the mean of the
 --                     last three samples over the first three. scripts/soak.lua
 --                     runs the 1,000,000-round reference cluster of the target.
 local csm = require "csm"
-local cluster = require "csm.cluster"
-local reference = require "csm.reference"
+local minimal = require "csm.protocols.minimal"
+local reference = require "csm.protocols.reference"
+local lab_cluster = require "csm.lab.cluster"
+local checker = require "csm.lab.checker"
 
 local quick, only = false, nil
 do
@@ -144,14 +146,14 @@ end)
 
 measure("real_cluster", "rounds/s", 500, function()
   local loop = csm.loop()
-  local c = cluster.new { nodes = 4, loop = loop, latency = 0 }
+  local c = minimal.cluster { nodes = 4, loop = loop, latency = 0 }
   c:start()
   -- past starting's 1 s timeout, then count rounds over a fixed span
-  loop:run_until(function() return c:min_finalized() >= 1 end, 10)
+  loop:run_until(function() return c:lowest_height() >= 1 end, 10)
   local span = quick and 0.3 or 1
-  local r0, t0 = c:min_finalized(), wall()
+  local r0, t0 = c:lowest_height(), wall()
   loop:run_until(function() return wall() - t0 >= span end, span + 5)
-  local rounds = c:min_finalized() - r0
+  local rounds = c:lowest_height() - r0
   local dt = wall() - t0
   c:stop()
   loop:run("nowait")
@@ -161,11 +163,11 @@ end, "wall clock")
 local function sim_cluster(n, ranks)
   return function()
     local world = csm.sim { seed = 1 }
-    local nodes, network = reference.cluster { n = n, world = world }
+    local nodes, network = lab_cluster.new { protocol = reference, n = n, world = world }
     for _, node in ipairs(nodes) do node:start() end
-    world:run_until(function() return nodes[1].count >= 1 end, 100)
-    local r0, m0, t0 = nodes[1].count, network.stats.delivered, now()
-    world:run_until(function() return reference.reached(nodes, r0 + ranks) end, 36000)
+    world:run_until(function() return nodes[1].height >= 1 end, 100)
+    local r0, m0, t0 = nodes[1].height, network.stats.delivered, now()
+    world:run_until(function() return checker.reached(nodes, r0 + ranks) end, 36000)
     local dt = now() - t0
     local rounds = ranks
     local delivered = network.stats.delivered - m0
@@ -216,7 +218,7 @@ end, "lower is better")
 local soak_rounds = quick and 20000 or 100000
 measure("soak", "% growth", 5, function()
   local world = csm.sim { seed = 1 }
-  local c = cluster.new { nodes = 4, loop = world, latency = 0.01 }
+  local c = minimal.cluster { nodes = 4, loop = world, latency = 0.01 }
   -- the cluster logs every finalized rank for its agreement check; empty
   -- that log every virtual second so only csm's own memory is measured
   local timer
@@ -231,7 +233,7 @@ measure("soak", "% growth", 5, function()
   -- first three are compared with the last three
   local heap, rss = {}, {}
   for k = 1, 10 do
-    world:run_until(function() return c:min_finalized() >= soak_rounds * k / 10 end, 1e9)
+    world:run_until(function() return c:lowest_height() >= soak_rounds * k / 10 end, 1e9)
     if k > 1 then
       collectgarbage("collect")
       heap[#heap + 1], rss[#rss + 1] = heap_bytes(), rss_bytes()

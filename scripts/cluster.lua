@@ -17,8 +17,8 @@ local wall = os.clock() - clock
 
 for _, node in ipairs(c.nodes) do
   local list = {}
-  for r = 1, node.count do list[#list + 1] = string.format("%d:%s", r, node.finalized[r] or "?") end
-  print(string.format("%-8s %4d finalized  state=%-14s %s", node.id, node.count, node.sm:state(),
+  for r = 1, node.height do list[#list + 1] = string.format("%d:%s", r, node.finalized[r] or "?") end
+  print(string.format("%-8s %4d finalized  state=%-14s %s", node.id, node.height, node.sm:state(),
     table.concat(list, " ", 1, math.min(#list, 8)) .. (#list > 8 and " ..." or "")))
 end
 local ok, err = c:agreement()

@@ -4,8 +4,8 @@
 -- Graphviz's `dot` is installed) PNG.
 --   lua5.4 scripts/diagram.lua [out-prefix]   -> csm.dot, csm.mmd, csm.png
 local csm = require "csm"
-local net = require "csm.net"
-local reference = require "csm.reference"
+local net = require "csm.lab.net"
+local reference = require "csm.protocols.reference"
 
 local prefix = arg[1] or "csm"
 local world = csm.sim { seed = 1 }
@@ -17,7 +17,7 @@ for i, name in ipairs(names) do
     initial = csm.value("genesis", 0) }
 end
 for _, node in ipairs(nodes) do node:start() end
-world:run_until(function() return nodes[1].count >= 50 end, 3600)
+world:run_until(function() return nodes[1].height >= 50 end, 3600)
 local sm = nodes[1].sm
 
 local function write(path, text)

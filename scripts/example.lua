@@ -5,8 +5,8 @@
 -- still agree on every finalized rank.
 --   lua5.4 scripts/example.lua [ranks]
 local csm = require "csm"
-local net = require "csm.net"
-local reference = require "csm.reference"
+local net = require "csm.lab.net"
+local reference = require "csm.protocols.reference"
 
 local ranks = tonumber(arg[1]) or 20
 local world = csm.sim { seed = 1 }
@@ -21,7 +21,7 @@ end
 for _, node in ipairs(nodes) do node:start() end
 world:run_until(function()
   for _, node in ipairs(nodes) do
-    if node.role == "honest" and node.count < ranks then return false end
+    if node.role == "honest" and node.height < ranks then return false end
   end
   return true
 end, 3600)
@@ -30,7 +30,7 @@ print(string.format("after %.2f virtual seconds:", world:now()))
 local agree = true
 for _, node in ipairs(nodes) do
   print(string.format("  %s %-14s finalized %3d ranks; refused %d messages", node.name,
-    node.role == "honest" and "(honest)" or "(" .. node.role .. ")", node.count, node.refused))
+    node.role == "honest" and "(honest)" or "(" .. node.role .. ")", node.height, node.refused))
   local reasons = {}
   for reason in pairs(node.refusals) do reasons[#reasons + 1] = reason end
   table.sort(reasons)

@@ -5,7 +5,7 @@
 --   lua5.4 scripts/experiment.lua --nodes 16 --byzantine 5:equivocate --loss 0.05 \
 --       --seed 7 --ranks 200 --svg timeline.svg --trace trace.jsonl
 local argparse = require "argparse"
-local harness = require "csm.harness"
+local harness = require "csm.lab.harness"
 
 local parser = argparse("experiment.lua", "Run csm's reference BFT protocol on a simulated network.")
   :epilog([[

@@ -24,12 +24,14 @@ if workload == "self_transition" then
   assert(sm:transition_count() == n + 1)
   sm:close()
 elseif workload == "sim_cluster" then
-  local reference = require "csm.reference"
+  local reference = require "csm.protocols.reference"
+  local cluster = require "csm.lab.cluster"
+  local checker = require "csm.lab.checker"
   local k, ranks = assert(tonumber(arg[2])), assert(tonumber(arg[3]))
   local world = csm.sim { seed = 1 }
-  local nodes, network = reference.cluster { n = k, world = world }
+  local nodes, network = cluster.new { protocol = reference, n = k, world = world }
   for _, node in ipairs(nodes) do node:start() end
-  assert(world:run_until(function() return reference.reached(nodes, ranks) end, 36000))
+  assert(world:run_until(function() return checker.reached(nodes, ranks) end, 36000))
   io.stderr:write(string.format("delivered %d\n", network.stats.delivered))
   for _, node in ipairs(nodes) do node.sm:close() end
 else

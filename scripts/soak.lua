@@ -19,8 +19,8 @@
 --   . scripts/env.sh luajit && luajit scripts/soak.lua --rounds 20000 --seed 3
 local argparse = require "argparse"
 local csm = require "csm"
-local net = require "csm.net"
-local reference = require "csm.reference"
+local net = require "csm.lab.net"
+local reference = require "csm.protocols.reference"
 
 local parser = argparse("soak.lua", "Soak a 4-node reference cluster: loss, random partitions, flat memory.")
   :epilog([[
@@ -120,7 +120,7 @@ end
 local function rounds()
   local least = math.huge
   for i = 1, #nodes do
-    local count = nodes[i].count
+    local count = nodes[i].height
     if count < least then least = count end
   end
   return least

@@ -2,8 +2,8 @@
 -- JSON-lines trace, the SVG timeline, and scripts/experiment.lua.
 local csm = require "csm"
 local cjson = require "cjson"
-local harness = require "csm.harness"
-local reference = require "csm.reference"
+local harness = require "csm.lab.harness"
+local reference = require "csm.protocols.reference"
 local support = require "spec.support"
 
 local function slurp(path)
@@ -115,12 +115,12 @@ describe("csm.harness", function()
     end)
 
     it("raises on bad counts: byzantine, nodes, and no honest node left", function()
-      assert.are.equal("harness: byzantine count for silent must be an integer >= 0",
+      assert.are.equal("harness: option 'byzantine.silent' must be an integer >= 0 (got 1.5)",
         support.error_of(harness.config, { byzantine = { silent = 1.5 } }))
-      assert.are.equal("harness: byzantine count for silent must be an integer >= 0",
+      assert.are.equal("harness: option 'byzantine.silent' must be an integer >= 0 (got -1)",
         support.error_of(harness.config, { byzantine = { silent = -1 } }))
-      for _, bad in ipairs { 0, 2.5, "4" } do
-        assert.are.equal("harness: nodes must be an integer >= 1",
+      for bad, shown in pairs { [0] = "0", [2.5] = "2.5", ["4"] = 'string "4"' } do
+        assert.are.equal("harness: option 'nodes' must be an integer >= 1 (got " .. shown .. ")",
           support.error_of(harness.config, { nodes = bad }))
       end
       assert.are.equal("harness: 4 byzantine nodes leave no honest one of 4",
@@ -284,9 +284,9 @@ describe("csm.harness", function()
       local old, fresh = built[1], built[5]
       assert.are.equal("n01", fresh.name)
       assert.are.equal(old.chain, fresh.chain)
-      assert.are.equal(old.cast, fresh.cast)
+      assert.are.equal(old.deciding_votes, fresh.deciding_votes)
       assert.is_not_nil(fresh.chain[1])
-      assert.is_not_nil(fresh.cast[1])
+      assert.is_not_nil(fresh.deciding_votes[1])
     end)
 
     it("a crashed node that does not restart finalizes nothing more; the others go on", function()

@@ -1,6 +1,6 @@
 -- csm.net: the simulated pub/sub network on a sim world.
 local csm = require "csm"
-local net = require "csm.net"
+local net = require "csm.lab.net"
 local support = require "spec.support"
 
 local EPS = 1e-9
@@ -59,9 +59,9 @@ describe("csm.net", function()
 
     it("raises on a name that is not a string or a handler that is not a function", function()
       local network = fixture()
-      assert.are.equal("network:join: name must be a string",
+      assert.are.equal("network:join: bad argument #1 'name' (non-empty string expected, got number)",
         support.error_of(network.join, network, 1, function() end))
-      assert.are.equal("network:join: handler must be a function",
+      assert.are.equal("network:join: bad argument #2 'handler' (function expected, got string)",
         support.error_of(network.join, network, "d", "not a function"))
     end)
   end)
@@ -288,7 +288,7 @@ describe("csm.net", function()
       assert.are.equal("network:link: parameter 'loss' is a probability (got 2)",
         support.error_of(network.link, network, "a", "b", { loss = 2 }))
       assert.is_not_nil(support.error_of(network.link, network, "a", "b", { latency = -1 })
-        :find("parameter 'latency' must be a number >= 0", 1, true))
+        :find("parameter 'latency' must be a finite number >= 0", 1, true))
     end)
   end)
 
@@ -487,10 +487,16 @@ describe("csm.net", function()
     it("raises on bad parameters", function()
       local world = csm.sim { seed = 1 }
       assert.are.equal("net.new: unknown parameter 'lag'", support.error_of(net.new, world, { lag = 1 }))
-      assert.are.equal("net.new: parameter 'latency' must be a number >= 0 (got -0.1)",
+      assert.are.equal("net.new: parameter 'latency' must be a finite number >= 0 (got -0.1)",
         support.error_of(net.new, world, { latency = -0.1 }))
-      assert.are.equal("net.new: parameter 'jitter' must be a number >= 0 (got fast)",
+      assert.are.equal("net.new: parameter 'jitter' must be a finite number >= 0 (got string \"fast\")",
         support.error_of(net.new, world, { jitter = "fast" }))
+      assert.are.equal("net.new: parameter 'latency' must be a finite number >= 0 (got inf)",
+        support.error_of(net.new, world, { latency = math.huge }):gsub("got [%-]?inf%a*", "got inf"))
+      assert.are.equal("net.new: bad argument #1 'world' (csm sim world expected, got nil)",
+        support.error_of(net.new, nil))
+      assert.are.equal("net.new: bad argument #2 'params' (table expected, got number)",
+        support.error_of(net.new, world, 5))
       assert.is_not_nil(support.error_of(net.new, world, { loss = 0 / 0 }))
       for _, k in ipairs { "loss", "duplicate", "reorder" } do
         assert.are.equal("net.new: parameter '" .. k .. "' is a probability (got 1.5)",

@@ -1,9 +1,9 @@
 -- csm.reference: the reference BFT providers and their byzantine roles,
 -- directly on a simulated network and through csm.harness.
 local csm = require "csm"
-local net = require "csm.net"
-local reference = require "csm.reference"
-local harness = require "csm.harness"
+local net = require "csm.lab.net"
+local reference = require "csm.protocols.reference"
+local harness = require "csm.lab.harness"
 local support = require "spec.support"
 
 -- n reference nodes named n01.. on one sim world; roles[i] is node i's role.
@@ -25,7 +25,7 @@ local function run(nodes, world, ranks, timeout)
   for _, node in ipairs(nodes) do node:start() end
   local ok = world:run_until(function()
     for _, node in ipairs(nodes) do
-      if node.role == "honest" and node.count < ranks then return false end
+      if node.role == "honest" and node.height < ranks then return false end
     end
     return true
   end, timeout or 3600)
@@ -109,7 +109,8 @@ describe("csm.reference", function()
 
     it("raises on an unknown role", function()
       local world = csm.sim { seed = 1 }
-      assert.are.equal("reference.node: unknown role 'evil'", support.error_of(reference.node, {
+      assert.are.equal("reference.node: option 'role' must be one of honest, equivocate, double_vote, " ..
+        "silent (got string \"evil\")", support.error_of(reference.node, {
         name = "a", names = { "a" }, world = world, network = net.new(world), role = "evil" }))
     end)
 
@@ -130,7 +131,7 @@ describe("csm.reference", function()
       end
       for _, node in ipairs(nodes) do
         assert.is_nil(node.sm:error())
-        assert.is_true(node.count >= 20)
+        assert.is_true(node.height >= 20)
       end
     end)
 
@@ -147,12 +148,12 @@ describe("csm.reference", function()
       -- peers that had lost it waited forever (4 honest nodes, 20 % loss)
       local nodes, world, network = group(4)
       for _, node in ipairs(nodes) do node:start() end
-      assert.is_true(world:run_until(function() return nodes[1].count >= 4 end, 3600))
+      assert.is_true(world:run_until(function() return nodes[1].height >= 4 end, 3600))
       -- answers go to re-sends: half a vote_resend interval after the rank
       world:run_for(1)
       local a = nodes[1]
-      assert.are.equal("vote", a.cast[2].kind)
-      assert.are.equal(2, a.cast[2].value:rank())
+      assert.are.equal("vote", a.deciding_votes[2].kind)
+      assert.are.equal(2, a.deciding_votes[2].value:rank())
       -- n02 is replaced by a recorder of what n01 sends it for ranks 2 and 3
       local answers = {}
       network:join("n02", function(from, msg)
@@ -166,8 +167,8 @@ describe("csm.reference", function()
       for _, node in ipairs(nodes) do node.sm:close() end
       assert.are.equal(2, #answers)
       for i, rank in ipairs { 2, 3 } do
-        assert.are.equal(a.cast[rank].value, answers[i].value)
-        assert.are.equal(a.cast[rank].attempt, answers[i].attempt)
+        assert.are.equal(a.deciding_votes[rank].value, answers[i].value)
+        assert.are.equal(a.deciding_votes[rank].attempt, answers[i].attempt)
         assert.is_true(answers[i].answer)
       end
     end)
@@ -181,15 +182,15 @@ describe("csm.reference", function()
       local late = nodes[4]
       network:crash("n04")
       for i = 1, 3 do nodes[i]:start() end
-      assert.is_true(world:run_until(function() return nodes[1].count >= ranks end, 3600))
+      assert.is_true(world:run_until(function() return nodes[1].height >= ranks end, 3600))
       late.sm:close()
       network:restart("n04")
       local fresh = reference.node { name = "n04", names = late.names, world = world, network = network,
         initial = csm.value("genesis", 0), sync = true }
       nodes[4] = fresh
       fresh:start()
-      local target = upto(nodes[1].count)
-      assert.is_true(world:run_until(function() return fresh.count >= target end, 3600))
+      local target = upto(nodes[1].height)
+      assert.is_true(world:run_until(function() return fresh.height >= target end, 3600))
       for _, node in ipairs(nodes) do node.sm:close() end
       return nodes, fresh
     end
@@ -210,7 +211,7 @@ describe("csm.reference", function()
       -- the forgotten ranks were skipped, the rest adopted or finalized alike
       assert.is_nil(fresh.finalized[1])
       local held = 0
-      for rank = 1, fresh.count do
+      for rank = 1, fresh.height do
         if fresh.finalized[rank] then
           held = held + 1
           local other = nodes[1].finalized[rank] or nodes[2].finalized[rank]
@@ -226,7 +227,7 @@ describe("csm.reference", function()
     local function lone()
       local nodes, world = group(4)
       local a = nodes[1]
-      a:round()
+      a:current_rank()
       return a, world
     end
 
@@ -307,8 +308,8 @@ describe("csm.reference", function()
       for _ in pairs(a.offers) do offers = offers + 1 end
       assert.are.equal(slack + 1, attempts)
       assert.are.equal(slack + 1, offers)
-      assert.are.equal(2 * (10000 - slack) + 5, a.refusals["vote: attempt out of range"]
-        + a.refusals["proposal: attempt out of range"])
+      assert.are.equal(2 * (10000 - slack) + 5, a.refusals["vote: attempt"]
+        + a.refusals["proposal: attempt"])
       -- the next rank takes attempts up to the slack; later ranks nothing
       a:deliver("n02", { kind = "vote", proposer = "n02", attempt = slack, value = csm.value("2.0:n02", 2) })
       a:deliver("n02", { kind = "vote", proposer = "n02", attempt = slack + 1,
@@ -316,7 +317,7 @@ describe("csm.reference", function()
       a:deliver("n02", { kind = "vote", proposer = "n02", attempt = 0, value = csm.value("3.0:n02", 3) })
       assert.are.equal(1, a.sm:count("votes", 2))
       assert.are.equal(0, a.sm:count("votes", 3))
-      assert.are.equal(1, a.refusals["vote: rank beyond the next"])
+      assert.are.equal(1, a.refusals["vote: far"])
       -- moving on widens the range by as much
       a:move_to(5)
       a:deliver("n02", { kind = "vote", proposer = "n02", attempt = slack + 5,
@@ -352,7 +353,7 @@ describe("csm.reference", function()
       end
       for _, node in ipairs(nodes) do node:start() end
       assert.is_true(world:run_until(function()
-        return nodes[1].count >= 3 and nodes[2].count >= 3 and nodes[3].count >= 3
+        return nodes[1].height >= 3 and nodes[2].height >= 3 and nodes[3].height >= 3
       end, 600))
       for _, node in ipairs(nodes) do node.sm:close() end
       assert.is_true(attempts[0])
@@ -445,7 +446,7 @@ describe("csm.reference", function()
         -- among the refusals: its conflicting votes
         local node = built[i]
         assert.are.equal(r.nodes[i].name, node.name)
-        assert.is_true((node.refusals["vote: receive vote: received conflicting vote"] or 0) > 0)
+        assert.is_true((node.refusals["vote: conflict"] or 0) > 0)
       end
     end)
 
@@ -454,7 +455,7 @@ describe("csm.reference", function()
       local r = harness.run { nodes = 4, ranks = 20 }
       assert.is_true(r.progress)
       for _, node in ipairs(built) do
-        assert.is_nil(node.refusals["vote: receive vote: received conflicting vote"])
+        assert.is_nil(node.refusals["vote: conflict"])
       end
     end)
   end)
@@ -468,12 +469,12 @@ describe("csm.reference", function()
       end
       for _, node in ipairs(nodes) do node:start() end
       assert.is_true(world:run_until(function()
-        return nodes[1].count >= 8 and nodes[3].count >= 8 and nodes[4].count >= 8
+        return nodes[1].height >= 8 and nodes[3].height >= 8 and nodes[4].height >= 8
       end, 3600))
       assert.are.equal("stopped", nodes[2].sm:state())
       for _, node in ipairs(nodes) do node.sm:close() end
       assert.are.equal(0, from_silent)
-      assert.are.equal(0, nodes[2].count)
+      assert.are.equal(0, nodes[2].height)
       assert.is_true(agree(nodes, 8))
     end)
 

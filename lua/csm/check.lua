@@ -63,6 +63,14 @@ end
 
 check.is_integer = is_integer
 
+--- Whether x is a csm loop (a sim world, or with real = true the real
+-- loop too).
+function check.is_world(x, real)
+  if type(x) ~= "userdata" then return false end
+  local ok, sim = pcall(function() return x:is_sim() end)
+  return ok and (sim == true or (real == true and sim == false))
+end
+
 --- Checks an integer option within [min, max] (either may be nil); nil is
 -- accepted when optional is true. Returns v.
 function check.integer(fname, name, v, min, max, optional)

@@ -1,6 +1,6 @@
---- A simulated pub/sub network on a sim world.
+--- The lab's simulated pub/sub network on a sim world.
 --
---     local net = require "csm.net"
+--     local net = require "csm.lab.net"
 --     local network = net.new(world, { latency = 0.01, jitter = 0.005, loss = 0.05 })
 --     network:join("a", function(from, msg) ... end)
 --     network:publish("a", msg)        -- to every other node, never to "a"
@@ -12,23 +12,49 @@
 -- are delivered by (delivery time, sending order) behind a single world
 -- timer: one bucket per delivery time holds its messages in sending order,
 -- and a heap orders the times.
--- @module csm.net
+-- @module csm.lab.net
+
+local check = require "csm.check"
 
 local net = {}
 local Network = {}
 Network.__index = Network
 
+local fail, argerror = check.fail, check.argerror
+local type, ipairs, pairs, tostring = type, ipairs, pairs, tostring
+
 local DEFAULTS = { latency = 0, jitter = 0, loss = 0, duplicate = 0, reorder = 0, reorder_delay = 0 }
 
-local function check_params(fname, p)
+--- The names of a network's n nodes, in order: n01, n02, ... (three digits
+-- from 100 nodes on, and so on, so that names sort as they are numbered).
+function net.names(n)
+  if not check.is_integer(n) or n < 0 then argerror("net.names", 1, "n", "integer >= 0 expected", n) end
+  local width = math.max(2, #tostring(n))
+  local out = {}
+  for i = 1, n do out[i] = string.format("n%0" .. width .. "d", i) end
+  return out
+end
+
+local function check_params(fname, p, n)
+  if type(p) ~= "table" then argerror(fname, n, "params", "table expected", p) end
   for k, v in pairs(p) do
-    if DEFAULTS[k] == nil then error(string.format("%s: unknown parameter '%s'", fname, tostring(k)), 3) end
-    if type(v) ~= "number" or not (v >= 0) then
-      error(string.format("%s: parameter '%s' must be a number >= 0 (got %s)", fname, k, tostring(v)), 3)
+    if DEFAULTS[k] == nil then fail("%s: unknown parameter '%s'", fname, tostring(k)) end
+    if type(v) ~= "number" or not (v >= 0) or v == math.huge then
+      fail("%s: parameter '%s' must be a finite number >= 0 (got %s)", fname, k, check.show(v))
     end
     if (k == "loss" or k == "duplicate" or k == "reorder") and v > 1 then
-      error(string.format("%s: parameter '%s' is a probability (got %s)", fname, k, tostring(v)), 3)
+      fail("%s: parameter '%s' is a probability (got %s)", fname, k, tostring(v))
     end
+  end
+end
+
+-- Raises unless name is a joined node's (argument n of fname).
+local function check_node(self, fname, n, argname, name)
+  if type(name) ~= "string" or self.handlers[name] == nil then
+    if type(name) == "string" then
+      fail("%s: bad argument #%d '%s' (unknown node '%s')", fname, n, argname, name)
+    end
+    argerror(fname, n, argname, "a joined node's name expected", name)
   end
 end
 
@@ -36,8 +62,9 @@ end
 -- loss, duplicate, reorder (probabilities), reorder_delay (s, the most a
 -- reordered message is held back; default 4 x (latency + jitter)).
 function net.new(world, params)
+  if not check.is_world(world) then argerror("net.new", 1, "world", "csm sim world expected", world) end
   params = params or {}
-  check_params("net.new", params)
+  check_params("net.new", params, 2)
   local p = {}
   for k, v in pairs(DEFAULTS) do p[k] = params[k] or v end
   if params.reorder_delay == nil then p.reorder_delay = 4 * (p.latency + p.jitter) end
@@ -51,8 +78,10 @@ end
 
 --- Adds a node; handler(from, msg) gets what reaches it.
 function Network:join(name, handler)
-  if type(name) ~= "string" then error("network:join: name must be a string", 2) end
-  if type(handler) ~= "function" then error("network:join: handler must be a function", 2) end
+  if type(name) ~= "string" or name == "" then
+    argerror("network:join", 1, "name", "non-empty string expected", name)
+  end
+  if type(handler) ~= "function" then argerror("network:join", 2, "handler", "function expected", handler) end
   if self.handlers[name] == nil then self.names[#self.names + 1] = name end
   self.handlers[name] = handler
   self.down[name] = nil
@@ -65,7 +94,9 @@ end
 
 --- Sets parameters for the link a <-> b (both directions).
 function Network:link(a, b, params)
-  check_params("network:link", params)
+  check_node(self, "network:link", 1, "a", a)
+  check_node(self, "network:link", 2, "b", b)
+  check_params("network:link", params, 3)
   local p = {}
   for k, v in pairs(self.params) do p[k] = params[k] or v end
   local links = self.links
@@ -78,9 +109,22 @@ end
 --- Splits the network: nodes in different groups cannot reach each other;
 -- nodes in no group form one more group together.
 function Network:partition(groups)
+  if type(groups) ~= "table" then
+    argerror("network:partition", 1, "groups", "list of lists expected", groups)
+  end
   local group = {}
   for i, g in ipairs(groups) do
-    for _, name in ipairs(g) do group[name] = i end
+    if type(g) ~= "table" then
+      fail("network:partition: bad argument #1 'groups' (group %d is a %s, a list of names expected)", i,
+        type(g))
+    end
+    for _, name in ipairs(g) do
+      check_node(self, "network:partition", 1, "groups", name)
+      if group[name] then
+        fail("network:partition: bad argument #1 'groups' (node '%s' is in two groups)", name)
+      end
+      group[name] = i
+    end
   end
   self.group = group
 end
@@ -92,6 +136,8 @@ end
 
 --- Whether a and b can reach each other now.
 function Network:connected(a, b)
+  check_node(self, "network:connected", 1, "a", a)
+  check_node(self, "network:connected", 2, "b", b)
   local group = self.group
   if group == nil then return true end
   return (group[a] or 0) == (group[b] or 0)
@@ -99,19 +145,26 @@ end
 
 --- Takes a node down: it sends and receives nothing until restart.
 function Network:crash(name)
+  check_node(self, "network:crash", 1, "name", name)
   self.down[name] = true
 end
 
+--- Brings a crashed node back: it sends and receives again.
 function Network:restart(name)
+  check_node(self, "network:restart", 1, "name", name)
   self.down[name] = nil
 end
 
+--- Whether the node is down.
 function Network:is_down(name)
+  check_node(self, "network:is_down", 1, "name", name)
   return self.down[name] == true
 end
 
 --- Runs fn at virtual time t (now if t has passed).
 function Network:at(t, fn)
+  if type(t) ~= "number" or t ~= t then argerror("network:at", 1, "t", "number expected", t) end
+  if type(fn) ~= "function" then argerror("network:at", 2, "fn", "function expected", fn) end
   local delay = t - self.world:now()
   return self.world:after(delay > 0 and delay or 0, fn)
 end
@@ -241,12 +294,17 @@ end
 
 --- Sends msg from one node to another.
 function Network:send(from, to, msg)
+  if type(from) ~= "string" then argerror("network:send", 1, "from", "node name expected", from) end
+  if type(to) ~= "string" then argerror("network:send", 2, "to", "node name expected", to) end
+  if msg == nil then argerror("network:send", 3, "msg", "message expected", msg) end
   route(self, from, to, msg, self.world:now())
   flush(self)
 end
 
 --- Sends msg from a node to every other node, in joining order.
 function Network:publish(from, msg)
+  if type(from) ~= "string" then argerror("network:publish", 1, "from", "node name expected", from) end
+  if msg == nil then argerror("network:publish", 2, "msg", "message expected", msg) end
   local now = self.world:now()
   for _, to in ipairs(self.names) do
     if to ~= from then route(self, from, to, msg, now) end

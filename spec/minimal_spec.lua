@@ -1,6 +1,12 @@
--- csm.cluster: a small honest N-node cluster on one loop.
+-- csm.protocols.minimal: a small honest N-node cluster on one loop.
 local csm = require "csm"
-local cluster = require "csm.cluster"
+local minimal = require "csm.protocols.minimal"
+local checker = require "csm.lab.checker"
+local support = require "support"
+
+local function agree(c)
+  return checker.logs_agree(c.nodes)
+end
 
 -- A cluster on a fresh sim world whose every transition is recorded, per
 -- node, as "time from -event-> to" (time with full precision).
@@ -9,11 +15,11 @@ local function recorded(options)
   for k, v in pairs(options) do
     if k ~= "seed" then o[k] = v end
   end
-  local c = cluster.new(o)
+  local c = minimal.cluster(o)
   local log = {}
   for _, node in ipairs(c.nodes) do
     local list = {}
-    log[node.id] = list
+    log[node.name] = list
     node.sm:add_listener(function(from, to, event)
       list[#list + 1] = string.format("%.17g %s -%s-> %s", c.loop:now(), from, event, to)
     end)
@@ -23,7 +29,7 @@ end
 
 local function run_to(c, ranks, timeout)
   c:start()
-  local ok = c.loop:run_until(function() return c:min_finalized() >= ranks end, timeout)
+  local ok = c.loop:run_until(function() return c:lowest_height() >= ranks end, timeout)
   c:stop()
   return ok
 end
@@ -34,25 +40,38 @@ local function finalized(c, n)
   for _, node in ipairs(c.nodes) do
     local list = {}
     for rank = 1, n do list[rank] = node.finalized[rank] end
-    out[node.id] = list
+    out[node.name] = list
   end
   return out
 end
 
-describe("csm.cluster", function()
-  describe("new", function()
+describe("csm.protocols.minimal", function()
+  describe("cluster", function()
     it("builds N machines on one loop with a 2f+1 quorum", function()
-      local c = cluster.new { nodes = 7 }
+      local c = minimal.cluster { nodes = 7 }
       assert.are.equal(7, #c.nodes)
       assert.are.equal(5, c.quorum)
-      assert.are.same({ "node-1", "node-2", "node-3", "node-4", "node-5", "node-6", "node-7" }, c.ids)
+      assert.are.same({ "n01", "n02", "n03", "n04", "n05", "n06", "n07" }, c.names)
       for _, node in ipairs(c.nodes) do
-        assert.are.equal(node.id, node.sm:id():identity())
+        assert.are.equal(node.name, node.sm:id():identity())
         assert.are.equal(5, node.sm:minimum_provers())
         assert.are.equal("stopped", node.sm:state())
         assert.are.equal("genesis", node.sm:active_state():identity())
       end
-      assert.are.equal(3, cluster.new {}.quorum)
+      assert.are.equal(3, minimal.cluster {}.quorum)
+    end)
+
+    it("raises on bad options, naming them", function()
+      assert.are.equal("minimal.cluster: unknown option 'node'",
+        support.error_of(minimal.cluster, { node = 4 }))
+      assert.are.equal("minimal.cluster: option 'nodes' must be an integer in [1, 9999] (got 0)",
+        support.error_of(minimal.cluster, { nodes = 0 }))
+      assert.are.equal("minimal.cluster: option 'nodes' must be an integer in [1, 9999] (got string \"4\")",
+        support.error_of(minimal.cluster, { nodes = "4" }))
+      assert.are.equal("minimal.cluster: option 'latency' must be a number >= 0 (got -1)",
+        support.error_of(minimal.cluster, { latency = -1 }))
+      assert.are.equal("minimal.cluster: option 'loop' must be a csm loop (got table)",
+        support.error_of(minimal.cluster, { loop = {} }))
     end)
   end)
 
@@ -60,13 +79,13 @@ describe("csm.cluster", function()
     it("finalizes 100 ranks, every node the same identity at each rank", function()
       local c = recorded { nodes = 4 }
       assert.is_true(run_to(c, 100, 3600))
-      assert.is_true(c:agreement())
+      assert.is_true(agree(c))
       for _, node in ipairs(c.nodes) do
-        assert.is_true(node.count >= 100)
+        assert.is_true(node.height >= 100)
         assert.is_nil(node.sm:error())
         for rank = 1, 100 do
           -- the top leader of each rank is live, so its proposal wins
-          assert.are.equal(string.format("%d/%s", rank, c.ids[rank % 4 + 1]), node.finalized[rank])
+          assert.are.equal(string.format("%d/%s", rank, c.names[rank % 4 + 1]), node.finalized[rank])
         end
       end
       -- with instant delivery, rounds take no virtual time: all after starting's 1 s
@@ -80,7 +99,7 @@ describe("csm.cluster", function()
       assert.is_true(run_to(b, 30, 3600))
       assert.are.same(finalized(a, 30), finalized(b, 30))
       assert.are.same(alog, blog)
-      assert.is_true(#alog["node-1"] > 30 * 6)
+      assert.is_true(#alog["n01"] > 30 * 6)
       assert.are.equal(a.loop:now(), b.loop:now())
       assert.are.equal(a.delivered, b.delivered)
     end)
@@ -88,11 +107,11 @@ describe("csm.cluster", function()
     it("with latency, each round takes its message hops in virtual time", function()
       local c, log = recorded { nodes = 4, latency = 0.05 }
       assert.is_true(run_to(c, 100, 3600))
-      assert.is_true(c:agreement())
+      assert.is_true(agree(c))
       -- starting's 1 s, then per round: liveness, proposal, votes (3 hops of 0.05 s)
       assert.is_true(math.abs(c.loop:now() - (1 + 100 * 3 * 0.05)) < 1e-9)
       local times = {}
-      for _, line in ipairs(log["node-3"]) do
+      for _, line in ipairs(log["n03"]) do
         if line:find("verifying -verification_done-> collecting", 1, true) then
           times[#times + 1] = tonumber(line:match("^(%S+)"))
         end
@@ -110,29 +129,28 @@ describe("csm.cluster", function()
       local ok = c.loop:run_until(function()
         local least = math.huge
         for i, node in ipairs(c.nodes) do
-          if i ~= 2 then least = math.min(least, node.count) end
+          if i ~= 2 then least = math.min(least, node.height) end
         end
         return least >= 8
       end, 3600)
       c:stop()
       assert.is_true(ok)
-      assert.is_true(c:agreement())
-      assert.are.equal(0, c.nodes[2].count)
-      -- rank 1's top leader (node-2) is down: the next leader's proposal wins
-      assert.are.equal("1/node-3", c.nodes[1].finalized[1])
-      assert.are.equal("2/node-3", c.nodes[1].finalized[2])
+      assert.is_true(agree(c))
+      assert.are.equal(0, c.nodes[2].height)
+      -- rank 1's top leader (n02) is down: the next leader's proposal wins
+      assert.are.equal("1/n03", c.nodes[1].finalized[1])
+      assert.are.equal("2/n03", c.nodes[1].finalized[2])
     end)
   end)
 
-  describe("agreement", function()
+  describe("agreement, checked by csm.lab.checker", function()
     it("names the rank and the nodes that disagree", function()
-      local c = cluster.new { nodes = 3 }
-      c.nodes[1].finalized[5] = "5/node-1"
-      c.nodes[3].finalized[5] = "5/node-2"
-      assert.are.same({ nil, "rank 5: node-1 finalized 5/node-1, node-3 finalized 5/node-2" },
-        { c:agreement() })
-      c.nodes[3].finalized[5] = "5/node-1"
-      assert.is_true(c:agreement())
+      local c = minimal.cluster { nodes = 3 }
+      c.nodes[1].finalized[5] = "5/n01"
+      c.nodes[3].finalized[5] = "5/n02"
+      assert.are.same({ nil, "rank 5: n01 finalized 5/n01, n03 finalized 5/n02" }, { agree(c) })
+      c.nodes[3].finalized[5] = "5/n01"
+      assert.is_true(agree(c))
     end)
   end)
 end)

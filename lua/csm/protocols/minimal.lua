@@ -1,23 +1,25 @@
---- A small honest cluster: N machines on one loop, simple providers and
--- in-process delivery. It is the quickest way to watch csm finalize rounds.
+--- The minimal protocol: N honest machines on one loop, simple providers
+-- and in-process delivery. It is the quickest way to watch csm finalize
+-- ranks, and what the real-loop benchmark runs.
 --
---     local cluster = require "csm.cluster"
---     local c = cluster.new{ nodes = 4, loop = csm.sim{ seed = 1 } }
+--     local minimal = require "csm.protocols.minimal"
+--     local c = minimal.cluster { nodes = 4, loop = csm.sim { seed = 1 } }
 --     c:start()
---     c.loop:run_until(function() return c:min_finalized() >= 100 end, 3600)
+--     c.loop:run_until(function() return c:lowest_height() >= 100 end, 3600)
 --
 -- The protocol: leaders are every node, rotated by rank; the top leader
 -- proves at once, the i-th after a back-off; each node votes for the
 -- highest-priority proposal it holds (vote identity = proposal identity);
 -- quorum is 2f+1 votes for one identity; that proposal is finalized.
--- @module csm.cluster
+-- @module csm.protocols.minimal
 
 local csm = require "csm"
+local check = require "csm.check"
 
 local unpack = table.unpack or unpack
 local pack = table.pack or function(...) return { n = select("#", ...), ... } end
 
-local cluster = {}
+local minimal = {}
 local Cluster = {}
 Cluster.__index = Cluster
 
@@ -25,7 +27,7 @@ Cluster.__index = Cluster
 -- the finalized log.
 local function providers(node)
   local c = node.cluster
-  local id = node.id
+  local name = node.name
 
   local function broadcast(method, ...)
     local args = pack(...)
@@ -42,37 +44,37 @@ local function providers(node)
   local leader = {}
   -- every node, rotated so that priority moves with the rank
   function leader:get_next_leaders(prior)
-    local n, out = #c.ids, {}
+    local n, out = #c.names, {}
     local first = (prior:rank() + 1) % n
-    for i = 0, n - 1 do out[i + 1] = c.ids[(first + i) % n + 1] end
+    for i = 0, n - 1 do out[i + 1] = c.names[(first + i) % n + 1] end
     return out
   end
 
   function leader:prove_next_state(prior, _, ctx)
     local leaders = self:get_next_leaders(prior)
     for i, l in ipairs(leaders) do
-      if l == id and i > 1 then
+      if l == name and i > 1 then
         -- back off so a live higher-priority leader's proposal wins
         local ok = ctx:sleep(node.sm:timing("proving_poll") * (node.sm:timing("proving_grace") + i))
         if not ok then return nil, "canceled" end
       end
     end
     local rank = prior:rank() + 1
-    return csm.value(string.format("%d/%s", rank, id), rank, { parent = prior:identity() })
+    return csm.value(string.format("%d/%s", rank, name), rank, { parent = prior:identity() })
   end
 
   local liveness = {}
   function liveness:collect()
     local active = node.sm:active_state()
-    return csm.value("live/" .. id, active and active:rank() + 1 or 0)
+    return csm.value("live/" .. name, active and active:rank() + 1 or 0)
   end
   function liveness:send_liveness(_, collected)
-    broadcast("receive_liveness_check", id, collected)
+    broadcast("receive_liveness_check", name, collected)
   end
 
   local voting = {}
   function voting:send_proposal(proposal)
-    broadcast("receive_proposal", id, proposal)
+    broadcast("receive_proposal", name, proposal)
   end
   function voting:decide_and_send_vote(proposals)
     local active = node.sm:active_state()
@@ -80,15 +82,15 @@ local function providers(node)
       local p = proposals[l]
       if p then
         local vote = csm.value(p:identity(), p:rank())
-        broadcast("receive_vote", l, id, vote)
+        broadcast("receive_vote", l, name, vote)
         return l, vote
       end
     end
     return nil, "no proposal from a leader"
   end
   function voting:send_vote(vote)
-    broadcast("receive_vote", id, id, vote)
-    return id
+    broadcast("receive_vote", name, name, vote)
+    return name
   end
   local function winner(votes)
     local tally = {}
@@ -110,33 +112,42 @@ local function providers(node)
   end
   function voting:send_confirmation(finalized)
     node.finalized[finalized:rank()] = finalized:identity()
-    node.count = node.count + 1
-    broadcast("receive_confirmation", id, finalized)
+    node.height = node.height + 1
+    broadcast("receive_confirmation", name, finalized)
   end
 
   return { sync = sync, leader = leader, liveness = liveness, voting = voting }
 end
 
---- Builds a cluster.
+local OPTIONS = { nodes = true, loop = true, latency = true, timing = true, trace = true }
+
+--- Builds a cluster of the minimal protocol.
 -- options: nodes (default 4), loop (default a new sim world, seed 1),
--- latency (seconds per message, default 0), timing (passed to csm.new).
-function cluster.new(options)
-  options = options or {}
-  local n = options.nodes or 4
+-- latency (seconds per message, default 0), timing and trace (passed to
+-- csm.new). Nodes are named n01, n02, ...; each is { name, sm, finalized
+-- (rank -> identity), height (the highest rank finalized) }.
+function minimal.cluster(options)
+  options = check.options("minimal.cluster", options, OPTIONS)
+  local n = check.integer("minimal.cluster", "nodes", options.nodes or 4, 1, 9999)
+  local loop = options.loop or csm.sim { seed = 1 }
+  if not check.is_world(loop, true) then
+    check.fail("minimal.cluster: option 'loop' must be a csm loop (got %s)", check.show(loop))
+  end
   local c = setmetatable({
-    loop = options.loop or csm.sim { seed = 1 },
-    latency = options.latency or 0,
-    nodes = {}, ids = {},
+    loop = loop,
+    latency = check.number("minimal.cluster", "latency", options.latency or 0, 0),
+    nodes = {}, names = {},
     quorum = 2 * math.floor((n - 1) / 3) + 1,
     delivered = 0,
   }, Cluster)
   local genesis = csm.value("genesis", 0)
-  for i = 1, n do c.ids[i] = "node-" .. i end
+  local width = math.max(2, #tostring(n))
+  for i = 1, n do c.names[i] = string.format("n%0" .. width .. "d", i) end
   for i = 1, n do
-    local node = { id = c.ids[i], cluster = c, finalized = {}, count = 0 }
+    local node = { name = c.names[i], cluster = c, finalized = {}, height = 0 }
     local p = providers(node)
     node.sm = csm.new {
-      id = node.id, initial = genesis, loop = c.loop, emit_on_send = true,
+      id = node.name, initial = genesis, loop = c.loop, emit_on_send = true,
       minimum_provers = c.quorum, timing = options.timing,
       sync = p.sync, leader = p.leader, liveness = p.liveness, voting = p.voting,
       trace = options.trace,
@@ -160,27 +171,11 @@ function Cluster:stop()
   for _, node in ipairs(self.nodes) do node.sm:close() end
 end
 
---- The fewest ranks any node has finalized.
-function Cluster:min_finalized()
+--- The lowest height of any node: the ranks every node has finalized.
+function Cluster:lowest_height()
   local least = math.huge
-  for _, node in ipairs(self.nodes) do least = math.min(least, node.count) end
+  for _, node in ipairs(self.nodes) do least = math.min(least, node.height) end
   return least
 end
 
---- Checks that every node finalized the same identity at each rank.
--- @return true, or nil and a message naming the rank and nodes
-function Cluster:agreement()
-  local first = self.nodes[1]
-  for _, node in ipairs(self.nodes) do
-    for rank, identity in pairs(node.finalized) do
-      local other = first.finalized[rank]
-      if other ~= nil and other ~= identity then
-        return nil, string.format("rank %d: %s finalized %s, %s finalized %s", rank, first.id,
-          other, node.id, identity)
-      end
-    end
-  end
-  return true
-end
-
-return cluster
+return minimal

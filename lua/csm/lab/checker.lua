@@ -1,0 +1,83 @@
+--- The lab's invariants, written once: agreement (no two honest nodes
+-- finalize different identities at one rank) and progress (every honest
+-- node reached a target). The harness, the soak, the seed's example and
+-- the specs all check through here.
+--
+--     local agreement = checker.agreement()
+--     local violation = agreement:observe("n01", 7, "7.0:n02")  -- nil, or what broke
+-- @module csm.lab.checker
+
+local check = require "csm.check"
+
+local checker = {}
+
+local Agreement = {}
+Agreement.__index = Agreement
+
+--- A new agreement tracker: rank -> the first honest finalization seen.
+function checker.agreement()
+  return setmetatable({ first = {}, violations = {} }, Agreement)
+end
+
+--- Notes that node finalized identity at rank. Returns nil, or the
+-- violation it makes: { rank =, nodes = { first, node }, identities =
+-- { first's, node's } }, also appended to tracker.violations.
+function Agreement:observe(node, rank, identity)
+  local first = self.first[rank]
+  if first == nil then
+    self.first[rank] = { identity = identity, node = node }
+    return nil
+  end
+  if first.identity == identity then return nil end
+  local v = { rank = rank, nodes = { first.node, node }, identities = { first.identity, identity } }
+  self.violations[#self.violations + 1] = v
+  return v
+end
+
+--- Forgets the ranks below rank (no honest node may finalize them again).
+function Agreement:forget_below(rank)
+  local kept = {}
+  for r, first in pairs(self.first) do
+    if r >= rank then kept[r] = first end
+  end
+  self.first = kept
+end
+
+--- Whether no violation was seen.
+function Agreement:ok()
+  return #self.violations == 0
+end
+
+--- A violation as one line of text.
+function checker.describe(v)
+  return string.format("rank %d: %s finalized %s, %s finalized %s", v.rank, v.nodes[1],
+    v.identities[1], v.nodes[2], v.identities[2])
+end
+
+--- Checks finalized logs, one per node ({ name =, finalized = { [rank] =
+-- identity } }): true, or nil and the first violation's description (in
+-- node order, then rank order).
+function checker.logs_agree(logs)
+  if type(logs) ~= "table" then check.argerror("checker.logs_agree", 1, "logs", "list expected", logs) end
+  local agreement = checker.agreement()
+  for _, log in ipairs(logs) do
+    local ranks = {}
+    for rank in pairs(log.finalized) do ranks[#ranks + 1] = rank end
+    table.sort(ranks)
+    for _, rank in ipairs(ranks) do
+      local v = agreement:observe(log.name, rank, log.finalized[rank])
+      if v then return nil, checker.describe(v) end
+    end
+  end
+  return true
+end
+
+--- Whether every node has a height of at least ranks.
+function checker.reached(nodes, ranks)
+  for _, node in ipairs(nodes) do
+    if node.height < ranks then return false end
+  end
+  return true
+end
+
+return checker

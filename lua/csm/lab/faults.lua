@@ -1,0 +1,96 @@
+--- The lab's faults: a schedule of crashes (with optional restarts) and
+-- partitions (with their heals) at virtual times, checked against the
+-- nodes of a run and armed on its network. Faults act from outside the
+-- nodes: a crash closes a node's machine and takes it off the network.
+--
+--     { kind = "crash", node = "n01", at = 5, restart_after = 10 }
+--     { kind = "partition", at = 10, duration = 60, groups = { {"n01", "n02"}, {"n03", "n04"} } }
+-- @module csm.lab.faults
+
+local check = require "csm.check"
+
+local fail = check.fail
+
+local faults = {}
+
+local KINDS = { crash = true, partition = true }
+
+-- Checks the groups of a partition over the known node names.
+local function check_groups(fname, i, groups, known)
+  if type(groups) ~= "table" or #groups == 0 then
+    fail("%s: fault %d: 'groups' must be a non-empty list of lists of node names", fname, i)
+  end
+  local seen = {}
+  for g, group in ipairs(groups) do
+    if type(group) ~= "table" or #group == 0 then
+      fail("%s: fault %d: group %d must be a non-empty list of node names", fname, i, g)
+    end
+    for _, name in ipairs(group) do
+      if not known[name] then
+        fail("%s: fault %d: unknown node %s in group %d", fname, i, check.show(name), g)
+      end
+      if seen[name] then fail("%s: fault %d: node '%s' is in two groups", fname, i, name) end
+      seen[name] = true
+    end
+  end
+end
+
+--- Checks a schedule (a list of faults) against names, the run's node
+-- names; raises naming fname and the fault. Returns the list.
+function faults.check(fname, list, names)
+  if type(list) ~= "table" then
+    fail("%s: the fault schedule must be a list (got %s)", fname, check.show(list))
+  end
+  local known = {}
+  for _, name in ipairs(names) do known[name] = true end
+  for i, fault in ipairs(list) do
+    if type(fault) ~= "table" or not KINDS[fault.kind] then
+      fail("%s: fault %d must be a crash or a partition (got %s)", fname, i,
+        type(fault) == "table" and check.show(fault.kind) or check.show(fault))
+    end
+    check.number(fname, string.format("fault %d: at", i), fault.at, 0)
+    if fault.kind == "crash" then
+      if not known[fault.node] then
+        fail("%s: fault %d: unknown node %s", fname, i, check.show(fault.node))
+      end
+      check.number(fname, string.format("fault %d: restart_after", i), fault.restart_after, 0, nil, true)
+    else
+      if fault.duration == nil then fail("%s: fault %d: a partition needs a duration", fname, i) end
+      check.number(fname, string.format("fault %d: duration", i), fault.duration, 0)
+      check_groups(fname, i, fault.groups, known)
+    end
+  end
+  return list
+end
+
+--- Arms a checked schedule on network (a csm.lab.net network): crashes
+-- call hooks.crash(name) then take the node down; restarts bring it back
+-- up then call hooks.restart(name); partitions split the network and heal
+-- it. Timers at equal times fire in the order they were armed: the crashes
+-- (each before its restart) in list order, then the partitions (each
+-- before its heal).
+function faults.arm(network, list, hooks)
+  for _, fault in ipairs(list) do
+    if fault.kind == "crash" then
+      local name = fault.node
+      network:at(fault.at, function()
+        hooks.crash(name)
+        network:crash(name)
+      end)
+      if fault.restart_after then
+        network:at(fault.at + fault.restart_after, function()
+          network:restart(name)
+          hooks.restart(name)
+        end)
+      end
+    end
+  end
+  for _, fault in ipairs(list) do
+    if fault.kind == "partition" then
+      network:at(fault.at, function() network:partition(fault.groups) end)
+      network:at(fault.at + fault.duration, function() network:heal() end)
+    end
+  end
+end
+
+return faults

@@ -1,0 +1,225 @@
+--- Protocol experiments: N reference nodes on a sim world and a lab
+-- network, byzantine peers, faults on a schedule; agreement checked at
+-- every finalization; a report, a JSON-lines trace and an SVG timeline.
+--
+--     local harness = require "csm.lab.harness"
+--     local report = harness.run { nodes = 16, byzantine = { equivocate = 5 }, loss = 0.05,
+--                                  seed = 7, ranks = 200 }
+--     io.write(harness.format(report))
+--
+-- The parts: csm.lab.net (the network), csm.lab.faults (the schedule),
+-- csm.lab.checker (the invariants), csm.lab.trace, csm.lab.timeline and
+-- csm.lab.report.
+-- @module csm.lab.harness
+
+local csm = require "csm"
+local check = require "csm.check"
+local net = require "csm.lab.net"
+local faults = require "csm.lab.faults"
+local checker = require "csm.lab.checker"
+local trace = require "csm.lab.trace"
+local timeline = require "csm.lab.timeline"
+local report = require "csm.lab.report"
+local reference = require "csm.protocols.reference"
+
+local fail = check.fail
+
+local harness = {}
+
+--- The byzantine parts a node can play, in the order they are placed.
+harness.byzantine_kinds = { "equivocate", "double_vote", "silent", "crash" }
+local KINDS = {}
+for _, kind in ipairs(harness.byzantine_kinds) do KINDS[kind] = true end
+
+local DEFAULTS = {
+  nodes = 4, seed = 1, ranks = 100, time = 3600, latency = 0.01, jitter = 0.005, loss = 0,
+  duplicate = 0, reorder = 0, crash_at = 5, partitions = {},
+}
+
+local OPTIONS = { byzantine = true, restart_after = true, timing = true, view_timeout = true,
+                  trace = true, svg = true }
+for k in pairs(DEFAULTS) do OPTIONS[k] = true end
+
+--- Checks a configuration and fills in the defaults; raises naming the
+-- option that is wrong.
+function harness.config(c)
+  local fname = "harness"
+  c = check.options(fname, c, OPTIONS)
+  local out = {}
+  for k, v in pairs(DEFAULTS) do out[k] = v end
+  for k, v in pairs(c) do out[k] = v end
+  check.integer(fname, "nodes", out.nodes, 1)
+  check.integer(fname, "seed", out.seed, -2 ^ 53, 2 ^ 53)
+  check.integer(fname, "ranks", out.ranks, 0)
+  check.number(fname, "time", out.time, 0)
+  for _, k in ipairs { "latency", "jitter", "crash_at" } do check.number(fname, k, out[k], 0) end
+  for _, k in ipairs { "loss", "duplicate", "reorder" } do check.number(fname, k, out[k], 0, 1) end
+  check.number(fname, "restart_after", out.restart_after, 0, nil, true)
+  check.number(fname, "view_timeout", out.view_timeout, 0, nil, true)
+  check.type(fname, "timing", out.timing, "table", true)
+  check.type(fname, "trace", out.trace, "string", true)
+  check.type(fname, "svg", out.svg, "string", true)
+  check.type(fname, "byzantine", c.byzantine, "table", true)
+  out.byzantine = {}
+  local total = 0
+  for kind, count in pairs(c.byzantine or {}) do
+    if not KINDS[kind] then fail("harness: unknown byzantine kind '%s'", tostring(kind)) end
+    check.integer(fname, "byzantine." .. kind, count, 0)
+    out.byzantine[kind] = count
+    total = total + count
+  end
+  if total >= out.nodes then
+    fail("harness: %d byzantine nodes leave no honest one of %d", total, out.nodes)
+  end
+  check.type(fname, "partitions", out.partitions, "table")
+  local schedule = {}
+  for i, p in ipairs(out.partitions) do
+    if type(p) ~= "table" then fail("harness: partition %d must be a table (got %s)", i, check.show(p)) end
+    schedule[i] = { kind = "partition", at = p.at, duration = p.duration, groups = p.groups }
+  end
+  faults.check("harness", schedule, net.names(out.nodes))
+  return out
+end
+
+-- Which node plays which part: byzantine nodes are spread over the ring,
+-- in the order of harness.byzantine_kinds.
+local function assign_parts(c)
+  local parts, n = {}, c.nodes
+  local list = {}
+  for _, kind in ipairs(harness.byzantine_kinds) do
+    for _ = 1, c.byzantine[kind] or 0 do list[#list + 1] = kind end
+  end
+  local step = n / math.max(#list, 1)
+  for i, kind in ipairs(list) do
+    parts[math.floor((i - 1) * step) + 1] = kind
+  end
+  return parts
+end
+
+-- The fault schedule of a run: the crash nodes' crashes, then the
+-- partitions.
+local function schedule_of(c, names, parts)
+  local list = {}
+  for i, name in ipairs(names) do
+    if parts[i] == "crash" then
+      list[#list + 1] = { kind = "crash", node = name, at = c.crash_at, restart_after = c.restart_after }
+    end
+  end
+  for _, p in ipairs(c.partitions) do
+    list[#list + 1] = { kind = "partition", at = p.at, duration = p.duration, groups = p.groups }
+  end
+  return list
+end
+
+--- Runs an experiment; returns the report (see harness.format).
+function harness.run(config)
+  local c = harness.config(config)
+  local clock = os.clock()
+  local world = csm.sim { seed = c.seed }
+  local network = net.new(world, { latency = c.latency, jitter = c.jitter, loss = c.loss,
+    duplicate = c.duplicate, reorder = c.reorder })
+  local names = net.names(c.nodes)
+  local parts = assign_parts(c)
+  local genesis = csm.value("genesis", 0)
+
+  local log
+  if c.trace then
+    local err
+    log, err = trace.open(c.trace, world)
+    if not log then fail("harness: %s", err) end
+    network.observer = function(what, from, to, msg)
+      log:message(what, from, to, msg, msg.rank or (msg.value and msg.value:rank()))
+    end
+  end
+
+  local r = { config = c, nodes = {}, stuck = {}, byzantine_kinds = harness.byzantine_kinds }
+  local agreement = checker.agreement()
+  local honest_total, honest_done = 0, 0
+  local lanes = {}           -- node -> { {t, state}, ... } for the timeline
+  local nodes, index = {}, {}
+
+  local function on_finalize(node, rank, state)
+    if log then log:finalize(node.name, rank, state:identity()) end
+    if node.role ~= "honest" then return end
+    agreement:observe(node.name, rank, state:identity())
+    if node.height >= c.ranks and not node.reached then
+      node.reached = true
+      honest_done = honest_done + 1
+    end
+  end
+
+  local function make(i, sync)
+    local part = parts[i]
+    local node = reference.node {
+      name = names[i], names = names, world = world, network = network,
+      role = (part == "crash" or part == nil) and "honest" or part,
+      initial = genesis, timing = c.timing, view_timeout = c.view_timeout, sync = sync,
+      on_finalize = on_finalize,
+    }
+    node.part = part or "honest"
+    if part == "crash" then node.role = "crash" end
+    lanes[node.name] = lanes[node.name] or {}
+    local lane = lanes[node.name]
+    node.sm:add_listener(function(from, to, event)
+      lane[#lane + 1] = { world:now(), to }
+      if log then
+        local active = node.sm:active_state()
+        log:transition(node.name, from, event, to, active and active:rank() + 1)
+      end
+    end)
+    return node
+  end
+
+  for i = 1, c.nodes do
+    nodes[i] = make(i, false)
+    index[names[i]] = i
+    if nodes[i].role == "honest" then honest_total = honest_total + 1 end
+  end
+  for _, node in ipairs(nodes) do
+    if node.part == "silent" then network:crash(node.name) end
+    node:start()
+  end
+
+  faults.arm(network, schedule_of(c, names, parts), {
+    crash = function(name)
+      nodes[index[name]].sm:close()
+      local lane = lanes[name]
+      lane[#lane + 1] = { world:now(), "crashed" }
+    end,
+    restart = function(name)
+      local i = index[name]
+      local old = nodes[i]
+      local fresh = make(i, true)
+      fresh.finalized, fresh.finalized_at, fresh.height = old.finalized, old.finalized_at, old.height
+      -- what it finalized and voted survives the crash: it answers syncs and votes
+      fresh.chain, fresh.deciding_votes = old.chain, old.deciding_votes
+      local last = old.sm:active_state()
+      if last then fresh.sm:set_active_state(last) end
+      nodes[i] = fresh
+      fresh:start()
+    end,
+  })
+
+  local finished = world:run_until(function() return honest_done >= honest_total end, c.time)
+  r.wall = os.clock() - clock
+  r.virtual = world:now()
+  r.finished = finished
+  r.messages = network.stats
+  report.finish(r, nodes, agreement)
+  r.lanes, r.names = lanes, names
+  if log then log:close() end
+  if c.svg then
+    local ok, err = timeline.write(r, c.svg)
+    if not ok then fail("harness: %s", err) end
+  end
+  for _, node in ipairs(nodes) do node.sm:close() end
+  return r
+end
+
+--- The report as text (csm.lab.report.format).
+harness.format = report.format
+
+--- Writes the report's timeline as SVG to path (csm.lab.timeline.write).
+harness.svg = timeline.write
+
+return harness

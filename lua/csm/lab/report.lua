@@ -1,0 +1,108 @@
+--- The lab's report of a run: ranks finalized per node, round latency
+-- (the virtual time between a node's consecutive finalizations: mean, p50,
+-- p99), messages, wall time and rounds per wall second, and the
+-- invariants; and its text form.
+-- @module csm.lab.report
+
+local checker = require "csm.lab.checker"
+
+local report = {}
+
+--- The value at fraction p of a sorted list (0 when it is empty).
+function report.percentile(sorted, p)
+  if #sorted == 0 then return 0 end
+  local i = math.max(1, math.min(#sorted, math.ceil(p * #sorted)))
+  return sorted[i]
+end
+
+--- Latency figures of a list of durations: { mean, p50, p99, samples }.
+function report.latency(durations)
+  local sorted = {}
+  for i, d in ipairs(durations) do sorted[i] = d end
+  table.sort(sorted)
+  local sum = 0
+  for _, d in ipairs(sorted) do sum = sum + d end
+  return {
+    mean = #sorted > 0 and sum / #sorted or 0,
+    p50 = report.percentile(sorted, 0.5), p99 = report.percentile(sorted, 0.99), samples = #sorted,
+  }
+end
+
+--- Fills in r (config, nodes, agreement tracker already set) from the
+-- nodes at the end of a run: per-node entries, round latency, the rounds
+-- every honest node finished, what is stuck, and the invariants.
+function report.finish(r, nodes, agreement)
+  local c = r.config
+  local durations = {}
+  local least = math.huge
+  for _, node in ipairs(nodes) do
+    r.nodes[#r.nodes + 1] = { name = node.name, part = node.part, finalized = node.height,
+      state = node.sm:state(), refused = node.refused }
+    if node.role == "honest" then
+      least = math.min(least, node.height)
+      local prev = 0
+      for rank = 1, node.height do
+        local at = node.finalized_at[rank]
+        if at == nil then break end
+        if rank > 1 then durations[#durations + 1] = at - prev end
+        prev = at
+      end
+      if node.height < c.ranks then
+        r.stuck[#r.stuck + 1] = { node = node.name, state = node.sm:state(), finalized = node.height }
+      end
+    end
+  end
+  r.latency = report.latency(durations)
+  r.rounds = least == math.huge and 0 or least
+  r.rounds_per_second = r.wall > 0 and r.rounds / r.wall or 0
+  r.violations = agreement.violations
+  r.agreement = agreement:ok()
+  r.progress = #r.stuck == 0
+  r.finalized_at = {}
+  for _, node in ipairs(nodes) do r.finalized_at[node.name] = node.finalized_at end
+  return r
+end
+
+--- The report as text.
+function report.format(r)
+  local c = r.config
+  local out = {}
+  local function line(fmt, ...) out[#out + 1] = string.format(fmt, ...) end
+  local byz = {}
+  for _, kind in ipairs(r.byzantine_kinds) do
+    if (c.byzantine[kind] or 0) > 0 then byz[#byz + 1] = c.byzantine[kind] .. " " .. kind end
+  end
+  line("csm experiment: %d nodes%s, seed %d, target %d ranks or %g virtual s", c.nodes,
+    #byz > 0 and (" (" .. table.concat(byz, ", ") .. ")") or "", c.seed, c.ranks, c.time)
+  line("network: latency %gs jitter %gs loss %g duplicate %g reorder %g%s", c.latency, c.jitter,
+    c.loss, c.duplicate, c.reorder, #c.partitions > 0 and (", " .. #c.partitions .. " partition(s)") or "")
+  line("")
+  line("%-6s %-12s %10s  %-15s %8s", "node", "part", "finalized", "state", "refused")
+  for _, n in ipairs(r.nodes) do
+    line("%-6s %-12s %10d  %-15s %8d", n.name, n.part, n.finalized, n.state, n.refused)
+  end
+  line("")
+  line("round latency (virtual): mean %.4fs  p50 %.4fs  p99 %.4fs  (%d rounds)", r.latency.mean,
+    r.latency.p50, r.latency.p99, r.latency.samples)
+  line("messages: %d sent, %d delivered, %d dropped, %d duplicated", r.messages.sent,
+    r.messages.delivered, r.messages.dropped, r.messages.duplicated)
+  line("time: %.3f virtual s, %.3f wall s, %.1f rounds per wall second", r.virtual, r.wall,
+    r.rounds_per_second)
+  if r.agreement then
+    line("agreement: ok (no two honest nodes finalized different identities at one rank)")
+  else
+    for _, v in ipairs(r.violations) do
+      line("agreement VIOLATED at %s", checker.describe(v))
+    end
+  end
+  if r.progress then
+    line("progress: ok (every honest node finalized %d ranks)", c.ranks)
+  else
+    for _, s in ipairs(r.stuck) do
+      line("progress: %s finalized %d of %d ranks, stuck in %s", s.node, s.finalized, c.ranks, s.state)
+    end
+  end
+  return table.concat(out, "\n") .. "\n"
+end
+
+return report
