@@ -10,6 +10,9 @@ proving, voting, quorum, finalization, liveness) are Lua tables.
 ]],
   license = "MIT",
 }
+-- lua-argparse (the command's options) and lua-luv (diagram's PNG) come
+-- from Debian (scripts/setup.sh installs them); LuaRocks users can add
+-- "argparse" and "luv" from the rocks server.
 dependencies = { "lua >= 5.1" }
 external_dependencies = {
   LIBUV = { header = "uv.h" },
@@ -22,5 +25,8 @@ build = {
     LUA_INCDIR = "$(LUA_INCDIR)",
     CSM_INSTALL_CMOD = "$(LIBDIR)",
     CSM_INSTALL_LMOD = "$(LUADIR)",
+  },
+  install = {
+    bin = { csm = "bin/csm" },
   },
 }

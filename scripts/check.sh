@@ -2,12 +2,17 @@
 # Runs the spec suite against csm.core built with AddressSanitizer and
 # UndefinedBehaviorSanitizer (build/asan-5.4 and build/asan-luajit, under
 # Lua 5.4 and LuaJIT), then under valgrind's memcheck with the ordinary Lua
-# 5.4 build; fails on any finding.
-# Usage: scripts/check.sh [asan|valgrind]   (both when no argument)
+# 5.4 build; fails on any finding. "rocks" installs csm with LuaRocks for
+# Lua 5.4 and for LuaJIT into temporary trees and runs the installed csm
+# command.
+# Usage: scripts/check.sh [asan|valgrind|rocks]   (all when no argument)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
 what=${1:-all}
+case "$what" in all|asan|valgrind|rocks) ;; *) echo "usage: scripts/check.sh [asan|valgrind|rocks]" >&2; exit 2 ;; esac
+temporaries=()
+trap 'rm -rf "${temporaries[@]}"' EXIT
 
 if [ "$what" = all ] || [ "$what" = asan ]; then
   for lua in 5.4 luajit; do
@@ -27,9 +32,27 @@ fi
 if [ "$what" = all ] || [ "$what" = valgrind ]; then
   echo "== specs under valgrind --leak-check=full"
   log=$(mktemp)
-  trap 'rm -f "$log"' EXIT
+  temporaries+=("$log")
   valgrind --leak-check=full --errors-for-leak-kinds=definite --error-exitcode=3 --log-file="$log" \
     lua5.4 /usr/bin/busted --cpath="build/5.4/?.so" -o TAP spec | tail -n 3 \
     || { grep -E "definitely|ERROR SUMMARY" "$log"; exit 1; }
   grep -E "ERROR SUMMARY|definitely lost|All heap blocks" "$log"
+fi
+
+if [ "$what" = all ] || [ "$what" = rocks ]; then
+  trees=$(mktemp -d)
+  temporaries+=("$trees")
+  for lua in 5.4 luajit; do
+    echo "== luarocks make for $lua, and the installed csm command"
+    if [ "$lua" = 5.4 ]; then
+      luarocks --lua-version=5.4 make --tree="$trees/$lua" csm-scm-1.rockspec >"$trees/log" 2>&1 \
+        || { cat "$trees/log"; exit 1; }
+    else
+      LUAROCKS_CONFIG=scripts/luarocks-luajit.lua luarocks --lua-version=5.1 make --tree="$trees/$lua" \
+        csm-scm-1.rockspec >"$trees/log" 2>&1 || { cat "$trees/log"; exit 1; }
+    fi
+    # from another directory, so nothing of the source tree is used
+    (cd "$trees" && "$trees/$lua/bin/csm" --help | grep -q "experiment" \
+      && "$trees/$lua/bin/csm" experiment --nodes 4 --ranks 5 | grep "progress: ok")
+  done
 fi

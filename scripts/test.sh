@@ -19,7 +19,7 @@ for lua in 5.4 luajit; do
   passed=$((passed + ok)) failed=$((failed + bad + errs))
 done
 echo "== luacheck"
-luacheck --no-color -q lua scripts spec || status=1
+luacheck --no-color -q lua spec tools examples bin/csm || status=1
 echo "$passed passed, $failed failed"
 [ "$failed" -eq 0 ] || status=1
 exit $status

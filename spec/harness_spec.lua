@@ -1,5 +1,5 @@
 -- csm.harness: N reference nodes on a sim world, faults, the report, the
--- JSON-lines trace, the SVG timeline, and scripts/experiment.lua.
+-- JSON-lines trace and the SVG timeline (the csm command: cmd_spec.lua).
 local csm = require "csm"
 local cjson = require "cjson"
 local harness = require "csm.lab.harness"
@@ -437,88 +437,6 @@ describe("csm.harness", function()
       local again = tmpname()
       harness.svg(r, again)
       assert.are.equal(text, slurp(again))
-    end)
-  end)
-
-  describe("scripts/experiment.lua", function()
-    -- The repository's root, from this file's path.
-    local source = debug.getinfo(1, "S").source:gsub("^@", "")
-    local root = source:match("^(.*)/spec/[^/]*$") or "."
-    local interpreter = rawget(_G, "jit") and "luajit" or "lua5.4"
-
-    local function quote(s)
-      return "'" .. s:gsub("'", "'\\''") .. "'"
-    end
-
-    -- Runs the script with args; returns its output (stdout and stderr) and
-    -- exit status.
-    local function experiment(args)
-      local cmd = string.format("cd %s && LUA_PATH=%s LUA_CPATH=%s %s scripts/experiment.lua %s 2>&1; "
-        .. "echo \"exit=$?\"", quote(root), quote(package.path), quote(package.cpath), interpreter, args)
-      local pipe = assert(io.popen(cmd))
-      local out = pipe:read("*a")
-      pipe:close()
-      local status = tonumber(out:match("exit=(%d+)%s*$"))
-      return out:gsub("exit=%d+%s*$", ""), status
-    end
-
-    it("exits 0 when agreement and progress hold", function()
-      local out, status = experiment("--nodes 4 --ranks 5 --seed 2")
-      assert.are.equal(0, status)
-      assert.is_truthy(out:find("agreement: ok", 1, true))
-      assert.is_truthy(out:find("progress: ok (every honest node finalized 5 ranks)", 1, true))
-    end)
-
-    it("exits 1 when progress fails", function()
-      local out, status = experiment("--nodes 4 --byzantine 2:silent --ranks 3 --time 10")
-      assert.are.equal(1, status)
-      assert.is_truthy(out:find("stuck in liveness_check", 1, true))
-    end)
-
-    it("parses byzantine kinds, partitions, trace and svg", function()
-      local trace, svg = tmpname(), tmpname()
-      local out, status = experiment("--nodes 4 --byzantine 1:equivocate --ranks 25 --partition '2:60:2|2' "
-        .. "--trace " .. quote(trace) .. " --svg " .. quote(svg))
-      assert.are.equal(0, status)
-      assert.is_truthy(out:find("4 nodes (1 equivocate)", 1, true))
-      assert.is_truthy(out:find("1 partition(s)", 1, true))
-      assert.is_truthy(out:find("trace: " .. trace, 1, true))
-      assert.is_truthy(out:find("timeline: " .. svg, 1, true))
-      assert.are.equal("<svg", slurp(svg):sub(1, 4))
-      -- no rank decided while 2|2 were apart
-      local first = {}
-      for _, rec in ipairs(records(trace)) do
-        if rec.kind == "finalize" and first[rec.rank] == nil then first[rec.rank] = rec.t end
-      end
-      for _, t in pairs(first) do assert.is_false(t >= 2 and t <= 62) end
-    end)
-
-    it("gives the same trace, byte for byte, in another process", function()
-      local a, b = tmpname(), tmpname()
-      local _, sa = experiment("--nodes 4 --ranks 10 --loss 0.1 --seed 5 --trace " .. quote(a))
-      harness.run { nodes = 4, ranks = 10, loss = 0.1, seed = 5, trace = b }
-      assert.are.equal(0, sa)
-      assert.are.equal(slurp(a), slurp(b))
-    end)
-
-    it("exits 2 on a bad option value or an unknown byzantine kind", function()
-      local out, status = experiment("--byzantine evil")
-      assert.are.equal(2, status)
-      assert.is_truthy(out:find("bad --byzantine 'evil'", 1, true))
-      out, status = experiment("--byzantine 1:evil")
-      assert.are.equal(2, status)
-      assert.is_truthy(out:find("unknown byzantine kind 'evil'", 1, true))
-      out, status = experiment("--partition 2")
-      assert.are.equal(2, status)
-      assert.is_truthy(out:find("bad --partition '2'", 1, true))
-    end)
-
-    it("prints usage with --help", function()
-      local out, status = experiment("--help")
-      assert.are.equal(0, status)
-      assert.is_truthy(out:find("Usage: experiment.lua", 1, true))
-      assert.is_truthy(out:find("--byzantine", 1, true))
-      assert.is_truthy(out:find("Byzantine kinds:", 1, true))
     end)
   end)
 end)

@@ -4,15 +4,45 @@ local csm = require "csm"
 
 local support = {}
 
---- The message fn raised (position prefix removed), or nil if it did not.
+--- The message fn raised (a spec file's position prefix removed), or nil
+-- if it did not. A message that names a file and line of csm's own (lua/,
+-- bin/) fails the spec: csm's errors carry no position.
 function support.error_of(fn, ...)
   local ok, err = pcall(fn, ...)
   if ok then return nil end
-  return (tostring(err):gsub("^[^\n]-:%d+: ", ""))
+  local text = tostring(err)
+  local where = text:match("^([^\n]-:%d+): ")
+  if where and not where:find("_spec%.lua:%d+$") and not where:find("support%.lua:%d+$") then
+    error("an error names a position of csm's own: " .. text, 0)
+  end
+  return (text:gsub("^[^\n]-:%d+: ", ""))
 end
 
 --- Whether we run on Lua 5.4 (as opposed to LuaJIT).
 support.lua54 = _VERSION == "Lua 5.4" and not rawget(_G, "jit")
+
+--- The interpreter running the specs, and the repository's root.
+support.interpreter = rawget(_G, "jit") and "luajit" or "lua5.4"
+support.root = debug.getinfo(1, "S").source:gsub("^@", ""):match("^(.*)/spec/[^/]*$") or "."
+
+--- s quoted for a POSIX shell.
+function support.quote(s)
+  return "'" .. s:gsub("'", "'\\''") .. "'"
+end
+
+--- Runs a program of the repository (path from its root, e.g. "bin/csm")
+-- under the specs' interpreter with args (a shell-quoted string), from the
+-- root; returns its output (stdout and stderr) and exit status.
+function support.run(program, args)
+  local cmd = string.format("cd %s && LUA_PATH=%s LUA_CPATH=%s %s %s %s 2>&1; echo \"exit=$?\"",
+    support.quote(support.root), support.quote(package.path), support.quote(package.cpath),
+    support.interpreter, program, args or "")
+  local pipe = assert(io.popen(cmd))
+  local out = pipe:read("*a")
+  pipe:close()
+  local status = tonumber(out:match("exit=(%d+)%s*$"))
+  return (out:gsub("exit=%d+%s*$", "")), status
+end
 
 --- Providers for one node: a one-node protocol that finalizes every rank
 -- with its own proposal. Pass overrides as { voting = { is_quorum = fn } }.

@@ -190,7 +190,7 @@ static int loop_real(lua_State *L)
     uv_loop_t *uv_loop = shared_loop(L, b, &is_default);
     csm_loop *loop = new_loop(L);
     if (csm_scheduler_init_real(&loop->scheduler, uv_loop, is_default) != CSM_OK)
-        return luaL_error(L, "csm.loop: cannot set up the libuv loop");
+        return csm_error(L, "csm.loop: cannot set up the libuv loop");
     luaL_setmetatable(L, CSM_LOOP_MT);
     lua_pushvalue(L, -1);
     b->real_ref = csm_anchor(L, &b->real_ref);
@@ -210,7 +210,7 @@ static int loop_sim(lua_State *L)
             if (lua_type(L, -1) != LUA_TSTRING || strcmp(lua_tostring(L, -1), "seed") != 0) {
                 const char *k = lua_type(L, -1) == LUA_TSTRING ? lua_tostring(L, -1)
                                                               : luaL_typename(L, -1);
-                return luaL_error(L, "csm.sim: unknown option '%s'", k);
+                return csm_error(L, "csm.sim: unknown option '%s'", k);
             }
         }
         lua_getfield(L, 1, "seed");
@@ -221,9 +221,9 @@ static int loop_sim(lua_State *L)
                                                     x <= 9007199254740992.0) ||
                 x != (lua_Number)(int64_t)x) {
                 if (lua_type(L, -1) == LUA_TNUMBER)
-                    return luaL_error(L, "csm.sim: option 'seed' must be an integer (got %s)",
+                    return csm_error(L, "csm.sim: option 'seed' must be an integer (got %s)",
                                       lua_tostring(L, -1));
-                return luaL_error(L, "csm.sim: option 'seed' must be an integer (got %s)",
+                return csm_error(L, "csm.sim: option 'seed' must be an integer (got %s)",
                                   luaL_typename(L, -1));
             }
             seed = (uint64_t)(int64_t)x;
@@ -319,7 +319,7 @@ static int loop_after(lua_State *L)
     lua_rawseti(L, -2, 2);
     csm_setuservalue(L, -2);
     if (csm_timer_start(&t->timer, seconds) != CSM_OK)
-        return luaL_error(L, "loop:after: %s", csm_strerror(CSM_ENOMEM));
+        return csm_error(L, "loop:after: %s", csm_strerror(CSM_ENOMEM));
     lua_pushvalue(L, -1);
     t->self_ref = csm_anchor(L, &t->self_ref);
     return 1;
@@ -360,7 +360,7 @@ static int timer_gc(lua_State *L)
 static void check_open(lua_State *L, csm_loop *loop, const char *fname)
 {
     if (loop->closed)
-        luaL_error(L, "%s: the loop is closed", fname);
+        csm_error(L, "%s: the loop is closed", fname);
 }
 
 static const char *const run_modes[] = {"default", "once", "nowait", NULL};
@@ -395,7 +395,7 @@ static int loop_run_for(lua_State *L)
     csm_run run;
     if (csm_run_begin(&run, &loop->scheduler, seconds) != CSM_OK) {
         csm_run_end(&run);
-        return luaL_error(L, "loop:run_for: %s", csm_strerror(CSM_ENOMEM));
+        return csm_error(L, "loop:run_for: %s", csm_strerror(CSM_ENOMEM));
     }
     while (csm_run_step(&run))
         ;
@@ -426,7 +426,7 @@ static int loop_run_until(lua_State *L)
     csm_run run;
     if (csm_run_begin(&run, &loop->scheduler, timeout) != CSM_OK) {
         csm_run_end(&run);
-        return luaL_error(L, "loop:run_until: %s", csm_strerror(CSM_ENOMEM));
+        return csm_error(L, "loop:run_until: %s", csm_strerror(CSM_ENOMEM));
     }
     int ok = check_predicate(L, 2);
     while (ok == 0 && csm_run_step(&run))

@@ -59,7 +59,7 @@ static int result(lua_State *L, csm_lmachine *m, int rc)
     if (rc == CSM_ECLOSED)
         return csm_refuse(L, csm_strerror(rc), rc);
     if (rc == CSM_ENOMEM)
-        return luaL_error(L, "csm: %s", csm_strerror(rc));
+        return csm_error(L, "csm: %s", csm_strerror(rc));
     return csm_refuse(L, m->core.error, rc);
 }
 
@@ -98,7 +98,7 @@ static void check_limit(lua_State *L, int idx, const char *name, double lo, doub
         /* range first: casting NaN, inf or >= 2^63 to int64_t is undefined */
         if (lua_type(L, -1) != LUA_TNUMBER || !(x >= lo && x <= 9007199254740992.0) ||
             x != (double)(int64_t)x)
-            luaL_error(L, "csm.new: limits.%s must be an integer >= %d and <= 2^53", name,
+            csm_error(L, "csm.new: limits.%s must be an integer >= %d and <= 2^53", name,
                        (int)lo);
         *out = x;
     }
@@ -114,7 +114,7 @@ static int machine_new(lua_State *L)
     int nstates = (int)luaL_checkinteger(L, 2);
     int nevents = (int)luaL_checkinteger(L, 3);
     if (nstates > 32767 || nevents > 32767)
-        return luaL_error(L, "csm.new: too many states or events");
+        return csm_error(L, "csm.new: too many states or events");
     csm_limits limits = csm_default_limits;
     if (lua_istable(L, 4)) {
         double rank_window = (double)limits.rank_window, peers = (double)limits.peers_per_rank,
@@ -140,12 +140,12 @@ static int machine_new(lua_State *L)
     csm_setuservalue(L, -2);
     if (csm_machine_init(&m->core, &loop->scheduler, nstates, nevents, &limits, on_drive) !=
         CSM_OK)
-        return luaL_error(L, "csm: %s", csm_strerror(CSM_ENOMEM));
+        return csm_error(L, "csm: %s", csm_strerror(CSM_ENOMEM));
     m->freed = 0; /* from here on __gc frees what was made */
     m->exit_hooked = calloc((size_t)nstates, 1);
     m->taken = calloc((size_t)nstates * (size_t)nevents, sizeof *m->taken);
     if (m->exit_hooked == NULL || m->taken == NULL)
-        return luaL_error(L, "csm: %s", csm_strerror(CSM_ENOMEM));
+        return csm_error(L, "csm: %s", csm_strerror(CSM_ENOMEM));
     return 1;
 }
 
@@ -170,7 +170,7 @@ static int event_arg(lua_State *L, csm_lmachine *m, int idx, const char *fname)
 {
     int event = (int)luaL_checkinteger(L, idx);
     if (event < 0 || event >= m->core.nevents)
-        luaL_error(L, "%s: event id %d out of range", fname, event);
+        csm_error(L, "%s: event id %d out of range", fname, event);
     return event;
 }
 
@@ -178,7 +178,7 @@ static int state_arg(lua_State *L, csm_lmachine *m, int idx, const char *fname)
 {
     int state = (int)luaL_checkinteger(L, idx);
     if (state < 0 || state >= m->core.nstates)
-        luaL_error(L, "%s: state id %d out of range", fname, state);
+        csm_error(L, "%s: state id %d out of range", fname, state);
     return state;
 }
 
@@ -238,7 +238,7 @@ static int machine_send_event(lua_State *L)
     if (lua_isnil(L, -1)) {
         if (lua_type(L, 2) != LUA_TSTRING)
             return csm_argerror(L, 2, "sm:send_event", 1, "event", "string expected");
-        return luaL_error(L, "sm:send_event: unknown event '%s'", lua_tostring(L, 2));
+        return csm_error(L, "sm:send_event: unknown event '%s'", lua_tostring(L, 2));
     }
     int event = (int)lua_tointeger(L, -1);
     lua_pop(L, 3);
@@ -265,7 +265,7 @@ static int machine_next(lua_State *L)
     int enter = !guarded && !m->exit_hooked[from];
     if (enter) {
         if (csm_machine_enter(&m->core, to) != CSM_OK)
-            return luaL_error(L, "csm: %s", csm_strerror(CSM_ENOMEM));
+            return csm_error(L, "csm: %s", csm_strerror(CSM_ENOMEM));
         m->taken[from * m->core.nevents + event]++;
     }
     lua_pushboolean(L, enter);
@@ -281,7 +281,7 @@ static int machine_enter(lua_State *L)
         return 0;
     int from = m->core.state;
     if (csm_machine_enter(&m->core, to) != CSM_OK)
-        return luaL_error(L, "csm: %s", csm_strerror(CSM_ENOMEM));
+        return csm_error(L, "csm: %s", csm_strerror(CSM_ENOMEM));
     m->taken[from * m->core.nevents + event]++;
     return 0;
 }
@@ -292,7 +292,7 @@ static int machine_taken(lua_State *L)
     csm_lmachine *m = check_machine(L, "sm:_taken");
     lua_Integer edge = luaL_checkinteger(L, 2);
     if (edge < 0 || edge >= (lua_Integer)m->core.nstates * m->core.nevents)
-        return luaL_error(L, "sm:_taken: edge %d out of range", (int)edge);
+        return csm_error(L, "sm:_taken: edge %d out of range", (int)edge);
     lua_pushinteger(L, (lua_Integer)m->taken[edge]);
     return 1;
 }

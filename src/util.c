@@ -2,6 +2,7 @@
 #include "util.h"
 
 #include <math.h>
+#include <stdarg.h>
 #include <stdio.h>
 
 #include "core/err.h"
@@ -42,16 +43,25 @@ void csm_setfuncs(lua_State *L, const luaL_Reg *l)
     luaL_setfuncs(L, l, CSM_NUPVALUES);
 }
 
+int csm_error(lua_State *L, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    lua_pushvfstring(L, fmt, ap);
+    va_end(ap);
+    return lua_error(L);
+}
+
 int csm_argerror(lua_State *L, int idx, const char *fname, int n, const char *name,
                  const char *expected)
 {
-    return luaL_error(L, "%s: bad argument #%d '%s' (%s, got %s)", fname, n, name, expected,
+    return csm_error(L, "%s: bad argument #%d '%s' (%s, got %s)", fname, n, name, expected,
                       luaL_typename(L, idx));
 }
 
 int csm_selferror(lua_State *L, int idx, const char *fname, const char *expected)
 {
-    return luaL_error(L, "%s: bad self (%s, got %s)", fname, expected, luaL_typename(L, idx));
+    return csm_error(L, "%s: bad self (%s, got %s)", fname, expected, luaL_typename(L, idx));
 }
 
 int csm_refuse(lua_State *L, const char *message, int code)
@@ -77,7 +87,7 @@ uint64_t csm_check_rank(lua_State *L, int idx, const char *fname, int n, const c
     if (lua_isinteger(L, idx)) {
         lua_Integer i = lua_tointeger(L, idx);
         if (i < 0)
-            luaL_error(L, "%s: bad argument #%d '%s' (integer >= 0 expected, got %I)", fname,
+            csm_error(L, "%s: bad argument #%d '%s' (integer >= 0 expected, got %I)", fname,
                        n, name, i);
         return (uint64_t)i;
     }
@@ -86,7 +96,7 @@ uint64_t csm_check_rank(lua_State *L, int idx, const char *fname, int n, const c
     if (!(x >= 0 && x <= CSM_RANK_MAX && floor(x) == x)) {
         char shown[64];
         snprintf(shown, sizeof shown, "%.17g", (double)x);
-        luaL_error(L, "%s: bad argument #%d '%s' (integer >= 0 expected, got %s)", fname, n,
+        csm_error(L, "%s: bad argument #%d '%s' (integer >= 0 expected, got %s)", fname, n,
                    name, shown);
     }
     return (uint64_t)x;

@@ -108,6 +108,11 @@ static inline void csm_unanchor(lua_State *L, int *field)
     *field = LUA_NOREF;
 }
 
+/* Raises the formatted message (lua_pushfstring's formats) as it is: no
+ * position is prepended, so no error names a file and line of csm's own,
+ * whichever Lua file called the function that raised. */
+int csm_error(lua_State *L, const char *fmt, ...);
+
 /* Raises "fname: bad argument #n 'name' (expected, got <type of idx>)".
  * Arguments count as Lua counts them: a method's self is not counted, so
  * its first argument after self is #1. */

@@ -174,7 +174,7 @@ static int value_index(lua_State *L)
 static int value_newindex(lua_State *L)
 {
     const char *key = lua_type(L, 2) == LUA_TSTRING ? lua_tostring(L, 2) : luaL_typename(L, 2);
-    return luaL_error(L, "csm value is read-only (field '%s')", key);
+    return csm_error(L, "csm value is read-only (field '%s')", key);
 }
 
 static int value_eq(lua_State *L)

@@ -13,7 +13,7 @@
  * The core is compiled for this target with malloc, calloc and realloc
  * renamed to csm_fuzz_* (see CMakeLists.txt), so an operation can make one
  * of its allocations fail and the harness checks the out-of-memory paths.
- * src/fuzz/make_corpus.py writes the starting corpus in this layout. */
+ * tools/make_corpus.py writes the starting corpus in this layout. */
 #include <math.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -41,7 +41,7 @@
         }                                                                          \
     } while (0)
 
-/* The opcodes; make_corpus.py mirrors these numbers. */
+/* The opcodes; tools/make_corpus.py mirrors these numbers. */
 enum fz_op {
     FZ_SEND,          /* machine, event (taken modulo nevents) */
     FZ_START,         /* machine */

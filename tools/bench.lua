@@ -1,10 +1,10 @@
 #!/usr/bin/env lua
--- csm's benchmark: the workloads of SPEC.md section 11, each repeated at
--- least 5 times in this process; prints the median with min and max beside
--- the target. Wall-clock figures on a shared machine are noisy: compare
+-- csm's benchmark: the workloads of the performance targets (README,
+-- Performance), each repeated at least 5 times in this process; prints the
+-- median with min and max beside the target. Wall-clock figures on a shared machine are noisy: compare
 -- ratios, or count instructions with valgrind --tool=callgrind.
 --
---   lua5.4 scripts/bench.lua [--quick] [--only NAME]     (luajit too)
+--   . scripts/env.sh && lua5.4 tools/bench.lua [--quick] [--only NAME]     (luajit too)
 --
 -- Workloads
 --   receive_vote      receive_vote into one machine (in loading, behaviour
@@ -25,25 +25,35 @@
 --   soak              a 4-node minimal-protocol sim run (100,000 rounds; 20,000 with
 --                     --quick): Lua heap and RSS sampled nine times after
 --                     warm-up (the first 10 %); growth in % of the mean of the
---                     last three samples over the first three. scripts/soak.lua
+--                     last three samples over the first three. `csm soak`
 --                     runs the 1,000,000-round reference cluster of the target.
+local argparse = require "argparse"
 local csm = require "csm"
 local minimal = require "csm.protocols.minimal"
 local reference = require "csm.protocols.reference"
 local lab_cluster = require "csm.lab.cluster"
 local checker = require "csm.lab.checker"
 
-local quick, only = false, nil
-do
-  local i = 1
-  while arg[i] do
-    if arg[i] == "--quick" then quick = true
-    elseif arg[i] == "--only" then only = arg[i + 1]; i = i + 1
-    elseif arg[i] == "--help" then
-      print("usage: bench.lua [--quick] [--only NAME]")
-      os.exit(0)
-    end
-    i = i + 1
+local WORKLOADS = { "receive_vote", "receive_proposal", "self_transition", "real_cluster",
+  "sim_cluster_4", "sim_cluster_16", "sim_cluster_64", "sim_cluster_100", "idle_machine", "soak" }
+
+local parser = argparse("bench.lua", "csm's benchmark: each workload's median of 5 runs beside its target.")
+  :epilog("Workloads: " .. table.concat(WORKLOADS, ", ") .. ".")
+parser:flag("--quick", "Shorter runs.")
+parser:option("--only", "Run only the workloads whose name contains TEXT."):argname("TEXT")
+local parsed, args = parser:pparse()
+if not parsed then
+  io.stderr:write(parser:get_usage(), "\n\nbench.lua: ", args, "\n")
+  os.exit(2)
+end
+local quick, only = args.quick, args.only
+if only then
+  local any = false
+  for _, name in ipairs(WORKLOADS) do any = any or name:find(only, 1, true) ~= nil end
+  if not any then
+    io.stderr:write(string.format("bench.lua: --only '%s' matches no workload (workloads: %s)\n", only,
+      table.concat(WORKLOADS, ", ")))
+    os.exit(2)
   end
 end
 

@@ -1,17 +1,18 @@
 #!/usr/bin/env bash
 # Instructions per operation, counted by valgrind --tool=callgrind (stable on
-# a busy machine, unlike wall time): each workload of scripts/icount.lua runs
+# a busy machine, unlike wall time): each workload of tools/icount.lua runs
 # at two sizes and the difference is divided by the extra operations.
-# Usage: scripts/icount.sh [5.4|luajit]
+# Usage: tools/icount.sh [5.4|luajit]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 lua=${1:-5.4}
+case "$lua" in 5.4|luajit) ;; *) echo "usage: tools/icount.sh [5.4|luajit]" >&2; exit 2 ;; esac
 interpreter=lua5.4
 [ "$lua" = luajit ] && interpreter=luajit
 export LUA_PATH="$PWD/lua/?.lua;$PWD/lua/?/init.lua;;" LUA_CPATH="$PWD/build/$lua/?.so;;"
 
 count() {
-  valgrind --tool=callgrind --callgrind-out-file=/dev/null "$interpreter" scripts/icount.lua "$@" 2>&1 \
+  valgrind --tool=callgrind --callgrind-out-file=/dev/null "$interpreter" tools/icount.lua "$@" 2>&1 \
     | sed -n 's/.*Collected : \([0-9]*\).*/\1/p'
 }
 

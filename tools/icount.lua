@@ -1,9 +1,9 @@
 #!/usr/bin/env lua
--- Workloads for instruction counts: scripts/icount.sh runs each under
+-- Workloads for instruction counts: tools/icount.sh runs each under
 -- valgrind --tool=callgrind at two sizes, so set-up cancels out.
 --
---   lua5.4 scripts/icount.lua self_transition N   N voting -> voting transitions
---   lua5.4 scripts/icount.lua sim_cluster K N     K reference nodes, zero latency,
+--   lua5.4 tools/icount.lua self_transition N   N voting -> voting transitions
+--   lua5.4 tools/icount.lua sim_cluster K N     K reference nodes, zero latency,
 --                                                 until every node finalized N ranks
 local csm = require "csm"
 

@@ -4,7 +4,7 @@
 Each input is the layout machine_fuzz.c reads: a machine-count byte,
 one configuration byte per machine, then operations. The opcode numbers
 below mirror enum fz_op there.
-Usage: python3 src/fuzz/make_corpus.py [outdir]
+Usage: python3 tools/make_corpus.py [outdir]
 """
 import os
 import sys
@@ -118,7 +118,10 @@ def inputs():
 
 
 def main():
-    out = sys.argv[1] if len(sys.argv) > 1 else os.path.join(os.path.dirname(__file__), "corpus")
+    if len(sys.argv) > 2 or (len(sys.argv) == 2 and sys.argv[1].startswith("-")):
+        sys.exit("usage: python3 tools/make_corpus.py [outdir]   (default src/fuzz/corpus)")
+    here = os.path.dirname(os.path.abspath(__file__))
+    out = sys.argv[1] if len(sys.argv) > 1 else os.path.join(here, "..", "src", "fuzz", "corpus")
     os.makedirs(out, exist_ok=True)
     for name, data in inputs():
         with open(os.path.join(out, name), "wb") as f:

@@ -1,0 +1,160 @@
+--- `csm experiment`: one run of the reference protocol in the lab — N
+-- nodes on a sim world and a simulated network, byzantine peers, loss,
+-- partitions and crashes — with a report, and a trace and a timeline on
+-- request. Exit status 1 when an invariant (agreement, progress) was
+-- violated.
+-- @module csm.cmd.experiment
+
+local cmd = require "csm.cmd"
+local csm = require "csm"
+local harness = require "csm.lab.harness"
+local net = require "csm.lab.net"
+
+local experiment = {}
+
+experiment.summary = "Run the reference protocol on a simulated network and report."
+
+function experiment.add(c)
+  c:description([[
+Runs N reference nodes on a sim world and a simulated network, stops when
+every honest node has finalized --ranks ranks (or after --time virtual
+seconds), and prints a report: ranks finalized per node, refusals, round
+latency, messages, wall time, and the invariants agreement and progress.]])
+  c:epilog([[
+Byzantine kinds: equivocate (different proposals to different peers),
+double_vote (conflicting and double votes), silent (never sends), crash
+(stops at --crash-at, restarts after --restart-after if given).
+Partitions: --partition AT:DURATION:GROUPS, GROUPS as sizes ("2|2") or
+names ("n01,n02|n03,n04"); nodes are named n01, n02, ...; nodes in no
+group form one more group.
+Timing: --timing voting=2,vote_resend=0.1,scale=0.01 (see the guide).
+The same seed gives the same run, byte for byte in --trace.]])
+  c:option("--nodes", "Number of nodes.", "4"):convert(cmd.integer("--nodes", 1, 10000))
+  c:option("--byzantine", "COUNT:KIND, e.g. 5:equivocate (repeatable, or comma-separated).")
+    :count("*")
+  c:option("--seed", "Seed of the sim world.", "1"):convert(cmd.integer("--seed", -2 ^ 53, 2 ^ 53))
+  c:option("--ranks", "Stop when every honest node finalized this many ranks.", "100")
+    :convert(cmd.integer("--ranks", 0))
+  c:option("--time", "Stop after this many virtual seconds.", "3600"):convert(cmd.number("--time", 0))
+  c:option("--latency", "Seconds per message.", "0.01"):convert(cmd.number("--latency", 0))
+  c:option("--jitter", "Extra seconds per message, uniform.", "0.005"):convert(cmd.number("--jitter", 0))
+  c:option("--loss", "Probability a message is lost.", "0"):convert(cmd.probability("--loss"))
+  c:option("--duplicate", "Probability a message is delivered twice.", "0")
+    :convert(cmd.probability("--duplicate"))
+  c:option("--reorder", "Probability a message is held back.", "0"):convert(cmd.probability("--reorder"))
+  c:option("--partition", "AT:DURATION:GROUPS (repeatable).", nil):count("*")
+  c:option("--crash-at", "Virtual time crash nodes stop.", "5"):convert(cmd.number("--crash-at", 0))
+  c:option("--restart-after", "Seconds until a crashed node restarts.")
+    :convert(cmd.number("--restart-after", 0))
+  c:option("--view-timeout", "Seconds before a node gives up an attempt (> 0).")
+    :convert(cmd.number("--view-timeout", 0))
+  c:option("--timing", "Timing overrides, name=seconds,...")
+  c:option("--trace", "Write every transition and message as JSON lines to FILE.")
+  c:option("--svg", "Write a timeline of every node's states to FILE.")
+end
+
+local KINDS = {}
+for _, kind in ipairs(harness.byzantine_kinds) do KINDS[kind] = true end
+
+--- The byzantine counts of --byzantine items ("5:equivocate", ...).
+function experiment.byzantine(items)
+  local byzantine = {}
+  for _, spec in ipairs(items) do
+    for item in spec:gmatch("[^,]+") do
+      local count, kind = item:match("^%s*(%d+):([%w_]+)%s*$")
+      if not count then cmd.usage_error("bad --byzantine '%s' (COUNT:KIND expected)", item) end
+      if not KINDS[kind] then
+        cmd.usage_error("bad --byzantine '%s': unknown kind '%s' (kinds: %s)", item, kind,
+          table.concat(harness.byzantine_kinds, ", "))
+      end
+      byzantine[kind] = (byzantine[kind] or 0) + tonumber(count)
+    end
+  end
+  return byzantine
+end
+
+--- The partitions of --partition items over the run's node names.
+function experiment.partitions(items, names)
+  local known = {}
+  for _, name in ipairs(names) do known[name] = true end
+  local partitions = {}
+  for _, spec in ipairs(items) do
+    local at, duration, groups = spec:match("^([^:]+):([^:]+):(.+)$")
+    at, duration = tonumber(at), tonumber(duration)
+    if not (at and duration and at >= 0 and duration >= 0) then
+      cmd.usage_error("bad --partition '%s' (AT:DURATION:GROUPS expected, AT and DURATION "
+        .. "numbers >= 0)", spec)
+    end
+    local list, next_node = {}, 1
+    for g in groups:gmatch("[^|]+") do
+      local group = {}
+      if g:match("^%d+$") then
+        local size = tonumber(g)
+        if size == 0 or next_node + size - 1 > #names then
+          cmd.usage_error("bad --partition '%s': groups of %s nodes, there are %d", spec,
+            groups:gsub("|", "+"), #names)
+        end
+        for _ = 1, size do group[#group + 1] = names[next_node]; next_node = next_node + 1 end
+      else
+        for name in g:gmatch("[^,]+") do
+          if not known[name] then
+            cmd.usage_error("bad --partition '%s': unknown node '%s' (nodes are %s to %s)", spec, name,
+              names[1], names[#names])
+          end
+          group[#group + 1] = name
+        end
+      end
+      list[#list + 1] = group
+    end
+    partitions[#partitions + 1] = { at = at, duration = duration, groups = list }
+  end
+  return partitions
+end
+
+--- The timing overrides of a --timing text ("voting=2,scale=0.1").
+function experiment.timing(text)
+  if text == nil then return nil end
+  local timing = {}
+  for item in text:gmatch("[^,]+") do
+    local name, value = item:match("^%s*([%w_]+)%s*=%s*(%S+)%s*$")
+    if not name then cmd.usage_error("bad --timing '%s' (name=seconds expected)", item) end
+    if csm.defaults.timing[name] == nil then
+      local names = {}
+      for k in pairs(csm.defaults.timing) do names[#names + 1] = k end
+      table.sort(names)
+      cmd.usage_error("bad --timing '%s': unknown timing '%s' (timings: %s)", item, name,
+        table.concat(names, ", "))
+    end
+    local seconds = tonumber(value)
+    if not seconds or seconds ~= seconds or seconds < 0 or seconds == math.huge then
+      cmd.usage_error("bad --timing '%s': %s is not a number >= 0", item, value)
+    end
+    timing[name] = seconds
+  end
+  return timing
+end
+
+--- The harness configuration of parsed arguments.
+function experiment.config(args)
+  if args.view_timeout == 0 then cmd.usage_error("--view-timeout must be > 0") end
+  return {
+    nodes = args.nodes, byzantine = experiment.byzantine(args.byzantine), seed = args.seed,
+    ranks = args.ranks, time = args.time, latency = args.latency, jitter = args.jitter,
+    loss = args.loss, duplicate = args.duplicate, reorder = args.reorder,
+    partitions = experiment.partitions(args.partition, net.names(args.nodes)),
+    crash_at = args.crash_at, restart_after = args.restart_after, view_timeout = args.view_timeout,
+    timing = experiment.timing(args.timing), trace = args.trace, svg = args.svg,
+  }
+end
+
+function experiment.run(args)
+  local config = experiment.config(args)
+  local ok, report = pcall(harness.run, config)
+  if not ok then cmd.usage_error("%s", tostring(report)) end
+  io.write(harness.format(report))
+  if args.svg then print("timeline: " .. args.svg) end
+  if args.trace then print("trace: " .. args.trace) end
+  return (report.agreement and report.progress) and cmd.OK or cmd.VIOLATED
+end
+
+return experiment

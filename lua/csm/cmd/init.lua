@@ -1,0 +1,107 @@
+--- The `csm` command: one parser with a subcommand per module of
+-- csm.cmd (experiment, soak, diagram, example), each with --help. A
+-- subcommand module has `summary`, `add(command)` (its options) and
+-- `run(args)`, which returns the exit status: 0 all invariants held, 1 an
+-- invariant was violated, 2 a usage error.
+--
+-- The converters here refuse what a subcommand cannot use, naming the
+-- option: `--seed 1.5` is "--seed: an integer expected (got '1.5')".
+-- @module csm.cmd
+
+local argparse = require "argparse"
+
+local cmd = {}
+
+--- The subcommands, in the order --help lists them.
+cmd.names = { "experiment", "soak", "diagram", "example" }
+
+--- Exit statuses.
+cmd.OK, cmd.VIOLATED, cmd.USAGE = 0, 1, 2
+
+--- A converter for an integer option within [min, max] (either may be nil).
+function cmd.integer(option, min, max)
+  return function(text)
+    local n = tonumber(text)
+    if n == nil or n % 1 ~= 0 or n ~= n or n == math.huge or n == -math.huge then
+      return nil, string.format("%s: an integer expected (got '%s')", option, text)
+    end
+    if (min and n < min) or (max and n > max) then
+      return nil, string.format("%s: %s out of range (%s)", option, text,
+        min and max and string.format("%s to %s", min, max) or min and (">= " .. min) or ("<= " .. max))
+    end
+    return math.tointeger and math.tointeger(n) or n
+  end
+end
+
+--- A converter for a number option within [min, max] (either may be nil).
+function cmd.number(option, min, max)
+  return function(text)
+    local n = tonumber(text)
+    if n == nil or n ~= n or n == math.huge or n == -math.huge then
+      return nil, string.format("%s: a number expected (got '%s')", option, text)
+    end
+    if (min and n < min) or (max and n > max) then
+      return nil, string.format("%s: %s out of range (%s)", option, text,
+        min and max and string.format("%s to %s", min, max) or min and (">= " .. min) or ("<= " .. max))
+    end
+    return n
+  end
+end
+
+--- A converter for a probability option: a number in [0, 1].
+function cmd.probability(option)
+  return cmd.number(option, 0, 1)
+end
+
+--- A usage error raised by a subcommand's run: main prints it and exits 2.
+local USAGE = {}
+
+function cmd.usage_error(fmt, ...)
+  error(setmetatable({ message = string.format(fmt, ...) }, USAGE), 0)
+end
+
+local function modules()
+  local list = {}
+  for i, name in ipairs(cmd.names) do list[i] = { name = name, module = require("csm.cmd." .. name) } end
+  return list
+end
+
+--- The parser of the csm command.
+function cmd.parser()
+  local parser = argparse("csm", "csm: a consensus engine for Lua, and a lab to attack protocols in.")
+    :epilog("Run 'csm <command> --help' for a command's options. Exit status: 0 when every "
+      .. "invariant held, 1 when one was violated, 2 on a usage error.")
+  parser:command_target("command")
+  parser:help_max_width(100)
+  for _, m in ipairs(modules()) do
+    local command = parser:command(m.name):summary(m.module.summary)
+    m.module.add(command)
+  end
+  return parser
+end
+
+local function fail_usage(prefix, message)
+  io.stderr:write(prefix, ": ", message, "\n")
+  io.stderr:write("Try '", prefix, " --help'.\n")
+  return cmd.USAGE
+end
+
+--- Runs the command with argv (a list of strings); returns the exit status.
+function cmd.main(argv)
+  local list = {}
+  for i = 1, #argv do list[i] = argv[i] end
+  local parser = cmd.parser()
+  local known = {}
+  for _, name in ipairs(cmd.names) do known[name] = true end
+  local prefix = known[list[1]] and ("csm " .. list[1]) or "csm"
+  local ok, args = parser:pparse(list)
+  if not ok then return fail_usage(prefix, args) end
+  local module = require("csm.cmd." .. args.command)
+  local done, status = pcall(module.run, args)
+  if done then return status end
+  if getmetatable(status) == USAGE then return fail_usage(prefix, status.message) end
+  io.stderr:write(prefix, ": ", tostring(status), "\n")
+  return cmd.USAGE
+end
+
+return cmd

@@ -1,0 +1,234 @@
+-- The csm command (bin/csm) and the developer tools: each subcommand runs
+-- as a user runs it, in its own process; bad input exits 2 with a message
+-- naming the option, --help exits 0, a violated invariant exits 1.
+local cjson = require "cjson"
+local harness = require "csm.lab.harness"
+local support = require "support"
+
+local quote = support.quote
+
+local function csm(args)
+  return support.run("bin/csm", args)
+end
+
+local function slurp(path)
+  local fh = assert(io.open(path, "rb"))
+  local text = fh:read("*a")
+  fh:close()
+  return text
+end
+
+local function exists(path)
+  local fh = io.open(path, "rb")
+  if fh then fh:close() end
+  return fh ~= nil
+end
+
+local temporaries = {}
+local function tmpname()
+  local path = os.tmpname()
+  temporaries[#temporaries + 1] = path
+  return path
+end
+
+-- Asserts that args exit 2 with a message containing each of texts.
+local function usage_error(command, args, ...)
+  local out, status = support.run(command, args)
+  assert.are.equal(2, status, out)
+  for _, text in ipairs { ... } do
+    assert.is_truthy(out:find(text, 1, true), "wanted '" .. text .. "' in: " .. out)
+  end
+  -- no Lua traceback or position of csm's own files
+  assert.is_falsy(out:find("stack traceback", 1, true), out)
+  assert.is_falsy(out:find("lua/csm/[%w_/]+%.lua:%d+"), out)
+end
+
+describe("the csm command", function()
+  after_each(function()
+    for _, path in ipairs(temporaries) do os.remove(path) end
+    temporaries = {}
+  end)
+
+  describe("csm", function()
+    it("lists its subcommands with --help", function()
+      local out, status = csm("--help")
+      assert.are.equal(0, status)
+      for _, name in ipairs { "experiment", "soak", "diagram", "example" } do
+        assert.is_truthy(out:find("\n   " .. name .. " ", 1, true), name)
+      end
+    end)
+
+    it("exits 2 without a command or with an unknown one", function()
+      usage_error("bin/csm", "", "a command is required")
+      usage_error("bin/csm", "bogus", "unknown command 'bogus'")
+    end)
+  end)
+
+  describe("experiment", function()
+    it("exits 0 when agreement and progress hold", function()
+      local out, status = csm("experiment --nodes 4 --ranks 5 --seed 2")
+      assert.are.equal(0, status)
+      assert.is_truthy(out:find("agreement: ok", 1, true))
+      assert.is_truthy(out:find("progress: ok (every honest node finalized 5 ranks)", 1, true))
+    end)
+
+    it("exits 1 when progress fails", function()
+      local out, status = csm("experiment --nodes 4 --byzantine 2:silent --ranks 3 --time 10")
+      assert.are.equal(1, status)
+      assert.is_truthy(out:find("stuck in liveness_check", 1, true))
+    end)
+
+    it("parses byzantine kinds, partitions, trace and svg", function()
+      local trace, svg = tmpname(), tmpname()
+      local out, status = csm("experiment --nodes 4 --byzantine 1:equivocate --ranks 25 "
+        .. "--partition '2:60:2|2' --trace " .. quote(trace) .. " --svg " .. quote(svg))
+      assert.are.equal(0, status)
+      assert.is_truthy(out:find("4 nodes (1 equivocate)", 1, true))
+      assert.is_truthy(out:find("1 partition(s)", 1, true))
+      assert.is_truthy(out:find("trace: " .. trace, 1, true))
+      assert.is_truthy(out:find("timeline: " .. svg, 1, true))
+      assert.are.equal("<svg", slurp(svg):sub(1, 4))
+      -- no rank decided while 2|2 were apart
+      local first = {}
+      for line in io.lines(trace) do
+        local rec = cjson.decode(line)
+        if rec.kind == "finalize" and first[rec.rank] == nil then first[rec.rank] = rec.t end
+      end
+      for _, t in pairs(first) do assert.is_false(t >= 2 and t <= 62) end
+    end)
+
+    it("takes partition groups by name", function()
+      local out, status = csm("experiment --nodes 4 --ranks 5 --partition '1:2:n01,n02|n03,n04'")
+      assert.are.equal(0, status, out)
+    end)
+
+    it("gives the same trace, byte for byte, in another process", function()
+      local a, b = tmpname(), tmpname()
+      local _, status = csm("experiment --nodes 4 --ranks 10 --loss 0.1 --seed 5 --trace " .. quote(a))
+      harness.run { nodes = 4, ranks = 10, loss = 0.1, seed = 5, trace = b }
+      assert.are.equal(0, status)
+      assert.are.equal(slurp(a), slurp(b))
+    end)
+
+    it("exits 2 on bad values, naming the option", function()
+      usage_error("bin/csm", "experiment --seed 1.5", "--seed: an integer expected (got '1.5')")
+      usage_error("bin/csm", "experiment --nodes 0", "--nodes: 0 out of range")
+      usage_error("bin/csm", "experiment --nodes four", "--nodes: an integer expected (got 'four')")
+      usage_error("bin/csm", "experiment --loss 1.5", "--loss: 1.5 out of range (0 to 1)")
+      usage_error("bin/csm", "experiment --latency=-1", "--latency: -1 out of range")
+      usage_error("bin/csm", "experiment --time nan", "--time: a number expected (got 'nan')")
+      usage_error("bin/csm", "experiment --view-timeout 0", "--view-timeout must be > 0")
+      usage_error("bin/csm", "experiment --quik", "unknown option '--quik'")
+    end)
+
+    it("exits 2 on a bad --byzantine, --partition or --timing", function()
+      usage_error("bin/csm", "experiment --byzantine evil", "bad --byzantine 'evil' (COUNT:KIND expected)")
+      usage_error("bin/csm", "experiment --byzantine 1:evil", "unknown kind 'evil'",
+        "equivocate, double_vote, silent, crash")
+      usage_error("bin/csm", "experiment --byzantine 4:silent", "4 byzantine nodes leave no honest one of 4")
+      usage_error("bin/csm", "experiment --partition 2", "bad --partition '2'")
+      usage_error("bin/csm", "experiment --partition '1:5:3|3'", "groups of 3+3 nodes, there are 4")
+      usage_error("bin/csm", "experiment --partition '1:5:n01|n09'", "unknown node 'n09'")
+      usage_error("bin/csm", "experiment --partition '1:x:2|2'", "bad --partition '1:x:2|2'")
+      usage_error("bin/csm", "experiment --timing voting=abc", "bad --timing 'voting=abc'",
+        "abc is not a number >= 0")
+      usage_error("bin/csm", "experiment --timing votes=1", "unknown timing 'votes'", "vote_resend")
+      usage_error("bin/csm", "experiment --timing voting", "bad --timing 'voting' (name=seconds expected)")
+    end)
+
+    it("exits 2 when it cannot write the trace", function()
+      usage_error("bin/csm", "experiment --ranks 1 --trace /nonexistent/dir/t.jsonl",
+        "cannot write the trace")
+    end)
+
+    it("prints its options with --help", function()
+      local out, status = csm("experiment --help")
+      assert.are.equal(0, status)
+      assert.is_truthy(out:find("Usage: csm experiment", 1, true))
+      assert.is_truthy(out:find("--byzantine", 1, true))
+      assert.is_truthy(out:find("Byzantine kinds:", 1, true))
+    end)
+  end)
+
+  describe("soak", function()
+    it("runs a short soak and reports the invariants", function()
+      local out, status = csm("soak --rounds 200 --quiet --growth 1000 --rss-growth 1000")
+      assert.are.equal(0, status, out)
+      assert.is_truthy(out:find("rounds: 200 of 200", 1, true))
+      assert.is_truthy(out:find("agreement: ok; progress: ok", 1, true))
+    end)
+
+    it("exits 2 on bad values", function()
+      usage_error("bin/csm", "soak --loss 1.5", "--loss: 1.5 out of range (0 to 1)")
+      usage_error("bin/csm", "soak --rounds 5", "--rounds: 5 out of range")
+      usage_error("bin/csm", "soak --partition-min 5 --partition-max 1",
+        "--partition-min exceeds --partition-max")
+      usage_error("bin/csm", "soak --warm-up 0.95", "--warm-up must be in (0, 0.9)")
+    end)
+  end)
+
+  describe("diagram", function()
+    it("writes DOT and Mermaid (and PNG with Graphviz)", function()
+      local prefix = tmpname()
+      local out, status = csm("diagram --ranks 5 --out " .. quote(prefix))
+      assert.are.equal(0, status, out)
+      assert.is_truthy(slurp(prefix .. ".dot"):find("digraph csm", 1, true))
+      assert.is_truthy(slurp(prefix .. ".mmd"):find("stateDiagram-v2", 1, true))
+      assert.is_truthy(out:find("wrote " .. prefix .. ".png", 1, true)
+        or out:find("Graphviz is not installed", 1, true))
+      for _, ext in ipairs { ".dot", ".mmd", ".png" } do os.remove(prefix .. ext) end
+    end)
+
+    it("never runs its --out through a shell", function()
+      -- were it run by a shell, the prefix would create this file in the
+      -- command's directory (the repository's root)
+      local marker = "csm-spec-shell-ran"
+      os.remove(support.root .. "/" .. marker)
+      local prefix = tmpname() .. "-x$(touch " .. marker .. ")"
+      local out, status = csm("diagram --ranks 2 --out " .. quote(prefix))
+      assert.are.equal(0, status, out)
+      assert.is_false(exists(support.root .. "/" .. marker), "the prefix ran as a shell command")
+      assert.is_true(exists(prefix .. ".dot"))
+      assert.is_truthy(out:find("wrote " .. prefix .. ".png", 1, true)
+        or out:find("Graphviz is not installed", 1, true))
+      for _, ext in ipairs { ".dot", ".mmd", ".png" } do os.remove(prefix .. ext) end
+    end)
+
+    it("exits 2 on a bad value and prints --help", function()
+      usage_error("bin/csm", "diagram --ranks x", "--ranks: an integer expected (got 'x')")
+      local out, status = csm("diagram --help")
+      assert.are.equal(0, status)
+      assert.is_truthy(out:find("Usage: csm diagram", 1, true))
+    end)
+  end)
+
+  describe("example", function()
+    it("shows the honest nodes agree despite a double voter", function()
+      local out, status = csm("example --ranks 10")
+      assert.are.equal(0, status, out)
+      assert.is_truthy(out:find("n03 (double_vote)", 1, true))
+      assert.is_truthy(out:find("x vote: conflict", 1, true))
+      assert.is_truthy(out:find("honest nodes agree on every rank: yes", 1, true))
+    end)
+
+    it("exits 2 on a bad value", function()
+      usage_error("bin/csm", "example --ranks=-1", "--ranks: -1 out of range")
+      usage_error("bin/csm", "example 5", "too many arguments")
+    end)
+  end)
+end)
+
+describe("the developer tools and examples", function()
+  it("tools/bench.lua refuses unknown options and workloads", function()
+    usage_error("tools/bench.lua", "--quik", "unknown option '--quik'")
+    usage_error("tools/bench.lua", "--only bogus", "--only 'bogus' matches no workload")
+  end)
+
+  it("examples/minimal_cluster.lua refuses bad counts and runs", function()
+    usage_error("examples/minimal_cluster.lua", "--nodes 0", "--nodes: an integer >= 1 expected (got '0')")
+    usage_error("examples/minimal_cluster.lua", "5 0", "too many arguments")
+    local out, status = support.run("examples/minimal_cluster.lua", "--ranks 3")
+    assert.are.equal(0, status, out)
+    assert.is_truthy(out:find("agreement: yes", 1, true))
+  end)
+end)
