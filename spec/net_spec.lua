@@ -100,6 +100,18 @@ describe("csm.net", function()
   end)
 
   describe("send", function()
+    it("raises on a sender or receiver that is not a name, or no message", function()
+      local network = fixture()
+      assert.are.equal("network:send: bad argument #1 'from' (node name expected, got nil)",
+        support.error_of(network.send, network, nil, "a", "m"))
+      assert.are.equal("network:send: bad argument #2 'to' (node name expected, got number)",
+        support.error_of(network.send, network, "a", 2, "m"))
+      assert.are.equal("network:send: bad argument #3 'msg' (message expected, got nil)",
+        support.error_of(network.send, network, "a", "b"))
+      assert.are.equal("network:publish: bad argument #1 'from' (node name expected, got table)",
+        support.error_of(network.publish, network, {}, "m"))
+    end)
+
     it("reaches the one addressed node only", function()
       local network, world, log = fixture()
       network:send("a", "c", "only c")
@@ -293,6 +305,20 @@ describe("csm.net", function()
   end)
 
   describe("partition and heal", function()
+    it("raises on groups that are not lists of joined nodes, or name a node twice", function()
+      local network = fixture()
+      assert.are.equal("network:partition: bad argument #1 'groups' (list of lists expected, got string)",
+        support.error_of(network.partition, network, "a|b"))
+      assert.are.equal("network:partition: bad argument #1 'groups' (unknown node 'zz')",
+        support.error_of(network.partition, network, { { "a" }, { "zz" } }))
+      assert.are.equal("network:partition: bad argument #1 'groups' (node 'a' is in two groups)",
+        support.error_of(network.partition, network, { { "a" }, { "b", "a" } }))
+      assert.are.equal("network:partition: bad argument #1 'groups' (group 2 is a string, a list of names "
+        .. "expected)", support.error_of(network.partition, network, { { "a" }, "b" }))
+      assert.are.equal("network:connected: bad argument #2 'b' (unknown node 'x')",
+        support.error_of(network.connected, network, "a", "x"))
+    end)
+
     it("blocks messages across groups and lets them through within one", function()
       local network, world, log = fixture({}, { "a", "b", "c", "d" })
       network:partition { { "a", "b" }, { "c", "d" } }
@@ -356,6 +382,18 @@ describe("csm.net", function()
   end)
 
   describe("crash and restart", function()
+    it("raise on a name that is not a joined node's", function()
+      local network = fixture()
+      assert.are.equal("network:crash: bad argument #1 'name' (a joined node's name expected, got nil)",
+        support.error_of(network.crash, network, nil))
+      assert.are.equal("network:crash: bad argument #1 'name' (unknown node 'zz')",
+        support.error_of(network.crash, network, "zz"))
+      assert.are.equal("network:restart: bad argument #1 'name' (a joined node's name expected, got number)",
+        support.error_of(network.restart, network, 3))
+      assert.are.equal("network:is_down: bad argument #1 'name' (unknown node 'q')",
+        support.error_of(network.is_down, network, "q"))
+    end)
+
     it("a crashed node sends and receives nothing until it restarts", function()
       local network, world, log = fixture()
       network:crash("b")
@@ -437,6 +475,14 @@ describe("csm.net", function()
   end)
 
   describe("at", function()
+    it("raises on a time that is not a number or fn that is not a function", function()
+      local network = fixture()
+      assert.are.equal("network:at: bad argument #1 't' (number expected, got string)",
+        support.error_of(network.at, network, "1", function() end))
+      assert.are.equal("network:at: bad argument #2 'fn' (function expected, got nil)",
+        support.error_of(network.at, network, 1))
+    end)
+
     it("runs a function at a virtual time, or now when the time has passed", function()
       local network, world = fixture()
       local ran = {}

@@ -43,12 +43,12 @@ function check.selferror(fname, expected, got)
   fail("%s: bad self (%s, got %s)", fname, expected, type(got))
 end
 
---- Checks that opts is a table (or nil, then {} is returned) whose keys are
--- all in known (a set); raises "fname: unknown option 'k'" naming the first
--- unknown key in sorted order.
-function check.options(fname, opts, known, n)
-  if opts == nil then return {} end
-  if type(opts) ~= "table" then check.argerror(fname, n or 1, "options", "table expected", opts) end
+--- Checks that opts is a table whose keys are all in known (a set); raises
+-- "fname: unknown option 'k'" naming the first unknown key in sorted order.
+-- With optional, nil is accepted and {} returned.
+function check.options(fname, opts, known, optional)
+  if opts == nil and optional then return {} end
+  if type(opts) ~= "table" then check.argerror(fname, 1, "options", "table expected", opts) end
   local unknown
   for k in pairs(opts) do
     if not known[k] and (unknown == nil or tostring(k) < tostring(unknown)) then unknown = k end
@@ -63,6 +63,20 @@ end
 
 check.is_integer = is_integer
 
+-- A bound as a message shows it: 2^53 for the largest exact integer.
+local function bound(x)
+  if x == 2 ^ 53 then return "2^53" end
+  if x == -2 ^ 53 then return "-2^53" end
+  return string.format("%.14g", x)
+end
+
+local function range(min, max)
+  if min and max then return string.format(" in [%s, %s]", bound(min), bound(max)) end
+  if min then return " >= " .. bound(min) end
+  if max then return " <= " .. bound(max) end
+  return ""
+end
+
 --- Whether x is a csm loop (a sim world, or with real = true the real
 -- loop too).
 function check.is_world(x, real)
@@ -76,9 +90,7 @@ end
 function check.integer(fname, name, v, min, max, optional)
   if v == nil and optional then return nil end
   if not is_integer(v) or (min and v < min) or (max and v > max) then
-    local range = min and max and string.format(" in [%s, %s]", min, max)
-      or min and (" >= " .. min) or max and (" <= " .. max) or ""
-    fail("%s: option '%s' must be an integer%s (got %s)", fname, name, range, show(v))
+    fail("%s: option '%s' must be an integer%s (got %s)", fname, name, range(min, max), show(v))
   end
   return v
 end
@@ -88,9 +100,7 @@ end
 function check.number(fname, name, v, min, max, optional)
   if v == nil and optional then return nil end
   if type(v) ~= "number" or v ~= v or (min and v < min) or (max and v > max) then
-    local range = min and max and string.format(" in [%s, %s]", min, max)
-      or min and (" >= " .. min) or max and (" <= " .. max) or ""
-    fail("%s: option '%s' must be a number%s (got %s)", fname, name, range, show(v))
+    fail("%s: option '%s' must be a number%s (got %s)", fname, name, range(min, max), show(v))
   end
   return v
 end

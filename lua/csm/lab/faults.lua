@@ -15,49 +15,58 @@ local faults = {}
 
 local KINDS = { crash = true, partition = true }
 
--- Checks the groups of a partition over the known node names.
-local function check_groups(fname, i, groups, known)
+-- A node name as a message shows it.
+local function node_text(name)
+  if type(name) == "string" then return "'" .. name .. "'" end
+  return check.show(name)
+end
+
+-- Checks the groups of a partition (what: "partitions[2]") over the known
+-- node names.
+local function check_groups(fname, what, groups, known)
   if type(groups) ~= "table" or #groups == 0 then
-    fail("%s: fault %d: 'groups' must be a non-empty list of lists of node names", fname, i)
+    fail("%s: %s: 'groups' must be a non-empty list of lists of node names", fname, what)
   end
   local seen = {}
   for g, group in ipairs(groups) do
     if type(group) ~= "table" or #group == 0 then
-      fail("%s: fault %d: group %d must be a non-empty list of node names", fname, i, g)
+      fail("%s: %s: group %d must be a non-empty list of node names", fname, what, g)
     end
     for _, name in ipairs(group) do
-      if not known[name] then
-        fail("%s: fault %d: unknown node %s in group %d", fname, i, check.show(name), g)
-      end
-      if seen[name] then fail("%s: fault %d: node '%s' is in two groups", fname, i, name) end
+      if not known[name] then fail("%s: %s: unknown node %s in group %d", fname, what, node_text(name), g) end
+      if seen[name] then fail("%s: %s: node '%s' is in two groups", fname, what, name) end
       seen[name] = true
     end
   end
 end
 
 --- Checks a schedule (a list of faults) against names, the run's node
--- names; raises naming fname and the fault. Returns the list.
-function faults.check(fname, list, names)
+-- names; raises naming fname and the fault ("faults[2]", or with label
+-- "partition", "partitions[2]").
+-- Returns the list.
+function faults.check(fname, list, names, label)
+  label = label or "fault"
   if type(list) ~= "table" then
     fail("%s: the fault schedule must be a list (got %s)", fname, check.show(list))
   end
   local known = {}
   for _, name in ipairs(names) do known[name] = true end
   for i, fault in ipairs(list) do
+    local what = string.format("%ss[%d]", label, i)
     if type(fault) ~= "table" or not KINDS[fault.kind] then
-      fail("%s: fault %d must be a crash or a partition (got %s)", fname, i,
+      fail("%s: %s must be a crash or a partition (got %s)", fname, what,
         type(fault) == "table" and check.show(fault.kind) or check.show(fault))
     end
-    check.number(fname, string.format("fault %d: at", i), fault.at, 0)
+    check.number(fname, what .. ".at", fault.at, 0)
     if fault.kind == "crash" then
-      if not known[fault.node] then
-        fail("%s: fault %d: unknown node %s", fname, i, check.show(fault.node))
-      end
-      check.number(fname, string.format("fault %d: restart_after", i), fault.restart_after, 0, nil, true)
+      if not known[fault.node] then fail("%s: %s: unknown node %s", fname, what, node_text(fault.node)) end
+      check.number(fname, what .. ".restart_after", fault.restart_after, 0, nil, true)
     else
-      if fault.duration == nil then fail("%s: fault %d: a partition needs a duration", fname, i) end
-      check.number(fname, string.format("fault %d: duration", i), fault.duration, 0)
-      check_groups(fname, i, fault.groups, known)
+      if fault.duration == nil then
+        fail("%s: %s: no duration (the seconds the partition lasts)", fname, what)
+      end
+      check.number(fname, what .. ".duration", fault.duration, 0)
+      check_groups(fname, what, fault.groups, known)
     end
   end
   return list

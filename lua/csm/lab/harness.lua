@@ -44,7 +44,7 @@ for k in pairs(DEFAULTS) do OPTIONS[k] = true end
 -- option that is wrong.
 function harness.config(c)
   local fname = "harness"
-  c = check.options(fname, c, OPTIONS)
+  c = check.options(fname, c, OPTIONS, true)
   local out = {}
   for k, v in pairs(DEFAULTS) do out[k] = v end
   for k, v in pairs(c) do out[k] = v end
@@ -57,6 +57,11 @@ function harness.config(c)
   check.number(fname, "restart_after", out.restart_after, 0, nil, true)
   check.number(fname, "view_timeout", out.view_timeout, 0, nil, true)
   check.type(fname, "timing", out.timing, "table", true)
+  for name in pairs(out.timing or {}) do
+    if csm.defaults.timing[name] == nil then
+      fail("harness: option 'timing': unknown timing '%s'", tostring(name))
+    end
+  end
   check.type(fname, "trace", out.trace, "string", true)
   check.type(fname, "svg", out.svg, "string", true)
   check.type(fname, "byzantine", c.byzantine, "table", true)
@@ -77,7 +82,7 @@ function harness.config(c)
     if type(p) ~= "table" then fail("harness: partition %d must be a table (got %s)", i, check.show(p)) end
     schedule[i] = { kind = "partition", at = p.at, duration = p.duration, groups = p.groups }
   end
-  faults.check("harness", schedule, net.names(out.nodes))
+  faults.check("harness", schedule, net.names(out.nodes), "partition")
   return out
 end
 

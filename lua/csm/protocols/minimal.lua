@@ -127,7 +127,7 @@ local OPTIONS = { nodes = true, loop = true, latency = true, timing = true, trac
 -- csm.new). Nodes are named n01, n02, ...; each is { name, sm, finalized
 -- (rank -> identity), height (the highest rank finalized) }.
 function minimal.cluster(options)
-  options = check.options("minimal.cluster", options, OPTIONS)
+  options = check.options("minimal.cluster", options, OPTIONS, true)
   local n = check.integer("minimal.cluster", "nodes", options.nodes or 4, 1, 9999)
   local loop = options.loop or csm.sim { seed = 1 }
   if not check.is_world(loop, true) then
