@@ -1,5 +1,5 @@
 -- The built-in state behaviours (lua/csm/behaviors.lua): what each does on
--- success and on each provider error, as the seed's do, plus the fatal
+-- success and on each provider error, as the original's do, plus the fatal
 -- path (a provider that raises or returns the wrong type) and providers
 -- that yield through their ctx.
 local csm = require "csm"
@@ -25,7 +25,7 @@ describe("csm.behaviors", function()
       assert.are.same({}, log.providers.calls)
     end)
 
-    it("follows the seed: a full round calls the providers in order at one instant", function()
+    it("follows the original: a full round calls the providers in order at one instant", function()
       local sm, world, log = support.machine {}
       local tl = timeline(sm, world)
       sm:add_listener(function(from, to)
@@ -209,7 +209,7 @@ describe("csm.behaviors", function()
       assert.is_true(rawequal(collected, sm:get("liveness", 1, "n1")))
       assert.are.same({ "0 stopped -start-> collecting",
                         "0 collecting -collection_done-> liveness_check" }, log.timeline)
-      -- liveness_check_received has no transition (as in the seed): dropped
+      -- liveness_check_received has no transition (as in the original): dropped
       assert.are.equal(1, sm:inspect().events_dropped)
       assert.are.same({}, log.errors)
     end)

@@ -1,5 +1,5 @@
 -- ctx: what a behaviour gets to sleep, wait, await, spawn and send events
--- (SPEC section 4, "ctx"), tested through custom states on a sim world.
+-- (guide: "ctx"), tested through custom states on a sim world.
 local csm = require "csm"
 local support = require "support"
 

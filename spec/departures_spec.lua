@@ -1,5 +1,5 @@
--- The five deliberate departures from the seed (SPEC.md section 5): each
--- describe asserts behaviour that the seed did not have.
+-- The five deliberate departures from the original: each
+-- describe asserts behaviour that the original did not have.
 local csm = require "csm"
 local support = require "support"
 
@@ -11,7 +11,7 @@ end
 
 local timeline, enter, bystander = support.timeline, support.enter, support.bystander
 
-describe("csm departures from the seed", function()
+describe("csm departures from the original", function()
   describe("1. behaviours run as coroutines; timeouts are armed on entry", function()
     it("cuts off a behaviour that sleeps past its state's timeout; other machines run", function()
       local world = csm.sim { seed = 1 }
@@ -28,7 +28,7 @@ describe("csm departures from the seed", function()
       local rank_at_9
       world:after(9.5, function() rank_at_9 = other:active_state():rank() end)
       world:run_for(12)
-      -- the seed armed the 10 s timeout only after the behaviour returned (at 100)
+      -- the original armed the 10 s timeout only after the behaviour returned (at 100)
       assert.are.same({ "0 stopped -start-> collecting", "10 collecting -induce_sync-> loading" },
         log.timeline)
       assert.are.same({ nil, "canceled", 10 }, { slept[1], slept[2], slept[3] })
@@ -87,7 +87,7 @@ describe("csm departures from the seed", function()
       world:run_for(30)
       assert.are.same({ nil, "canceled" }, { results.sleep[1], results.sleep[2] })
       assert.are.same({ nil, "canceled" }, { results.send[1], results.send[2] })
-      -- the seed would have moved loading -sync_complete-> collecting at 20
+      -- the original would have moved loading -sync_complete-> collecting at 20
       assert.are.same({ nil, "canceled" }, { late[1], late[2] })
       assert.are.same({ "0 stopped -start-> collecting", "10 collecting -induce_sync-> loading" },
         log.timeline)
@@ -227,7 +227,7 @@ describe("csm departures from the seed", function()
         local world = csm.sim { seed = 1 }
         local _, _, log = enter("voting", { loop = world, setup = proposal })
         world:run_for(0.5)
-        -- the seed returned after voting and waited for a proposal or its 16 s timeout
+        -- the original returned after voting and waited for a proposal or its 16 s timeout
         assert.are.same({ "voting.decide_and_send_vote", "voting.is_quorum" }, log.providers.calls)
         assert.are.same({ "0 stopped -start-> voting", "0 voting -quorum_reached-> finalizing" },
           log.timeline)
@@ -273,7 +273,7 @@ describe("csm departures from the seed", function()
     end)
   end)
 
-  describe("4. provider errors the seed crashed on induce a sync", function()
+  describe("4. provider errors the original crashed on induce a sync", function()
     local function assert_not_fatal(sm)
       assert.is_nil(sm:error())
       assert.is_false(sm:closed())

@@ -1,4 +1,4 @@
--- Errors (spec section 6): programmer errors raise at once naming the
+-- Errors: programmer errors raise at once naming the
 -- function and the argument; protocol refusals return nil, err.
 local csm = require "csm"
 local support = require "support"

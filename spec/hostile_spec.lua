@@ -1,4 +1,4 @@
--- Hostile peers (spec section 5 departure 5, section 6): a reference cluster
+-- Hostile peers (departure 5, bounded memory; the error rule): a reference cluster
 -- of three honest nodes and a fourth member that, instead of taking part,
 -- floods the honest machines at a high rate with receives for every rank
 -- from 0 to 2^53, identities of 1 MiB of binary bytes, conflicting votes and

@@ -1,4 +1,4 @@
--- csm.loop, csm.sim, csm.run and the loop and timer methods (SPEC section 3).
+-- csm.loop, csm.sim, csm.run and the loop and timer methods.
 local csm = require "csm"
 local minimal = require "csm.protocols.minimal"
 local checker = require "csm.lab.checker"

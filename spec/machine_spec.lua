@@ -1,4 +1,4 @@
--- The machine (spec sections 4 and 7): construction, the seed's API,
+-- The machine: construction, the original's API,
 -- listeners, the queue, guards, timeouts, and the scripting accessors.
 local csm = require "csm"
 local support = require "support"
@@ -29,7 +29,7 @@ end
 
 describe("csm", function()
   describe("states", function()
-    it("names the seed's eleven states", function()
+    it("names the original's eleven states", function()
       local want = { "stopped", "starting", "loading", "collecting", "liveness_check", "proving",
                      "publishing", "voting", "finalizing", "verifying", "stopping" }
       local n = 0
@@ -43,7 +43,7 @@ describe("csm", function()
   end)
 
   describe("events", function()
-    it("names the seed's twenty-three events", function()
+    it("names the original's twenty-three events", function()
       local want = { "start", "stop", "sync_timeout", "induce_sync", "sync_complete",
                      "init_complete", "collection_done", "liveness_check_received",
                      "liveness_timeout", "prover_signal", "proof_complete", "publish_complete",
@@ -579,7 +579,7 @@ describe("csm", function()
         return sm, world, log, at
       end
 
-      it("fire the seed's timeout events at the seed's times", function()
+      it("fire the original's timeout events at the original's times", function()
         local sm, world, _, at = timed_machine()
         drive(sm, world, "start")
         world:run_for(36001.5)
@@ -636,7 +636,7 @@ describe("csm", function()
     end)
 
     describe("custom states and events", function()
-      it("runs a state and events not in the seed", function()
+      it("runs a state and events not in the original", function()
         local entered = {}
         local sm, world, log = quiet_machine {
           states = { resting = { behavior = function(m) entered[#entered + 1] = m:state() end,
@@ -773,7 +773,7 @@ describe("csm", function()
     end)
 
     describe("timing", function()
-      it("returns the seed's defaults", function()
+      it("returns the original's defaults", function()
         local sm = csm.new(minimal())
         local want = { starting = 1, loading = 36000, collecting = 10, liveness_check = 2,
                        proving = 120, publishing = 1, voting = 16, finalizing = 1, verifying = 1,

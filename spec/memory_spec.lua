@@ -1,4 +1,4 @@
--- Memory (spec sections 4, 5 departure 5 and 6): a running machine keeps
+-- Memory (departure 5 and the machine's lifetime): a running machine keeps
 -- itself alive, a stopped or closed one is collected, and nothing a peer
 -- sends makes the ledger or the queue grow past the limits.
 local csm = require "csm"

@@ -171,7 +171,7 @@ local function timeline(m, ...)
   return out
 end
 
--- The seed's path after an error result: loading retries after sync_retry,
+-- The original's path after an error result: loading retries after sync_retry,
 -- every other state induces a sync.
 local function error_path(m)
   if m.state == "loading" then return follow(m, m.at + 10, "loading -sync_timeout-> loading") end
@@ -270,7 +270,7 @@ describe("providers", function()
     local run_to = m.at + 0.5
 
     describe(name, function()
-      it("returning nil, err traces the error and takes the seed's error path", function()
+      it("returning nil, err traces the error and takes the original's error path", function()
         local env = start(m, function() return nil, "unreachable" end)
         env.world:run_for(run_to + (m.state == "loading" and 10 or 0))
         assert.are.same({ "error encountered in " .. m.state .. ": unreachable" }, env.log.errors)
@@ -396,7 +396,7 @@ describe("providers", function()
           assert.is_true(csm.is_value(seen.held))
           local path = { line(m.at, m.ok) }
           if m.state == "voting" and receive.kind == "proposals" then
-            -- a proposal re-runs voting, as in the seed
+            -- a proposal re-runs voting, as in the original
             table.insert(path, 1, line(m.at, "voting -proposal_received-> voting"))
           end
           assert.are.same(timeline(m, path), env.log.timeline)

@@ -301,7 +301,7 @@ describe("csm.reference", function()
         a:deliver("n03", { kind = "vote", proposer = "n03", attempt = bad, value = csm.value("1.0:n03", 1) })
       end
       assert.are.equal(slack + 1, a.sm:count("votes", 1))
-      -- the machine keeps the first, as the seed does; the node one per attempt
+      -- the machine keeps the first, as the original does; the node one per attempt
       assert.are.equal(1, a.sm:count("proposals", 1))
       local attempts, offers = 0, 0
       for _ in pairs(a.tally) do attempts = attempts + 1 end

@@ -1,10 +1,10 @@
--- The seed's transition table (spec section 5): each of its 37 transitions,
+-- The original's transition table (the built-in one): each of its 37 transitions,
 -- the table sm:transitions() lists, and what a self-transition re-runs.
 local support = require "support"
 
 local unpack = table.unpack or unpack
 
--- The seed's rows, in the seed's order (defineTransitions).
+-- The original's rows, in its order (defineTransitions).
 local SEED = {
   { "stopped", "start", "starting" },
   { "starting", "init_complete", "loading" },
@@ -77,7 +77,7 @@ describe("csm", function()
         end)
       end
 
-      it("drops the events the seed gives no transition", function()
+      it("drops the events the original gives no transition", function()
         local dropped = {
           stopped = { "stop", "induce_sync", "cleanup_complete", "init_complete" },
           starting = { "start", "sync_complete" },
@@ -99,7 +99,7 @@ describe("csm", function()
     end)
 
     describe("transitions", function()
-      it("lists exactly the seed's 37 rows, in the seed's order", function()
+      it("lists exactly the original's 37 rows, in the original's order", function()
         local sm = support.machine()
         local want = {}
         for i, row in ipairs(SEED) do

@@ -1,4 +1,4 @@
--- csm.value, csm.peer, csm.is_value and the value methods (SPEC section 2).
+-- csm.value, csm.peer, csm.is_value and the value methods.
 local csm = require "csm"
 local support = require "support"
 

@@ -15,7 +15,7 @@
 --                     behaviour, events sent in batches of 32 and handled by
 --                     the loop. transitions/s.
 --   real_cluster      the minimal protocol, 4 honest nodes on the real loop (libuv),
---                     the seed's default timings, zero-latency in-process
+--                     the default timings, zero-latency in-process
 --                     delivery; rounds finalized per second of wall time.
 --   sim_cluster_N     the reference protocol with N nodes on
 --                     a sim world, zero latency; finalized rounds per wall

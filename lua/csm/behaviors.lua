@@ -1,10 +1,10 @@
---- The built-in state behaviours, ports of the seed's.
+--- The built-in state behaviours, ports of the original (Go) machine's.
 -- Each is `function(sm, ctx, data)`, run as a coroutine when its state is
 -- entered (`data` is the active state at that moment), and uses only the
 -- machine's public methods, so any of them can be copied and changed.
 --
 -- A provider error is traced ("error encountered in <state>") and handled as
--- the seed handles it, mostly with induce_sync. After any call that may
+-- the original handles it, mostly with induce_sync. After any call that may
 -- yield, a behaviour whose state has been left returns at once.
 -- @module csm.behaviors
 
@@ -31,7 +31,7 @@ local function map_full(sm, err, code)
   return false
 end
 
--- Traces err and induces a sync, as the seed does on most provider errors.
+-- Traces err and induces a sync, as the original does on most provider errors.
 local function induce_sync(sm, ctx, err, message)
   sm:trace_error(message or ("error encountered in " .. sm:state()), err)
   ctx:send_event("induce_sync")
@@ -249,7 +249,7 @@ function behaviors.voting(sm, ctx, data)
     local why = ctx:wait(remaining(sm, deadline))
     if why == nil then return end
     if why == "timeout" then
-      checked = -1 -- and once per interval whatever arrived, as the seed does
+      checked = -1 -- and once per interval whatever arrived, as the original does
       deadline = deadline + interval
       local vote = sm:get("votes", rank, id)
       if vote == nil then

@@ -1,6 +1,6 @@
 --- The lab's invariants, written once: agreement (no two honest nodes
 -- finalize different identities at one rank) and progress (every honest
--- node reached a target). The harness, the soak, the seed's example and
+-- node reached a target). The harness, the soak, the original's example and
 -- the specs all check through here.
 --
 --     local agreement = checker.agreement()
