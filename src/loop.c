@@ -5,6 +5,10 @@
 
 #include "private.h"
 
+/***
+ * @module csm
+ */
+
 typedef struct csm_ltimer {
     csm_timer timer;
     csm_loop *loop;
@@ -249,6 +253,16 @@ static int loop_gc(lua_State *L)
 
 /* ---- methods ---- */
 
+/*** A loop: the real one (csm.loop(), libuv's default loop, shared with
+ * luv) or a sim world (csm.sim{seed = n}), where time moves only when
+ * nothing is runnable, jumping to the next timer.
+ * @type loop
+ */
+
+/*** Seconds: virtual in a sim world, monotonic on the real loop.
+ * @function loop:now
+ * @treturn number
+ */
 static int loop_now(lua_State *L)
 {
     csm_loop *loop = check_loop(L, "loop:now");
@@ -256,6 +270,10 @@ static int loop_now(lua_State *L)
     return 1;
 }
 
+/*** A float in [0, 1): in a sim world from its seed.
+ * @function loop:random
+ * @treturn number
+ */
 static int loop_random(lua_State *L)
 {
     csm_loop *loop = check_loop(L, "loop:random");
@@ -263,6 +281,10 @@ static int loop_random(lua_State *L)
     return 1;
 }
 
+/*** Whether the loop is a sim world.
+ * @function loop:is_sim
+ * @treturn boolean
+ */
 static int loop_is_sim(lua_State *L)
 {
     csm_loop *loop = check_loop(L, "loop:is_sim");
@@ -270,6 +292,9 @@ static int loop_is_sim(lua_State *L)
     return 1;
 }
 
+/*** Makes the run in progress return after the step it is in.
+ * @function loop:stop
+ */
 static int loop_stop(lua_State *L)
 {
     csm_loop *loop = check_loop(L, "loop:stop");
@@ -300,7 +325,13 @@ static void on_ltimer(csm_timer *timer)
         csm_loop_fail(t->loop, T);
 }
 
-/* loop:after(seconds, fn) -> timer */
+/*** Calls fn once after seconds; an error fn raises stops the loop and is
+ * raised by the run.
+ * @function loop:after
+ * @tparam number seconds >= 0
+ * @tparam function fn
+ * @treturn timer
+ */
 static int loop_after(lua_State *L)
 {
     csm_loop *loop = check_loop(L, "loop:after");
@@ -325,36 +356,6 @@ static int loop_after(lua_State *L)
     return 1;
 }
 
-static csm_ltimer *check_timer(lua_State *L, const char *fname)
-{
-    csm_ltimer *t = luaL_testudata(L, 1, CSM_TIMER_MT);
-    if (t == NULL)
-        csm_selferror(L, 1, fname, "csm timer expected");
-    return t;
-}
-
-static int timer_cancel(lua_State *L)
-{
-    csm_ltimer *t = check_timer(L, "timer:cancel");
-    csm_timer_stop(&t->timer);
-    csm_unanchor(L, &t->self_ref);
-    return 0;
-}
-
-static int timer_active(lua_State *L)
-{
-    csm_ltimer *t = check_timer(L, "timer:active");
-    lua_pushboolean(L, t->timer.active);
-    return 1;
-}
-
-static int timer_gc(lua_State *L)
-{
-    csm_ltimer *t = lua_touserdata(L, 1);
-    csm_timer_close(&t->timer);
-    return 0;
-}
-
 /* ---- running ---- */
 
 static void check_open(lua_State *L, csm_loop *loop, const char *fname)
@@ -365,7 +366,13 @@ static void check_open(lua_State *L, csm_loop *loop, const char *fname)
 
 static const char *const run_modes[] = {"default", "once", "nowait", NULL};
 
-/* loop:run([mode]) -> whether work remains */
+/*** Runs as libuv's uv_run does: "default" until nothing is left (or a
+ * stop), "once" one iteration (after a jump to the next timer when nothing
+ * is due), "nowait" one iteration without waiting.
+ * @function loop:run
+ * @tparam[opt="default"] string mode
+ * @treturn boolean whether work remains
+ */
 static int loop_run(lua_State *L)
 {
     csm_loop *loop = check_loop(L, "loop:run");
@@ -386,7 +393,11 @@ static int loop_run(lua_State *L)
     return 1;
 }
 
-/* loop:run_for(seconds) */
+/*** Runs for seconds: in a sim world, no timer past the limit fires and
+ * time stands at the limit afterwards.
+ * @function loop:run_for
+ * @tparam number seconds
+ */
 static int loop_run_for(lua_State *L)
 {
     csm_loop *loop = check_loop(L, "loop:run_for");
@@ -415,7 +426,13 @@ static int check_predicate(lua_State *L, int idx)
     return ok;
 }
 
-/* loop:run_until(predicate, timeout_seconds) -> boolean */
+/*** Runs until predicate() returns true (checked after every step) or
+ * timeout_seconds pass.
+ * @function loop:run_until
+ * @tparam function predicate
+ * @tparam number timeout_seconds
+ * @treturn boolean whether the predicate held
+ */
 static int loop_run_until(lua_State *L)
 {
     csm_loop *loop = check_loop(L, "loop:run_until");
@@ -437,6 +454,49 @@ static int loop_run_until(lua_State *L)
     raise_failure(L, loop);
     lua_pushboolean(L, ok);
     return 1;
+}
+
+/* ---- timers ---- */
+
+static csm_ltimer *check_timer(lua_State *L, const char *fname)
+{
+    csm_ltimer *t = luaL_testudata(L, 1, CSM_TIMER_MT);
+    if (t == NULL)
+        csm_selferror(L, 1, fname, "csm timer expected");
+    return t;
+}
+
+/*** What loop:after returns.
+ * @type timer
+ */
+
+/*** Disarms the timer; harmless when it has fired.
+ * @function timer:cancel
+ */
+static int timer_cancel(lua_State *L)
+{
+    csm_ltimer *t = check_timer(L, "timer:cancel");
+    csm_timer_stop(&t->timer);
+    csm_unanchor(L, &t->self_ref);
+    return 0;
+}
+
+/*** Whether the timer is armed.
+ * @function timer:active
+ * @treturn boolean
+ */
+static int timer_active(lua_State *L)
+{
+    csm_ltimer *t = check_timer(L, "timer:active");
+    lua_pushboolean(L, t->timer.active);
+    return 1;
+}
+
+static int timer_gc(lua_State *L)
+{
+    csm_ltimer *t = lua_touserdata(L, 1);
+    csm_timer_close(&t->timer);
+    return 0;
 }
 
 static int loop_tostring(lua_State *L)

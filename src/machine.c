@@ -7,6 +7,14 @@
 
 #include "private.h"
 
+/***
+ * @module csm.machine
+ */
+
+/*** A machine's methods written in C.
+ * @type Machine
+ */
+
 typedef struct csm_lmachine {
     csm_machine core;
     csm_loop *loop;
@@ -225,8 +233,12 @@ static int machine_data(lua_State *L)
     return 1;
 }
 
-/* sm:send_event(name) -> true | nil, err, code: the name is looked up in
- * the machine's own event table (the built-in events and any custom ones). */
+/*** Queues event, a state machine event name (a built-in one or one of the
+ * machine's own); the loop handles it in order, never re-entrantly.
+ * @function Machine:send_event
+ * @tparam string event
+ * @return true, or nil, message and code ("closed", "queue")
+ */
 static int machine_send_event(lua_State *L)
 {
     csm_lmachine *m = check_machine(L, "sm:send_event");
@@ -328,6 +340,10 @@ static int machine_close(lua_State *L)
     return 0;
 }
 
+/*** Whether the machine was closed (by close, or after a bug).
+ * @function Machine:closed
+ * @treturn boolean
+ */
 static int machine_closed(lua_State *L)
 {
     csm_lmachine *m = check_machine(L, "sm:closed");
@@ -337,18 +353,31 @@ static int machine_closed(lua_State *L)
 
 /* ---- the machine's API ---- */
 
+/*** Starts the machine: queues start (stopped -> starting).
+ * @function Machine:start
+ * @return true, or nil, message and code ("closed" once closed)
+ */
 static int machine_start(lua_State *L)
 {
     csm_lmachine *m = check_machine(L, "sm:start");
     return result(L, m, csm_machine_send(&m->core, CSM_EV_START));
 }
 
+/*** Empties the queue and queues stop; the machine goes through stopping
+ * to stopped and tells its listeners.
+ * @function Machine:stop
+ * @return true, or nil, message and code
+ */
 static int machine_stop(lua_State *L)
 {
     csm_lmachine *m = check_machine(L, "sm:stop");
     return result(L, m, csm_machine_stop(&m->core));
 }
 
+/*** The current state's name.
+ * @function Machine:state
+ * @treturn string
+ */
 static int machine_state(lua_State *L)
 {
     csm_lmachine *m = check_machine(L, "sm:state");
@@ -358,6 +387,10 @@ static int machine_state(lua_State *L)
     return 1;
 }
 
+/*** Seconds in the current state (the loop's time: virtual in a sim world).
+ * @function Machine:state_time
+ * @treturn number
+ */
 static int machine_state_time(lua_State *L)
 {
     csm_lmachine *m = check_machine(L, "sm:state_time");
@@ -365,6 +398,10 @@ static int machine_state_time(lua_State *L)
     return 1;
 }
 
+/*** Transitions made since the machine was built.
+ * @function Machine:transition_count
+ * @treturn integer
+ */
 static int machine_transition_count(lua_State *L)
 {
     csm_lmachine *m = check_machine(L, "sm:transition_count");
@@ -391,16 +428,42 @@ static int receive(lua_State *L, int kind, const char *fname, int peer_idx,
     return result(L, m, rc);
 }
 
+/*** A peer's liveness announcement for the rank in collected. Kept once
+ * per peer and rank; queues liveness_check_received (once while one
+ * waits) and wakes a waiting behaviour.
+ * @function Machine:receive_liveness_check
+ * @param peer a csm value or a non-empty string
+ * @param collected a csm value
+ * @return true, or nil, message and code ("stale", "far", "full",
+ * "identity", "closed")
+ */
 static int machine_receive_liveness_check(lua_State *L)
 {
     return receive(L, CSM_LIVENESS, "sm:receive_liveness_check", 2, "peer", "collected");
 }
 
+/*** A peer's proposal for the rank in proposal; kept once per peer and
+ * rank, queues proposal_received.
+ * @function Machine:receive_proposal
+ * @param peer a csm value or a non-empty string
+ * @param proposal a csm value
+ * @return true, or nil, message and code, as receive_liveness_check
+ */
 static int machine_receive_proposal(lua_State *L)
 {
     return receive(L, CSM_PROPOSALS, "sm:receive_proposal", 2, "peer", "proposal");
 }
 
+/*** A voter's vote for proposer's proposal at the vote's rank; a second,
+ * different vote from the same voter at a rank is refused ("conflict").
+ * Queues vote_received.
+ * @function Machine:receive_vote
+ * @param proposer a csm value or a non-empty string
+ * @param voter a csm value or a non-empty string
+ * @param vote a csm value
+ * @return true, or nil, message and code ("conflict", "stale", "far",
+ * "full", "identity", "closed")
+ */
 static int machine_receive_vote(lua_State *L)
 {
     csm_lmachine *m = check_machine(L, "sm:receive_vote");
@@ -414,6 +477,13 @@ static int machine_receive_vote(lua_State *L)
     return receive(L, CSM_VOTES, "sm:receive_vote", 3, "voter", "vote");
 }
 
+/*** A peer's confirmation of the state it finalized; queues
+ * confirmation_received.
+ * @function Machine:receive_confirmation
+ * @param peer a csm value or a non-empty string
+ * @param confirmation a csm value
+ * @return true, or nil, message and code, as receive_liveness_check
+ */
 static int machine_receive_confirmation(lua_State *L)
 {
     return receive(L, CSM_CONFIRMATIONS, "sm:receive_confirmation", 2, "peer", "confirmation");
@@ -455,27 +525,54 @@ static int map(lua_State *L, int kind, const char *fname)
     return 1;
 }
 
+/*** The liveness announcements held for rank: a fresh table, peer identity
+ * -> a clone of the value.
+ * @function Machine:liveness
+ * @tparam integer rank
+ * @treturn table
+ */
 static int machine_liveness(lua_State *L)
 {
     return map(L, CSM_LIVENESS, "sm:liveness");
 }
 
+/*** The proposals held for rank, as liveness.
+ * @function Machine:proposals
+ * @tparam integer rank
+ * @treturn table
+ */
 static int machine_proposals(lua_State *L)
 {
     return map(L, CSM_PROPOSALS, "sm:proposals");
 }
 
+/*** The votes held for rank, as liveness (keyed by voter).
+ * @function Machine:votes
+ * @tparam integer rank
+ * @treturn table
+ */
 static int machine_votes(lua_State *L)
 {
     return map(L, CSM_VOTES, "sm:votes");
 }
 
+/*** The confirmations held for rank, as liveness.
+ * @function Machine:confirmations
+ * @tparam integer rank
+ * @treturn table
+ */
 static int machine_confirmations(lua_State *L)
 {
     return map(L, CSM_CONFIRMATIONS, "sm:confirmations");
 }
 
-/* sm:get(kind, rank, peer) -> the value held (not a clone), or nil */
+/*** The value held for peer in kind's map at rank (the value itself, not a
+ * clone), or nil.
+ * @function Machine:get
+ * @tparam string kind "liveness", "proposals", "votes" or "confirmations"
+ * @tparam integer rank
+ * @param peer a csm value or a non-empty string
+ */
 static int machine_get(lua_State *L)
 {
     csm_lmachine *m = check_machine(L, "sm:get");
@@ -491,6 +588,12 @@ static int machine_get(lua_State *L)
     return 1;
 }
 
+/*** How many entries kind's map holds at rank.
+ * @function Machine:count
+ * @tparam string kind
+ * @tparam integer rank
+ * @treturn integer
+ */
 static int machine_count(lua_State *L)
 {
     csm_lmachine *m = check_machine(L, "sm:count");
@@ -500,6 +603,17 @@ static int machine_count(lua_State *L)
     return 1;
 }
 
+/*** Stores value under peer in kind's map at rank (whatever the value's own
+ * rank), replacing what was there; admitted by the same limits as a
+ * receive, but queues no event.
+ * @function Machine:store
+ * @tparam string kind
+ * @tparam integer rank
+ * @param peer a csm value or a non-empty string
+ * @param value a csm value
+ * @return true, or nil, message and code ("stale", "far", "full",
+ * "identity", "closed")
+ */
 static int machine_store(lua_State *L)
 {
     csm_lmachine *m = check_machine(L, "sm:store");
@@ -519,6 +633,10 @@ static int machine_store(lua_State *L)
     return result(L, m, rc);
 }
 
+/*** Forgets every rank <= rank.
+ * @function Machine:prune
+ * @tparam integer rank
+ */
 static int machine_prune(lua_State *L)
 {
     csm_lmachine *m = check_machine(L, "sm:prune");
@@ -529,6 +647,9 @@ static int machine_prune(lua_State *L)
     return 0;
 }
 
+/*** The active state (the last adopted), or nil.
+ * @function Machine:active_state
+ */
 static int machine_active_state(lua_State *L)
 {
     check_machine(L, "sm:active_state");
@@ -537,7 +658,11 @@ static int machine_active_state(lua_State *L)
     return 1;
 }
 
-/* Adopting a state forgets every rank <= it. */
+/*** Adopts state as the active one and forgets every rank <= it (and,
+ * going back to an older state, every rank past the new window).
+ * @function Machine:set_active_state
+ * @param state a csm value, or nil for none
+ */
 static int machine_set_active_state(lua_State *L)
 {
     csm_lmachine *m = check_machine(L, "sm:set_active_state");

@@ -4,6 +4,10 @@
 
 #include "private.h"
 
+/***
+ * @module csm
+ */
+
 csm_value *csm_test_value(lua_State *L, int idx)
 {
     return csm_testudata(L, idx, CSM_UP_VALUE_MT, CSM_VALUE_MT);
@@ -125,6 +129,14 @@ static csm_value *self(lua_State *L, const char *fname)
     return v;
 }
 
+/*** A value's identity: a non-empty string of any bytes.
+ * @type value
+ */
+
+/*** The value's identity.
+ * @function value:identity
+ * @treturn string
+ */
 static int value_identity(lua_State *L)
 {
     csm_value *v = self(L, "value:identity");
@@ -132,6 +144,10 @@ static int value_identity(lua_State *L)
     return 1;
 }
 
+/*** The value's rank.
+ * @function value:rank
+ * @treturn integer
+ */
 static int value_rank(lua_State *L)
 {
     csm_value *v = self(L, "value:rank");
@@ -139,6 +155,10 @@ static int value_rank(lua_State *L)
     return 1;
 }
 
+/*** A new value with the same identity and rank; a table payload is copied
+ * one level deep, another payload is shared.
+ * @function value:clone
+ */
 static int value_clone(lua_State *L)
 {
     self(L, "value:clone");
@@ -146,7 +166,10 @@ static int value_clone(lua_State *L)
     return 1;
 }
 
-/* methods, then payload, then payload.field */
+/*** value.payload is the payload; value.field is payload.field when the
+ * payload is a table. Values are read-only.
+ * @field payload
+ */
 static int value_index(lua_State *L)
 {
     csm_value *v = lua_touserdata(L, 1);

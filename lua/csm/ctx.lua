@@ -117,17 +117,6 @@ local function append(owner, key, item)
   list[#list + 1] = item
 end
 
---- Whether the task's function has returned.
-function Task:done()
-  return self.finished == true
-end
-
---- What the task's function returned, or nil, "not done".
-function Task:result()
-  if not self.finished or not self.results then return nil, "not done" end
-  return unpack(self.results, 1, self.results.n)
-end
-
 -- Marks task as blocked on kind and returns a token that later wake-ups
 -- must present, so a stale one (an old timer, a second resolve) is ignored.
 local function block(task, kind)
@@ -155,6 +144,51 @@ end
 function tasks.new(sm, loop, fn, data)
   return setmetatable({ sm = sm, loop = loop, fn = fn, data = data, co = false }, Ctx)
 end
+
+-- Leaves the state: every blocked task resumes with nil, "canceled".
+local function cancel_task(loop, task)
+  if task.blocked then
+    if task.timer then task.timer:cancel(); task.timer = nil end
+    block(task, "canceled")
+    loop:_post(function() resume(task, nil, "canceled") end)
+  end
+end
+
+--- Cancels ctx: the state it belongs to has been left.
+function tasks.cancel(ctx)
+  ctx.cancelled_ = true
+  local loop = ctx.loop
+  if ctx.blocked then cancel_task(loop, ctx) end
+  local spawned = ctx.spawned
+  if spawned then
+    for _, task in ipairs(spawned) do cancel_task(loop, task) end
+  end
+  if ctx.waiters then ctx.waiters = nil end
+end
+
+--- Starts the main task of ctx (a new behaviour run).
+tasks.start = start
+
+--- The ctx class, whose methods behaviours call.
+tasks.Ctx = Ctx
+
+--- A task that ctx:spawn started.
+-- @type Task
+
+--- Whether the task's function has returned.
+function Task:done()
+  return self.finished == true
+end
+
+--- What the task's function returned, or nil, "not done".
+function Task:result()
+  if not self.finished or not self.results then return nil, "not done" end
+  return unpack(self.results, 1, self.results.n)
+end
+
+--- The ctx of one behaviour run (and the task that runs it), the last
+-- argument of every provider call; cancelled when its state is left.
+-- @type Ctx
 
 --- Whether the state this ctx belongs to has been left.
 function Ctx:cancelled()
@@ -264,32 +298,5 @@ function Ctx:spawn(fn, ...)
   start(task)
   return task
 end
-
--- Leaves the state: every blocked task resumes with nil, "canceled".
-local function cancel_task(loop, task)
-  if task.blocked then
-    if task.timer then task.timer:cancel(); task.timer = nil end
-    block(task, "canceled")
-    loop:_post(function() resume(task, nil, "canceled") end)
-  end
-end
-
---- Cancels ctx: the state it belongs to has been left.
-function tasks.cancel(ctx)
-  ctx.cancelled_ = true
-  local loop = ctx.loop
-  if ctx.blocked then cancel_task(loop, ctx) end
-  local spawned = ctx.spawned
-  if spawned then
-    for _, task in ipairs(spawned) do cancel_task(loop, task) end
-  end
-  if ctx.waiters then ctx.waiters = nil end
-end
-
---- Starts the main task of ctx (a new behaviour run).
-tasks.start = start
-
---- The ctx class, whose methods behaviours call.
-tasks.Ctx = Ctx
 
 return tasks

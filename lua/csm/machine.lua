@@ -52,6 +52,11 @@ end
 
 tasks.fatal = machine.fatal
 
+--- A machine, as csm.new makes it: `local sm = csm.new{...}`. These methods
+-- are written in Lua; the others (receives, the ledger, send_event, state)
+-- are the C binding's, on the same method table.
+-- @type Machine
+
 -- sm:send_event(event) is C (src/machine.c): it is the hottest call.
 
 --- Cancels everything at once: the machine is left stopped, listeners are

@@ -15,8 +15,12 @@ local cmd = {}
 --- The subcommands, in the order --help lists them.
 cmd.names = { "experiment", "soak", "diagram", "example" }
 
---- Exit statuses.
-cmd.OK, cmd.VIOLATED, cmd.USAGE = 0, 1, 2
+--- Exit status: every invariant held.
+cmd.OK = 0
+--- Exit status: an invariant was violated.
+cmd.VIOLATED = 1
+--- Exit status: a usage error.
+cmd.USAGE = 2
 
 --- A converter for an integer option within [min, max] (either may be nil).
 function cmd.integer(option, min, max)

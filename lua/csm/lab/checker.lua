@@ -19,35 +19,6 @@ function checker.agreement()
   return setmetatable({ first = {}, violations = {} }, Agreement)
 end
 
---- Notes that node finalized identity at rank. Returns nil, or the
--- violation it makes: { rank =, nodes = { first, node }, identities =
--- { first's, node's } }, also appended to tracker.violations.
-function Agreement:observe(node, rank, identity)
-  local first = self.first[rank]
-  if first == nil then
-    self.first[rank] = { identity = identity, node = node }
-    return nil
-  end
-  if first.identity == identity then return nil end
-  local v = { rank = rank, nodes = { first.node, node }, identities = { first.identity, identity } }
-  self.violations[#self.violations + 1] = v
-  return v
-end
-
---- Forgets the ranks below rank (no honest node may finalize them again).
-function Agreement:forget_below(rank)
-  local kept = {}
-  for r, first in pairs(self.first) do
-    if r >= rank then kept[r] = first end
-  end
-  self.first = kept
-end
-
---- Whether no violation was seen.
-function Agreement:ok()
-  return #self.violations == 0
-end
-
 --- A violation as one line of text.
 function checker.describe(v)
   return string.format("rank %d: %s finalized %s, %s finalized %s", v.rank, v.nodes[1],
@@ -78,6 +49,38 @@ function checker.reached(nodes, ranks)
     if node.height < ranks then return false end
   end
   return true
+end
+
+--- An agreement tracker (checker.agreement()).
+-- @type Agreement
+
+--- Notes that node finalized identity at rank. Returns nil, or the
+-- violation it makes: { rank =, nodes = { first, node }, identities =
+-- { first's, node's } }, also appended to tracker.violations.
+function Agreement:observe(node, rank, identity)
+  local first = self.first[rank]
+  if first == nil then
+    self.first[rank] = { identity = identity, node = node }
+    return nil
+  end
+  if first.identity == identity then return nil end
+  local v = { rank = rank, nodes = { first.node, node }, identities = { first.identity, identity } }
+  self.violations[#self.violations + 1] = v
+  return v
+end
+
+--- Forgets the ranks below rank (no honest node may finalize them again).
+function Agreement:forget_below(rank)
+  local kept = {}
+  for r, first in pairs(self.first) do
+    if r >= rank then kept[r] = first end
+  end
+  self.first = kept
+end
+
+--- Whether no violation was seen.
+function Agreement:ok()
+  return #self.violations == 0
 end
 
 return checker

@@ -76,6 +76,9 @@ function net.new(world, params)
   }, Network)
 end
 
+--- A network (net.new).
+-- @type Network
+
 --- Adds a node; handler(from, msg) gets what reaches it.
 function Network:join(name, handler)
   if type(name) ~= "string" or name == "" then

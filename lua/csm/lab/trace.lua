@@ -49,6 +49,9 @@ function trace.open(path, world)
   return setmetatable({ file = file, world = world }, Trace)
 end
 
+--- A trace being written (trace.open).
+-- @type Trace
+
 --- A message event: what is "send" or "deliver".
 function Trace:message(what, from, to, msg, rank)
   self.file:write(line { "t", self.world:now(), "kind", what, "node", from, "to", to,

@@ -157,6 +157,9 @@ function minimal.cluster(options)
   return c
 end
 
+--- A cluster (minimal.cluster).
+-- @type Cluster
+
 --- Hands a message to the loop, to be delivered after the latency.
 function Cluster:deliver(fn)
   self.delivered = self.delivered + 1

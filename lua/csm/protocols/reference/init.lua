@@ -193,6 +193,10 @@ end
 
 -- ---- ranks and attempts ----
 
+--- A reference node (reference.node): its machine is node.sm, its height
+-- node.height, what it finalized node.finalized[rank].
+-- @type Node
+
 --- The rank being decided; starts its first attempt when it changed. What
 -- arrived early for it (the next rank is recorded too) is kept.
 function Node:current_rank()
