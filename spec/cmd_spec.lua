@@ -11,12 +11,7 @@ local function csm(args)
   return support.run("bin/csm", args)
 end
 
-local function slurp(path)
-  local fh = assert(io.open(path, "rb"))
-  local text = fh:read("*a")
-  fh:close()
-  return text
-end
+local slurp = support.slurp
 
 local function exists(path)
   local fh = io.open(path, "rb")

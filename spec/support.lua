@@ -25,6 +25,14 @@ support.lua54 = _VERSION == "Lua 5.4" and not rawget(_G, "jit")
 support.interpreter = rawget(_G, "jit") and "luajit" or "lua5.4"
 support.root = debug.getinfo(1, "S").source:gsub("^@", ""):match("^(.*)/spec/[^/]*$") or "."
 
+--- The bytes of the file at path.
+function support.slurp(path)
+  local fh = assert(io.open(path, "rb"))
+  local text = fh:read("*a")
+  fh:close()
+  return text
+end
+
 --- s quoted for a POSIX shell.
 function support.quote(s)
   return "'" .. s:gsub("'", "'\\''") .. "'"

@@ -43,6 +43,15 @@ void csm_setfuncs(lua_State *L, const luaL_Reg *l)
     luaL_setfuncs(L, l, CSM_NUPVALUES);
 }
 
+int csm_metatable_fresh(lua_State *L, const char *tname)
+{
+    luaL_getmetatable(L, tname);
+    lua_getfield(L, -1, "__index");
+    int fresh = lua_isnil(L, -1);
+    lua_pop(L, 1);
+    return fresh;
+}
+
 int csm_error(lua_State *L, const char *fmt, ...)
 {
     va_list ap;

@@ -47,6 +47,10 @@ int csm_pcall(csm_binding *b, int nargs, int nresults);
  * (the value and machine metatables, which must exist). */
 void csm_setfuncs(lua_State *L, const luaL_Reg *l);
 
+/* Pushes the metatable tname; returns 1 when its methods are not set yet
+ * (no __index), 0 when an earlier open of the module set them. */
+int csm_metatable_fresh(lua_State *L, const char *tname);
+
 /* Sets the metatable of the value on top: the one at upvalue up or, from a
  * function without csm's upvalues, the registry's tname. */
 static inline void csm_setmetatable(lua_State *L, int up, const char *tname)

@@ -258,11 +258,7 @@ static const luaL_Reg constructors[] = {
 void csm_open_value(lua_State *L)
 {
     csm_setfuncs(L, constructors);
-    luaL_getmetatable(L, CSM_VALUE_MT);
-    lua_getfield(L, -1, "__index");
-    int made = !lua_isnil(L, -1);
-    lua_pop(L, 1);
-    if (made) {
+    if (!csm_metatable_fresh(L, CSM_VALUE_MT)) {
         lua_pop(L, 1);
         return;
     }

@@ -33,6 +33,7 @@ local minimal = require "csm.protocols.minimal"
 local reference = require "csm.protocols.reference"
 local lab_cluster = require "csm.lab.cluster"
 local checker = require "csm.lab.checker"
+local memory = require "csm.lab.memory"
 
 local WORKLOADS = { "receive_vote", "receive_proposal", "self_transition", "real_cluster",
   "sim_cluster_4", "sim_cluster_16", "sim_cluster_64", "sim_cluster_100", "idle_machine", "soak" }
@@ -63,17 +64,7 @@ local function wall()
   return csm.loop():now()
 end
 
-local function rss_bytes()
-  local fh = io.open("/proc/self/statm")
-  if not fh then return 0 end
-  local _, resident = fh:read("*n", "*n")
-  fh:close()
-  return (resident or 0) * 4096
-end
-
-local function heap_bytes()
-  return collectgarbage("count") * 1024
-end
+local rss_bytes, heap_bytes = memory.rss_bytes, memory.heap_bytes
 
 local rows = {}
 

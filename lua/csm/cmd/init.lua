@@ -22,17 +22,25 @@ cmd.VIOLATED = 1
 --- Exit status: a usage error.
 cmd.USAGE = 2
 
+-- The number text reads as (finite), checked against [min, max]; or nil and
+-- why, naming the option. what is "an integer" or "a number".
+local function convert(option, text, what, min, max)
+  local n = tonumber(text)
+  if n == nil or n ~= n or n == math.huge or n == -math.huge or (what == "an integer" and n % 1 ~= 0) then
+    return nil, string.format("%s: %s expected (got '%s')", option, what, text)
+  end
+  if (min and n < min) or (max and n > max) then
+    return nil, string.format("%s: %s out of range (%s)", option, text,
+      min and max and string.format("%s to %s", min, max) or min and (">= " .. min) or ("<= " .. max))
+  end
+  return n
+end
+
 --- A converter for an integer option within [min, max] (either may be nil).
 function cmd.integer(option, min, max)
   return function(text)
-    local n = tonumber(text)
-    if n == nil or n % 1 ~= 0 or n ~= n or n == math.huge or n == -math.huge then
-      return nil, string.format("%s: an integer expected (got '%s')", option, text)
-    end
-    if (min and n < min) or (max and n > max) then
-      return nil, string.format("%s: %s out of range (%s)", option, text,
-        min and max and string.format("%s to %s", min, max) or min and (">= " .. min) or ("<= " .. max))
-    end
+    local n, why = convert(option, text, "an integer", min, max)
+    if n == nil then return nil, why end
     return math.tointeger and math.tointeger(n) or n
   end
 end
@@ -40,15 +48,7 @@ end
 --- A converter for a number option within [min, max] (either may be nil).
 function cmd.number(option, min, max)
   return function(text)
-    local n = tonumber(text)
-    if n == nil or n ~= n or n == math.huge or n == -math.huge then
-      return nil, string.format("%s: a number expected (got '%s')", option, text)
-    end
-    if (min and n < min) or (max and n > max) then
-      return nil, string.format("%s: %s out of range (%s)", option, text,
-        min and max and string.format("%s to %s", min, max) or min and (">= " .. min) or ("<= " .. max))
-    end
-    return n
+    return convert(option, text, "a number", min, max)
   end
 end
 

@@ -19,6 +19,7 @@ local cmd = require "csm.cmd"
 local csm = require "csm"
 local net = require "csm.lab.net"
 local checker = require "csm.lab.checker"
+local memory = require "csm.lab.memory"
 local reference = require "csm.protocols.reference"
 
 local soak = {}
@@ -64,17 +65,11 @@ The same seed gives the same run.]])
 end
 
 local function rss_kib()
-  local fh = io.open("/proc/self/statm")
-  if not fh then return 0 end
-  local _, resident = fh:read("*n", "*n")
-  fh:close()
-  return (resident or 0) * 4
+  return memory.rss_bytes() / 1024
 end
 
 local function heap_kib()
-  collectgarbage("collect")
-  collectgarbage("collect")
-  return collectgarbage("count")
+  return memory.heap_bytes(true) / 1024
 end
 
 -- The reference nodes log every finalized rank, and so does the agreement

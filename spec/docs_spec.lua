@@ -1,0 +1,67 @@
+-- The documentation's code runs: the README's example and the tutorial's
+-- Lua blocks (in order, as one script), and the tutorial's csm commands.
+local support = require "support"
+
+local slurp = support.slurp
+
+-- The fenced blocks of a Markdown file in a language, in order.
+local function blocks(path, language)
+  local out = {}
+  for code in slurp(support.root .. "/" .. path):gmatch("```" .. language .. "\n(.-)\n```") do
+    out[#out + 1] = code
+  end
+  return out
+end
+
+-- Runs Lua source with print captured; returns what it printed.
+local function run(source, name)
+  local printed = {}
+  local env = setmetatable({
+    print = function(...)
+      local parts = {}
+      for i = 1, select("#", ...) do parts[i] = tostring((select(i, ...))) end
+      printed[#printed + 1] = table.concat(parts, "\t")
+    end,
+  }, { __index = _G })
+  local chunk = assert((loadstring or load)(source, "=" .. name, "t", env))
+  if setfenv then setfenv(chunk, env) end
+  chunk()
+  return table.concat(printed, "\n")
+end
+
+describe("the documentation", function()
+  it("README: the example runs and prints what it says", function()
+    local code = blocks("README.md", "lua")
+    assert.are.equal(1, #code)
+    local out = run(code[1], "README example")
+    assert.are.equal('proving\tcsm.value("block-3", 3)\t2.5', out)
+  end)
+
+  it("tutorial: its Lua runs, in order, as one script", function()
+    local code = blocks("docs/tutorial.md", "lua")
+    assert.are.equal(3, #code)
+    local out = run(table.concat(code, "\n"), "tutorial")
+    assert.is_truthy(out:find("10 ranks in 1.37 virtual s; 375 messages delivered", 1, true), out)
+    assert.is_truthy(out:find("n01\t10\t10:n03", 1, true), out)
+    -- after the crash: the three others reach 30, and all agree
+    assert.is_truthy(out:find("\ntrue\tnil\t12\t", 1, true), out)
+    assert.is_truthy(out:find("n04\t30\t", 1, true), out)
+  end)
+
+  it("tutorial: its csm command gives the report it describes", function()
+    local code = blocks("docs/tutorial.md", "sh")
+    assert.are.equal(1, #code)
+    local args = code[1]:match("^csm (.-)%s*$")
+    local svg = os.tmpname()
+    args = args:gsub("timeline%.svg", svg)
+    local out, status = support.run("bin/csm", args)
+    assert.are.equal(0, status, out)
+    assert.is_truthy(out:find("agreement: ok (no two honest nodes finalized different identities at one rank)",
+      1, true), out)
+    assert.is_truthy(out:find("progress: ok (every honest node finalized 50 ranks)", 1, true), out)
+    assert.is_truthy(out:find("equivocate", 1, true), out)
+    local picture = slurp(svg)
+    os.remove(svg)
+    assert.is_truthy(picture:find("(equivocate)", 1, true))
+  end)
+end)
