@@ -56,8 +56,8 @@ describe("the documentation", function()
     args = args:gsub("timeline%.svg", svg)
     local out, status = support.run("bin/csm", args)
     assert.are.equal(0, status, out)
-    assert.is_truthy(out:find("agreement: ok (no two honest nodes finalized different identities at one rank)",
-      1, true), out)
+    local agreement = "agreement: ok (no two honest nodes finalized different identities at one rank)"
+    assert.is_truthy(out:find(agreement, 1, true), out)
     assert.is_truthy(out:find("progress: ok (every honest node finalized 50 ranks)", 1, true), out)
     assert.is_truthy(out:find("equivocate", 1, true), out)
     local picture = slurp(svg)
