@@ -174,6 +174,24 @@ describe("csm.lab", function()
   end)
 
   describe("the error rule", function()
+    it("the checker, report, timeline and pictures refuse what is not theirs", function()
+      assert.are.equal("checker.reached: bad argument #1 'nodes' (list of nodes expected, got nil)",
+        error_of(checker.reached, nil, 1))
+      local agreement = checker.agreement()
+      assert.are.equal("agreement:observe: bad argument #1 'node' (node name expected, got nil)",
+        error_of(agreement.observe, agreement, nil, 1, "x"))
+      assert.are.equal("agreement:observe: bad argument #2 'rank' (integer >= 0 expected, got string)",
+        error_of(agreement.observe, agreement, "n01", "1", "x"))
+      assert.are.equal("report.format: bad argument #1 'report' (report of harness.run expected, got table)",
+        error_of(report.format, {}))
+      assert.are.equal("timeline.svg: bad argument #1 'report' (report of harness.run expected, got number)",
+        error_of(timeline.svg, 3))
+      for _, name in ipairs { "mermaid", "dot", "transition_table", "stats", "current_state_info" } do
+        assert.are.equal("csm.viz." .. name .. ": bad argument #1 'sm' (csm machine expected, got number)",
+          error_of(csm.viz[name], 5))
+      end
+    end)
+
     it("harness.run refuses bad options, naming them", function()
       assert.are.equal("harness: option 'ranks' must be an integer >= 0 (got string \"x\")",
         error_of(harness.run, { ranks = "x" }))

@@ -3,7 +3,15 @@
 -- counters, and the current state.
 -- @module csm.viz
 
+local check = require "csm.check"
+local MACHINE = require("csm.machine").metatable
+
 local viz = {}
+
+-- Raises unless sm is a machine (argument #1 of fname).
+local function check_machine(fname, sm)
+  if getmetatable(sm) ~= MACHINE then check.argerror(fname, 1, "sm", "csm machine expected", sm) end
+end
 
 local function rows(sm)
   return sm:transitions()
@@ -18,6 +26,7 @@ end
 
 --- A Mermaid state diagram; the current state is marked.
 function viz.mermaid(sm)
+  check_machine("csm.viz.mermaid", sm)
   local out = { "stateDiagram-v2", "  [*] --> stopped" }
   for _, row in ipairs(rows(sm)) do
     out[#out + 1] = string.format("  %s --> %s : %s", row.from, row.to, label(row))
@@ -33,6 +42,7 @@ end
 
 --- A Graphviz digraph; edges taken are drawn heavier, the current state filled.
 function viz.dot(sm)
+  check_machine("csm.viz.dot", sm)
   local out = {
     "digraph csm {",
     "  rankdir=LR;",
@@ -55,6 +65,7 @@ end
 
 --- A text table: from, event, to, guard, times taken.
 function viz.transition_table(sm)
+  check_machine("csm.viz.transition_table", sm)
   local list = rows(sm)
   local w1, w2, w3 = #"from", #"event", #"to"
   for _, row in ipairs(list) do
@@ -72,6 +83,7 @@ end
 --- Counters: transitions, dropped events, refused and received messages,
 -- what the ledger holds.
 function viz.stats(sm)
+  check_machine("csm.viz.stats", sm)
   local s = sm:inspect()
   local lines = {
     string.format("state            %s (%.3f s)", s.state, s.state_time),
@@ -104,6 +116,7 @@ end
 
 --- The current state and the round's data, one fact a line.
 function viz.current_state_info(sm)
+  check_machine("csm.viz.current_state_info", sm)
   local s = sm:inspect()
   local provers = {}
   for i, p in ipairs(s.next_provers or {}) do provers[i] = type(p) == "string" and p or p:identity() end

@@ -45,6 +45,12 @@ end
 
 --- Whether every node has a height of at least ranks.
 function checker.reached(nodes, ranks)
+  if type(nodes) ~= "table" then
+    check.argerror("checker.reached", 1, "nodes", "list of nodes expected", nodes)
+  end
+  if type(ranks) ~= "number" then
+    check.argerror("checker.reached", 2, "ranks", "number expected", ranks)
+  end
   for _, node in ipairs(nodes) do
     if node.height < ranks then return false end
   end
@@ -58,6 +64,15 @@ end
 -- violation it makes: { rank =, nodes = { first, node }, identities =
 -- { first's, node's } }, also appended to tracker.violations.
 function Agreement:observe(node, rank, identity)
+  if type(node) ~= "string" then
+    check.argerror("agreement:observe", 1, "node", "node name expected", node)
+  end
+  if not check.is_integer(rank) or rank < 0 then
+    check.argerror("agreement:observe", 2, "rank", "integer >= 0 expected", rank)
+  end
+  if type(identity) ~= "string" then
+    check.argerror("agreement:observe", 3, "identity", "string expected", identity)
+  end
   local first = self.first[rank]
   if first == nil then
     self.first[rank] = { identity = identity, node = node }

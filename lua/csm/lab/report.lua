@@ -4,6 +4,7 @@
 -- invariants; and its text form.
 -- @module csm.lab.report
 
+local check = require "csm.check"
 local checker = require "csm.lab.checker"
 
 local report = {}
@@ -63,8 +64,16 @@ function report.finish(r, nodes, agreement)
   return r
 end
 
+--- Raises unless r is a report of a run (argument n of fname).
+function report.check(fname, r, n)
+  if type(r) ~= "table" or type(r.config) ~= "table" or type(r.nodes) ~= "table" then
+    check.argerror(fname, n or 1, "report", "report of harness.run expected", r)
+  end
+end
+
 --- The report as text.
 function report.format(r)
+  report.check("report.format", r)
   local c = r.config
   local out = {}
   local function line(fmt, ...) out[#out + 1] = string.format(fmt, ...) end

@@ -4,6 +4,7 @@
 -- @module csm.lab.timeline
 
 local check = require "csm.check"
+local report = require "csm.lab.report"
 
 local timeline = {}
 
@@ -22,6 +23,7 @@ end
 --- The SVG of a report (csm.lab.report): its names, lanes ({ {t, state},
 -- ... } per node), finalized_at, nodes' parts, virtual time and config.
 function timeline.svg(r)
+  report.check("timeline.svg", r)
   local lane_h, left, top, width = 22, 150, 40, 1100
   local names = r.names
   local height = top + #names * lane_h + 70
@@ -87,6 +89,7 @@ end
 
 --- Writes the SVG of report r to path. Returns true, or nil, message, "io".
 function timeline.write(r, path)
+  report.check("timeline.write", r)
   if type(path) ~= "string" then check.argerror("timeline.write", 2, "path", "string expected", path) end
   local text = timeline.svg(r)
   local fh, err = io.open(path, "w")
