@@ -116,109 +116,129 @@ local function schedule_of(c, names, parts)
   return list
 end
 
---- Runs an experiment; returns the report (see harness.format).
-function harness.run(config)
-  local c = harness.config(config)
-  local clock = os.clock()
-  local world = csm.sim { seed = c.seed }
-  local network = net.new(world, { latency = c.latency, jitter = c.jitter, loss = c.loss,
-    duplicate = c.duplicate, reorder = c.reorder })
-  local names = net.names(c.nodes)
-  local parts = assign_parts(c)
-  local genesis = csm.value("genesis", 0)
+-- One experiment while it runs: its world, network, nodes (by index and
+-- by name), trace, timeline lanes, agreement check and progress count.
+local Run = {}
+Run.__index = Run
 
-  local log
+local function new_run(c)
+  local self = setmetatable({ c = c, clock = os.clock(), nodes = {}, index = {}, lanes = {},
+    agreement = checker.agreement(), honest_total = 0, honest_done = 0 }, Run)
+  self.world = csm.sim { seed = c.seed }
+  self.network = net.new(self.world, { latency = c.latency, jitter = c.jitter, loss = c.loss,
+    duplicate = c.duplicate, reorder = c.reorder })
+  self.names = net.names(c.nodes)
+  self.parts = assign_parts(c)
+  self.genesis = csm.value("genesis", 0)
   if c.trace then
-    local err
-    log, err = trace.open(c.trace, world)
+    local log, err = trace.open(c.trace, self.world)
     if not log then fail("harness: %s", err) end
-    network.observer = function(what, from, to, msg)
+    self.log = log
+    self.network.observer = function(what, from, to, msg)
       log:message(what, from, to, msg, msg.rank or (msg.value and msg.value:rank()))
     end
   end
+  return self
+end
 
-  local r = { config = c, nodes = {}, stuck = {}, byzantine_kinds = harness.byzantine_kinds }
-  local agreement = checker.agreement()
-  local honest_total, honest_done = 0, 0
-  local lanes = {}           -- node -> { {t, state}, ... } for the timeline
-  local nodes, index = {}, {}
+-- Checks and counts a finalization (traced first).
+function Run:finalized(node, rank, state)
+  if self.log then self.log:finalize(node.name, rank, state:identity()) end
+  if node.role ~= "honest" then return end
+  self.agreement:observe(node.name, rank, state:identity())
+  if node.height >= self.c.ranks and not node.reached then
+    node.reached = true
+    self.honest_done = self.honest_done + 1
+  end
+end
 
-  local function on_finalize(node, rank, state)
-    if log then log:finalize(node.name, rank, state:identity()) end
-    if node.role ~= "honest" then return end
-    agreement:observe(node.name, rank, state:identity())
-    if node.height >= c.ranks and not node.reached then
-      node.reached = true
-      honest_done = honest_done + 1
+-- Builds node i (sync: it starts with a network sync, after a restart),
+-- with a listener that draws its lane and traces its transitions.
+function Run:make(i, sync)
+  local c, world, part = self.c, self.world, self.parts[i]
+  local node = reference.node {
+    name = self.names[i], names = self.names, world = world, network = self.network,
+    role = (part == "crash" or part == nil) and "honest" or part,
+    initial = self.genesis, timing = c.timing, view_timeout = c.view_timeout, sync = sync,
+    on_finalize = function(n, rank, state) self:finalized(n, rank, state) end,
+  }
+  node.part = part or "honest"
+  if part == "crash" then node.role = "crash" end
+  self.lanes[node.name] = self.lanes[node.name] or {}
+  local lane, log = self.lanes[node.name], self.log
+  node.sm:add_listener(function(from, to, event)
+    lane[#lane + 1] = { world:now(), to }
+    if log then
+      local active = node.sm:active_state()
+      log:transition(node.name, from, event, to, active and active:rank() + 1)
     end
-  end
+  end)
+  return node
+end
 
-  local function make(i, sync)
-    local part = parts[i]
-    local node = reference.node {
-      name = names[i], names = names, world = world, network = network,
-      role = (part == "crash" or part == nil) and "honest" or part,
-      initial = genesis, timing = c.timing, view_timeout = c.view_timeout, sync = sync,
-      on_finalize = on_finalize,
-    }
-    node.part = part or "honest"
-    if part == "crash" then node.role = "crash" end
-    lanes[node.name] = lanes[node.name] or {}
-    local lane = lanes[node.name]
-    node.sm:add_listener(function(from, to, event)
-      lane[#lane + 1] = { world:now(), to }
-      if log then
-        local active = node.sm:active_state()
-        log:transition(node.name, from, event, to, active and active:rank() + 1)
-      end
-    end)
-    return node
-  end
+-- What a crash does to a node, and how it comes back.
+function Run:crash(name)
+  self.nodes[self.index[name]].sm:close()
+  local lane = self.lanes[name]
+  lane[#lane + 1] = { self.world:now(), "crashed" }
+end
 
-  for i = 1, c.nodes do
-    nodes[i] = make(i, false)
-    index[names[i]] = i
-    if nodes[i].role == "honest" then honest_total = honest_total + 1 end
+function Run:restart(name)
+  local i = self.index[name]
+  local old = self.nodes[i]
+  local fresh = self:make(i, true)
+  fresh.finalized, fresh.finalized_at, fresh.height = old.finalized, old.finalized_at, old.height
+  -- what it finalized and voted survives the crash: it answers syncs and votes
+  fresh.chain, fresh.deciding_votes = old.chain, old.deciding_votes
+  local last = old.sm:active_state()
+  if last then fresh.sm:set_active_state(last) end
+  self.nodes[i] = fresh
+  fresh:start()
+end
+
+-- Builds and starts the nodes (silent ones off the network) and arms the
+-- fault schedule.
+function Run:start()
+  for i = 1, self.c.nodes do
+    self.nodes[i] = self:make(i, false)
+    self.index[self.names[i]] = i
+    if self.nodes[i].role == "honest" then self.honest_total = self.honest_total + 1 end
   end
-  for _, node in ipairs(nodes) do
-    if node.part == "silent" then network:crash(node.name) end
+  for _, node in ipairs(self.nodes) do
+    if node.part == "silent" then self.network:crash(node.name) end
     node:start()
   end
-
-  faults.arm(network, schedule_of(c, names, parts), {
-    crash = function(name)
-      nodes[index[name]].sm:close()
-      local lane = lanes[name]
-      lane[#lane + 1] = { world:now(), "crashed" }
-    end,
-    restart = function(name)
-      local i = index[name]
-      local old = nodes[i]
-      local fresh = make(i, true)
-      fresh.finalized, fresh.finalized_at, fresh.height = old.finalized, old.finalized_at, old.height
-      -- what it finalized and voted survives the crash: it answers syncs and votes
-      fresh.chain, fresh.deciding_votes = old.chain, old.deciding_votes
-      local last = old.sm:active_state()
-      if last then fresh.sm:set_active_state(last) end
-      nodes[i] = fresh
-      fresh:start()
-    end,
+  faults.arm(self.network, schedule_of(self.c, self.names, self.parts), {
+    crash = function(name) self:crash(name) end,
+    restart = function(name) self:restart(name) end,
   })
+end
 
-  local finished = world:run_until(function() return honest_done >= honest_total end, c.time)
-  r.wall = os.clock() - clock
-  r.virtual = world:now()
+-- Runs to the target or the time limit; returns the report.
+function Run:finish()
+  local c = self.c
+  local finished = self.world:run_until(function() return self.honest_done >= self.honest_total end, c.time)
+  local r = { config = c, nodes = {}, stuck = {}, byzantine_kinds = harness.byzantine_kinds }
+  r.wall = os.clock() - self.clock
+  r.virtual = self.world:now()
   r.finished = finished
-  r.messages = network.stats
-  report.finish(r, nodes, agreement)
-  r.lanes, r.names = lanes, names
-  if log then log:close() end
+  r.messages = self.network.stats
+  report.finish(r, self.nodes, self.agreement)
+  r.lanes, r.names = self.lanes, self.names
+  if self.log then self.log:close() end
   if c.svg then
     local ok, err = timeline.write(r, c.svg)
     if not ok then fail("harness: %s", err) end
   end
-  for _, node in ipairs(nodes) do node.sm:close() end
+  for _, node in ipairs(self.nodes) do node.sm:close() end
   return r
+end
+
+--- Runs an experiment; returns the report (see harness.format).
+function harness.run(config)
+  local run = new_run(harness.config(config))
+  run:start()
+  return run:finish()
 end
 
 --- The report as text (csm.lab.report.format).
