@@ -119,10 +119,12 @@ describe("csm.harness", function()
         support.error_of(harness.config, { byzantine = { silent = 1.5 } }))
       assert.are.equal("harness: option 'byzantine.silent' must be an integer >= 0 (got -1)",
         support.error_of(harness.config, { byzantine = { silent = -1 } }))
-      for bad, shown in pairs { [0] = "0", [2.5] = "2.5", ["4"] = 'string "4"' } do
-        assert.are.equal("harness: option 'nodes' must be an integer >= 1 (got " .. shown .. ")",
+      for bad, shown in pairs { [0] = "0", [2.5] = "2.5", ["4"] = 'string "4"', [1e6] = "1000000" } do
+        assert.are.equal("harness: option 'nodes' must be an integer in [1, 10000] (got " .. shown .. ")",
           support.error_of(harness.config, { nodes = bad }))
       end
+      assert.are.equal("harness: option 'view_timeout' must be > 0 (got 0)",
+        support.error_of(harness.config, { view_timeout = 0 }))
       assert.are.equal("harness: 4 byzantine nodes leave no honest one of 4",
         support.error_of(harness.config, { byzantine = { silent = 2, equivocate = 2 } }))
     end)

@@ -29,7 +29,7 @@ names ("n01,n02|n03,n04"); nodes are named n01, n02, ...; nodes in no
 group form one more group.
 Timing: --timing voting=2,vote_resend=0.1,scale=0.01 (see the guide).
 The same seed gives the same run, byte for byte in --trace.]])
-  c:option("--nodes", "Number of nodes.", "4"):convert(cmd.integer("--nodes", 1, 10000))
+  c:option("--nodes", "Number of nodes.", "4"):convert(cmd.integer("--nodes", 1, harness.max_nodes))
   c:option("--byzantine", "COUNT:KIND, e.g. 5:equivocate (repeatable, or comma-separated).")
     :count("*")
   c:option("--seed", "Seed of the sim world.", "1"):convert(cmd.integer("--seed", -2 ^ 53, 2 ^ 53))

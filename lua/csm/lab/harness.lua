@@ -31,6 +31,10 @@ harness.byzantine_kinds = { "equivocate", "double_vote", "silent", "crash" }
 local KINDS = {}
 for _, kind in ipairs(harness.byzantine_kinds) do KINDS[kind] = true end
 
+--- The most nodes an experiment runs.
+harness.max_nodes = 10000
+local MAX_NODES = harness.max_nodes
+
 local DEFAULTS = {
   nodes = 4, seed = 1, ranks = 100, time = 3600, latency = 0.01, jitter = 0.005, loss = 0,
   duplicate = 0, reorder = 0, crash_at = 5, partitions = {},
@@ -48,7 +52,8 @@ function harness.config(c)
   local out = {}
   for k, v in pairs(DEFAULTS) do out[k] = v end
   for k, v in pairs(c) do out[k] = v end
-  check.integer(fname, "nodes", out.nodes, 1)
+  -- every node publishes to every other: beyond this a run takes hours
+  check.integer(fname, "nodes", out.nodes, 1, MAX_NODES)
   check.integer(fname, "seed", out.seed, -2 ^ 53, 2 ^ 53)
   check.integer(fname, "ranks", out.ranks, 0)
   check.number(fname, "time", out.time, 0)
@@ -56,6 +61,7 @@ function harness.config(c)
   for _, k in ipairs { "loss", "duplicate", "reorder" } do check.number(fname, k, out[k], 0, 1) end
   check.number(fname, "restart_after", out.restart_after, 0, nil, true)
   check.number(fname, "view_timeout", out.view_timeout, 0, nil, true)
+  if out.view_timeout == 0 then fail("harness: option 'view_timeout' must be > 0 (got 0)") end
   check.type(fname, "timing", out.timing, "table", true)
   for name in pairs(out.timing or {}) do
     if csm.defaults.timing[name] == nil then
