@@ -94,7 +94,8 @@ describe("csm", function()
       assert.are.equal("csm.sim: unknown option 'sed'", error_of(csm.sim, { sed = 1 }))
       assert.are.equal("csm.sim: option 'seed' must be an integer (got string)",
         error_of(csm.sim, { seed = "1" }))
-      assert.are.equal("csm.sim: option 'seed' must be an integer (got 1.5)", error_of(csm.sim, { seed = 1.5 }))
+      assert.are.equal("csm.sim: option 'seed' must be an integer (got 1.5)",
+        error_of(csm.sim, { seed = 1.5 }))
       assert.is_truthy(error_of(csm.sim, { seed = 0 / 0 }))
       assert.is_truthy(error_of(csm.sim, { seed = 2 ^ 60 }))
       assert.is_nil(error_of(csm.sim, { seed = -7 }))
