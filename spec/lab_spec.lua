@@ -228,6 +228,9 @@ describe("csm.lab", function()
       assert.are.equal("reference.node: option 'view_timeout' must be a number >= 0 (got -1)",
         error_of(reference.node, { name = "a", names = { "a" }, world = world, network = network,
           view_timeout = -1 }))
+      assert.are.equal("reference.node: option 'view_timeout' must be > 0 (got 0)",
+        error_of(reference.node, { name = "a", names = { "a" }, world = world, network = network,
+          view_timeout = 0 }))
       assert.are.equal("reference.node: unknown option 'bogus'",
         error_of(reference.node, { name = "a", names = { "a" }, world = world, network = network,
           bogus = 1 }))

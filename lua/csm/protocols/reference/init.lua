@@ -111,6 +111,8 @@ local function check_node_options(o)
   check.type(fname, "timing", o.timing, "table", true)
   if o.timing then check.number(fname, "timing.scale", o.timing.scale, 0, nil, true) end
   check.number(fname, "view_timeout", o.view_timeout, 0, nil, true)
+  -- an attempt that lasts no time never lets virtual time move on
+  if o.view_timeout == 0 then check.fail("%s: option 'view_timeout' must be > 0 (got 0)", fname) end
   check.number(fname, "sync_wait", o.sync_wait, 0, nil, true)
   check.type(fname, "sync", o.sync, "boolean", true)
   check.type(fname, "on_finalize", o.on_finalize, "function", true)
