@@ -437,7 +437,30 @@ describe("csm ctx", function()
       run(world, 1)
       assert.are.same({
         "sm:send_event: unknown event 'nope'",
-        "sm:send_event: bad argument #1 'event' (string expected, got number)",
+        "ctx:send_event: bad argument #1 'event' (string expected, got number)",
+      }, errs)
+    end)
+  end)
+
+  describe("methods called without self", function()
+    it("raise naming the method", function()
+      local world = csm.sim { seed = 1 }
+      local errs
+      local sm = machine(world, function(_, ctx)
+        errs = {
+          error_of(ctx.sleep, 1), error_of(ctx.wait, 1), error_of(ctx.await, function() end),
+          error_of(ctx.cancelled), error_of(ctx.send_event, "x"), error_of(ctx.spawn, print),
+        }
+      end)
+      sm:start()
+      run(world, 1)
+      assert.are.same({
+        "ctx:sleep: bad self (csm ctx expected, got number)",
+        "ctx:wait: bad self (csm ctx expected, got number)",
+        "ctx:await: bad self (csm ctx expected, got function)",
+        "ctx:cancelled: bad self (csm ctx expected, got nil)",
+        "ctx:send_event: bad self (csm ctx expected, got string)",
+        "ctx:spawn: bad self (csm ctx expected, got function)",
       }, errs)
     end)
   end)
@@ -524,10 +547,11 @@ describe("csm ctx", function()
       assert.is_true(task:done())
     end)
 
-    it("closes the machine when a task raises", function()
+    it("closes the machine when a task raises; the task's result is its error", function()
       local world = csm.sim { seed = 1 }
+      local task
       local sm, log = machine(world, function(_, ctx)
-        ctx:spawn(function()
+        task = ctx:spawn(function()
           ctx:sleep(1)
           error("task bug")
         end)
@@ -535,6 +559,10 @@ describe("csm ctx", function()
       end)
       sm:start()
       run(world)
+      assert.is_true(task:done())
+      local none, err = task:result()
+      assert.is_nil(none)
+      assert.is_truthy(err:find("task bug", 1, true))
       assert.is_true(sm:closed())
       assert.are.equal("stopped", sm:state())
       assert.is_truthy(sm:error():find("task bug", 1, true))

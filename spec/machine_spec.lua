@@ -139,6 +139,17 @@ describe("csm", function()
       end
     end)
 
+    it("refuses a provider method that is not a function, and keeps a provider's own fields", function()
+      assert.are.equal("csm.new: sync.synchronize must be a function (got number)",
+        error_of(csm.new, minimal { sync = { synchronize = 5 } }))
+      assert.are.equal("csm.new: voting.is_quorum must be a function (got string)",
+        error_of(csm.new, minimal { voting = { is_quorum = "yes" } }))
+      local callable = setmetatable({}, { __call = function() end })
+      assert.is_nil(error_of(csm.new, minimal { sync = { synchronize = callable, state = 3 } }))
+      local class = { synchronize = function(_, existing) return existing end }
+      assert.is_nil(error_of(csm.new, minimal { sync = setmetatable({}, { __index = class }) }))
+    end)
+
     it("refuses a bad trace", function()
       assert.are.equal("csm.new: option 'trace' must be a table (got function)",
         error_of(csm.new, minimal { trace = print }))
@@ -151,10 +162,17 @@ describe("csm", function()
     it("names an unknown timing and refuses a bad one", function()
       assert.are.equal("csm.new: unknown timing 'votng'",
         error_of(csm.new, minimal { timing = { votng = 1 } }))
-      assert.are.equal("csm.new: timing.voting must be a number >= 0 (got -1)",
+      assert.are.equal("csm.new: timing.voting must be a finite number >= 0 (got -1)",
         error_of(csm.new, minimal { timing = { voting = -1 } }))
-      assert.are.equal("csm.new: timing.scale must be a number >= 0 (got fast)",
+      assert.are.equal("csm.new: timing.scale must be a finite number >= 0 (got fast)",
         error_of(csm.new, minimal { timing = { scale = "fast" } }))
+      -- an interval or scale of 0 would repeat a behaviour at one instant for ever
+      for _, k in ipairs { "sync_retry", "liveness_resend", "proving_poll", "vote_resend", "scale" } do
+        assert.are.equal("csm.new: timing." .. k .. " must be > 0 (got 0)",
+          error_of(csm.new, minimal { timing = { [k] = 0 } }))
+      end
+      -- a timeout of 0 is none
+      assert.is_nil(error_of(csm.new, minimal { timing = { voting = 0 } }))
       assert.are.equal("csm.new: option 'timing' must be a table (got number)",
         error_of(csm.new, minimal { timing = 1 }))
     end)

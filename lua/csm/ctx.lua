@@ -10,7 +10,7 @@ local coroutine_create, coroutine_resume, coroutine_yield =
   coroutine.create, coroutine.resume, coroutine.yield
 local unpack = table.unpack or unpack
 local pack = table.pack or function(...) return { n = select("#", ...), ... } end
-local type, ipairs, tostring, pcall = type, ipairs, tostring, pcall
+local type, ipairs, tostring, pcall, getmetatable = type, ipairs, tostring, pcall, getmetatable
 local traceback = debug.traceback
 
 local tasks = {
@@ -70,7 +70,9 @@ end
 local function finish(task, ok, first)
   if not ok then
     task.finished = true
-    tasks.fatal(ctx_of(task).sm, traceback(task.co, error_text(first)))
+    local err = traceback(task.co, error_text(first))
+    task.failure = err
+    tasks.fatal(ctx_of(task).sm, err)
     return
   end
   if first == DONE then
@@ -124,6 +126,11 @@ local function block(task, kind)
   task.token = token
   task.blocked = kind
   return token
+end
+
+-- Raises unless ctx is a ctx (a method called with a dot, say).
+local function check_ctx(ctx, fname)
+  if getmetatable(ctx) ~= Ctx then check.selferror(fname, "csm ctx expected", ctx) end
 end
 
 local function running_task(ctx, fname)
@@ -180,8 +187,10 @@ function Task:done()
   return self.finished == true
 end
 
---- What the task's function returned, or nil, "not done".
+--- What the task's function returned; nil, "not done" while it runs; nil
+-- and its error (with a traceback) if it raised.
 function Task:result()
+  if self.failure then return nil, self.failure end
   if not self.finished or not self.results then return nil, "not done" end
   return unpack(self.results, 1, self.results.n)
 end
@@ -192,12 +201,14 @@ end
 
 --- Whether the state this ctx belongs to has been left.
 function Ctx:cancelled()
+  check_ctx(self, "ctx:cancelled")
   return self.cancelled_
 end
 
 --- Suspends the calling behaviour for seconds.
 -- @return true, or nil, "canceled"
 function Ctx:sleep(seconds)
+  check_ctx(self, "ctx:sleep")
   check_seconds("ctx:sleep", seconds)
   local task = running_task(self, "ctx:sleep")
   if self.cancelled_ then return nil, "canceled" end
@@ -214,6 +225,7 @@ end
 --- Waits for a callback: fn(resolve) is called, and await returns what
 -- resolve gets. A second resolve, or one after cancellation, is ignored.
 function Ctx:await(fn)
+  check_ctx(self, "ctx:await")
   if type(fn) ~= "function" then check.argerror("ctx:await", 1, "fn", "function expected", fn) end
   local task = running_task(self, "ctx:await")
   if self.cancelled_ then return nil, "canceled" end
@@ -240,6 +252,7 @@ end
 -- or a spawned task finishes.
 -- @return "timeout" | "wake" | nil, "canceled"
 function Ctx:wait(seconds)
+  check_ctx(self, "ctx:wait")
   check_seconds("ctx:wait", seconds)
   local task = running_task(self, "ctx:wait")
   if self.cancelled_ then return nil, "canceled" end
@@ -282,12 +295,15 @@ end
 --- Queues event on the machine unless this ctx is cancelled.
 -- @return true, or nil, err
 function Ctx:send_event(event)
+  check_ctx(self, "ctx:send_event")
+  if type(event) ~= "string" then check.argerror("ctx:send_event", 1, "event", "string expected", event) end
   if self.cancelled_ then return nil, "canceled" end
   return self.sm:send_event(event)
 end
 
 --- Runs fn(...) in a new task that shares this ctx.
 function Ctx:spawn(fn, ...)
+  check_ctx(self, "ctx:spawn")
   if type(fn) ~= "function" then check.argerror("ctx:spawn", 1, "fn", "function expected", fn) end
   local task = setmetatable({ ctx = self, fn = fn, args = pack(...), co = false }, Task)
   append(self, "spawned", task)

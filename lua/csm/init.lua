@@ -14,7 +14,7 @@ require "csm.machine"
 require "csm.results"
 require "csm.driver"
 
-local type, ipairs, pcall, tostring = type, ipairs, pcall, tostring
+local type, ipairs, pairs, pcall, tostring, getmetatable = type, ipairs, pairs, pcall, tostring, getmetatable
 local fail, argerror, sorted_keys = check.fail, check.argerror, layout.sorted_keys
 
 local csm = { _VERSION = "csm 0.1.0" }
@@ -45,6 +45,12 @@ for _, name in ipairs(layout.builtin.events) do csm.events[name] = name end
 
 --- The defaults: timeouts and intervals in seconds, limits.
 csm.defaults = layout.defaults
+
+-- Each provider's methods, in name order.
+local METHODS = {}
+for name, shapes in pairs(require("csm.results").shapes) do
+  METHODS[name] = layout.sorted_keys(shapes)
+end
 
 local OPTIONS = {
   id = true, initial = true, emit_on_send = true, minimum_provers = true, sync = true,
@@ -80,9 +86,18 @@ function csm.new(opts)
   end
   local providers = {}
   for _, name in ipairs { "sync", "voting", "leader", "liveness" } do
-    providers[name] = opts[name]
-    if opts[name] ~= nil and type(opts[name]) ~= "table" then
-      fail("csm.new: option '%s' must be a provider table (got %s)", name, type(opts[name]))
+    local p = opts[name]
+    providers[name] = p
+    if p ~= nil and type(p) ~= "table" then
+      fail("csm.new: option '%s' must be a provider table (got %s)", name, type(p))
+    end
+    -- its methods, where it has them, must be callable (a provider may hold
+    -- other fields of its own)
+    for _, method in ipairs(METHODS[name]) do
+      local fn = p and p[method]
+      if fn ~= nil and type(fn) ~= "function" and not (getmetatable(fn) or {}).__call then
+        fail("csm.new: %s.%s must be a function (got %s)", name, method, type(fn))
+      end
     end
   end
   local trace = layout.check_table("trace", opts.trace)

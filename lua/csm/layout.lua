@@ -63,18 +63,26 @@ function layout.check_function(where, f)
 end
 check_function = layout.check_function
 
+-- The intervals of re-sends and polls, and the scale: 0 would make a
+-- behaviour repeat itself at one instant, for ever. (A timeout of 0 means
+-- the state has none.)
+local POSITIVE = { sync_retry = true, liveness_resend = true, proving_poll = true, vote_resend = true,
+                   scale = true }
+
 --- The timing a machine runs with: the defaults, overridden by timing (a
 -- table or nil, checked), every timeout and interval but proving_grace
--- multiplied by scale.
+-- multiplied by scale. A timeout of 0 is none; intervals and the scale
+-- must be > 0.
 function layout.timing(timing)
   timing = check_table("timing", timing)
   local defaults = layout.defaults.timing
   for _, k in ipairs(sorted_keys(timing)) do
     if defaults[k] == nil then fail("csm.new: unknown timing '%s'", tostring(k)) end
     local v = timing[k]
-    if type(v) ~= "number" or not (v >= 0) then
-      fail("csm.new: timing.%s must be a number >= 0 (got %s)", k, tostring(v))
+    if type(v) ~= "number" or not (v >= 0) or v == math.huge then
+      fail("csm.new: timing.%s must be a finite number >= 0 (got %s)", k, tostring(v))
     end
+    if POSITIVE[k] and v == 0 then fail("csm.new: timing.%s must be > 0 (got 0)", k) end
   end
   local scale = timing.scale or 1
   local out = {}
