@@ -54,6 +54,21 @@ describe("csm.lab", function()
       assert.are.equal("f: the fault schedule must be a list (got 3)", error_of(faults.check, "f", 3, names))
     end)
 
+    it("arm checks its network, schedule and hooks first", function()
+      local world = csm.sim { seed = 1 }
+      local network = net.new(world)
+      for _, name in ipairs(names) do network:join(name, function() end) end
+      assert.are.equal("faults.arm: bad argument #1 'network' (csm.lab.net network expected, got nil)",
+        error_of(faults.arm, nil, {}, {}))
+      assert.are.equal("faults.arm: faults[1]: unknown node 'zz'",
+        error_of(faults.arm, network, { { kind = "crash", node = "zz", at = 1 } }, {}))
+      assert.are.equal("faults.arm: hooks.restart must be a function (a crash restarts)",
+        error_of(faults.arm, network, { { kind = "crash", node = "n01", at = 1, restart_after = 1 } },
+          { crash = function() end }))
+      assert.are.equal("faults.arm: bad argument #3 'hooks' (table expected, got nil)",
+        error_of(faults.arm, network, {}))
+    end)
+
     it("arms crashes (each before its restart) before partitions, which break ties", function()
       local world = csm.sim { seed = 1 }
       local network = net.new(world)
@@ -106,6 +121,11 @@ describe("csm.lab", function()
       assert.are.same({ nil, "rank 2: a finalized y, b finalized z" }, { checker.logs_agree(logs) })
       assert.is_true(checker.reached(logs, 1))
       assert.is_false(checker.reached(logs, 2))
+      assert.are.equal("checker.logs_agree: logs[1] must have a name and a finalized table",
+        error_of(checker.logs_agree, { {} }))
+      assert.are.equal("checker.reached: nodes[1] has no height", error_of(checker.reached, { {} }, 1))
+      assert.are.equal("checker.describe: bad argument #1 'violation' (violation expected, got nil)",
+        error_of(checker.describe, nil))
     end)
   end)
 
@@ -142,6 +162,18 @@ describe("csm.lab", function()
       assert.are.equal('{"a":"q\\""}\n', trace.line { "a", 'q"', "b", nil })
     end)
 
+    it("says when what it wrote did not reach the file", function()
+      local world = csm.sim { seed = 1 }
+      local t = assert(trace.open("/dev/full", world))
+      t:finalize("n01", 1, "x")
+      local ok, err, code = t:close()
+      assert.is_nil(ok)
+      assert.is_truthy(err:find("cannot write the trace", 1, true))
+      assert.are.equal("io", code)
+      assert.are.equal("harness: cannot write the trace: No space left on device",
+        error_of(harness.run, { ranks = 1, trace = "/dev/full" }):gsub("device.*", "device"))
+    end)
+
     it("refuses a path it cannot write, with a code", function()
       local world = csm.sim { seed = 1 }
       local t, err, code = trace.open("/nonexistent/dir/trace.jsonl", world)
@@ -164,6 +196,9 @@ describe("csm.lab", function()
       assert.is_nil(ok)
       assert.is_truthy(err:find("cannot write the timeline", 1, true))
       assert.are.equal("io", code)
+      ok, err = timeline.write(r, "/dev/full")
+      assert.is_nil(ok)
+      assert.is_truthy(err:find("cannot write the timeline", 1, true))
     end)
 
     it("computes percentiles and latency", function()
@@ -231,6 +266,9 @@ describe("csm.lab", function()
       assert.are.equal("reference.node: option 'view_timeout' must be > 0 (got 0)",
         error_of(reference.node, { name = "a", names = { "a" }, world = world, network = network,
           view_timeout = 0 }))
+      local node = reference.node { name = "a", names = { "a" }, world = world, network = network }
+      assert.are.equal("node:start: bad self (reference node expected, got nil)", error_of(node.start))
+      node.sm:close()
       assert.are.equal("reference.node: unknown option 'bogus'",
         error_of(reference.node, { name = "a", names = { "a" }, world = world, network = network,
           bogus = 1 }))

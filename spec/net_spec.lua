@@ -102,14 +102,18 @@ describe("csm.net", function()
   describe("send", function()
     it("raises on a sender or receiver that is not a name, or no message", function()
       local network = fixture()
-      assert.are.equal("network:send: bad argument #1 'from' (node name expected, got nil)",
+      assert.are.equal("network:send: bad argument #1 'from' (a joined node's name expected, got nil)",
         support.error_of(network.send, network, nil, "a", "m"))
+      assert.are.equal("network:send: bad argument #1 'from' (unknown node 'zz')",
+        support.error_of(network.send, network, "zz", "a", "m"))
       assert.are.equal("network:send: bad argument #2 'to' (node name expected, got number)",
         support.error_of(network.send, network, "a", 2, "m"))
       assert.are.equal("network:send: bad argument #3 'msg' (message expected, got nil)",
         support.error_of(network.send, network, "a", "b"))
-      assert.are.equal("network:publish: bad argument #1 'from' (node name expected, got table)",
+      assert.are.equal("network:publish: bad argument #1 'from' (a joined node's name expected, got table)",
         support.error_of(network.publish, network, {}, "m"))
+      assert.are.equal("network:publish: bad argument #1 'from' (unknown node 'zz')",
+        support.error_of(network.publish, network, "zz", "m"))
     end)
 
     it("reaches the one addressed node only", function()

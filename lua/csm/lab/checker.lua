@@ -21,6 +21,9 @@ end
 
 --- A violation as one line of text.
 function checker.describe(v)
+  if type(v) ~= "table" or type(v.nodes) ~= "table" or type(v.identities) ~= "table" then
+    check.argerror("checker.describe", 1, "violation", "violation expected", v)
+  end
   return string.format("rank %d: %s finalized %s, %s finalized %s", v.rank, v.nodes[1],
     v.identities[1], v.nodes[2], v.identities[2])
 end
@@ -31,7 +34,10 @@ end
 function checker.logs_agree(logs)
   if type(logs) ~= "table" then check.argerror("checker.logs_agree", 1, "logs", "list expected", logs) end
   local agreement = checker.agreement()
-  for _, log in ipairs(logs) do
+  for i, log in ipairs(logs) do
+    if type(log) ~= "table" or type(log.name) ~= "string" or type(log.finalized) ~= "table" then
+      check.fail("checker.logs_agree: logs[%d] must have a name and a finalized table", i)
+    end
     local ranks = {}
     for rank in pairs(log.finalized) do ranks[#ranks + 1] = rank end
     table.sort(ranks)
@@ -51,7 +57,10 @@ function checker.reached(nodes, ranks)
   if type(ranks) ~= "number" then
     check.argerror("checker.reached", 2, "ranks", "number expected", ranks)
   end
-  for _, node in ipairs(nodes) do
+  for i, node in ipairs(nodes) do
+    if type(node) ~= "table" or type(node.height) ~= "number" then
+      check.fail("checker.reached: nodes[%d] has no height", i)
+    end
     if node.height < ranks then return false end
   end
   return true

@@ -79,6 +79,19 @@ end
 -- (each before its restart) in list order, then the partitions (each
 -- before its heal).
 function faults.arm(network, list, hooks)
+  if type(network) ~= "table" or type(network.at) ~= "function" or type(network.nodes) ~= "function" then
+    check.argerror("faults.arm", 1, "network", "csm.lab.net network expected", network)
+  end
+  faults.check("faults.arm", list, network:nodes())
+  if type(hooks) ~= "table" then check.argerror("faults.arm", 3, "hooks", "table expected", hooks) end
+  for _, fault in ipairs(list) do
+    if fault.kind == "crash" then
+      if type(hooks.crash) ~= "function" then fail("faults.arm: hooks.crash must be a function") end
+      if fault.restart_after and type(hooks.restart) ~= "function" then
+        fail("faults.arm: hooks.restart must be a function (a crash restarts)")
+      end
+    end
+  end
   for _, fault in ipairs(list) do
     if fault.kind == "crash" then
       local name = fault.node

@@ -231,7 +231,10 @@ function Run:finish()
   r.messages = self.network.stats
   report.finish(r, self.nodes, self.agreement)
   r.lanes, r.names = self.lanes, self.names
-  if self.log then self.log:close() end
+  if self.log then
+    local ok, err = self.log:close()
+    if not ok then fail("harness: %s", err) end
+  end
   if c.svg then
     local ok, err = timeline.write(r, c.svg)
     if not ok then fail("harness: %s", err) end

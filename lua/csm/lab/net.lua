@@ -295,9 +295,11 @@ local function flush(self)
   arm(self)
 end
 
---- Sends msg from one node to another.
+--- Sends msg from one node (a joined one) to another; a message to a name
+-- nobody joined under is dropped and counted.
 function Network:send(from, to, msg)
-  if type(from) ~= "string" then argerror("network:send", 1, "from", "node name expected", from) end
+  if self.handlers[from] == nil then check_node(self, "network:send", 1, "from", from) end
+  -- a name nobody joined under is an address with nobody there: dropped
   if type(to) ~= "string" then argerror("network:send", 2, "to", "node name expected", to) end
   if msg == nil then argerror("network:send", 3, "msg", "message expected", msg) end
   route(self, from, to, msg, self.world:now())
@@ -306,7 +308,7 @@ end
 
 --- Sends msg from a node to every other node, in joining order.
 function Network:publish(from, msg)
-  if type(from) ~= "string" then argerror("network:publish", 1, "from", "node name expected", from) end
+  if self.handlers[from] == nil then check_node(self, "network:publish", 1, "from", from) end
   if msg == nil then argerror("network:publish", 2, "msg", "message expected", msg) end
   local now = self.world:now()
   for _, to in ipairs(self.names) do

@@ -94,8 +94,11 @@ function timeline.write(r, path)
   local text = timeline.svg(r)
   local fh, err = io.open(path, "w")
   if not fh then return nil, "cannot write the timeline: " .. tostring(err), "io" end
-  fh:write(text)
+  local ok
+  ok, err = fh:write(text)
+  if ok then ok, err = fh:flush() end
   fh:close()
+  if not ok then return nil, "cannot write the timeline: " .. tostring(err), "io" end
   return true
 end
 

@@ -70,9 +70,16 @@ function Trace:transition(node, from, event, to, rank)
     "from", from, "event", event, "to", to, "rank", rank })
 end
 
+--- Closes the file. Returns true, or nil, message, "io" when what was
+-- written did not reach it (a full disk, say).
 function Trace:close()
-  if self.file then self.file:close() end
+  local file = self.file
+  if not file then return true end
   self.file = nil
+  local ok, err = file:flush()
+  file:close()
+  if not ok then return nil, "cannot write the trace: " .. tostring(err), "io" end
+  return true
 end
 
 return trace

@@ -38,7 +38,7 @@ local receive = require "csm.protocols.reference.receive"
 local byzantine = require "csm.protocols.reference.byzantine"
 local attempts = require "csm.protocols.reference.attempts"
 
-local ipairs, pairs, type = ipairs, pairs, type
+local ipairs, pairs, type, getmetatable = ipairs, pairs, type, getmetatable
 
 local reference = {}
 local Node = {}
@@ -495,6 +495,7 @@ Node.deliver = receive.deliver
 
 --- Starts the machine.
 function Node:start()
+  if getmetatable(self) ~= Node then check.selferror("node:start", "reference node expected", self) end
   self.sm:start()
 end
 
