@@ -36,6 +36,7 @@ local function usage_error(command, args, ...)
   -- no Lua traceback or position of csm's own files
   assert.is_falsy(out:find("stack traceback", 1, true), out)
   assert.is_falsy(out:find("lua/csm/[%w_/]+%.lua:%d+"), out)
+  return out
 end
 
 describe("the csm command", function()
@@ -114,13 +115,28 @@ describe("the csm command", function()
       usage_error("bin/csm", "experiment --time nan", "--time: a number expected (got 'nan')")
       usage_error("bin/csm", "experiment --view-timeout 0", "--view-timeout must be > 0")
       usage_error("bin/csm", "experiment --quik", "unknown option '--quik'")
+      usage_error("bin/csm", "experiment --ranks 99999999999999999999", "out of range (integers up to 2^53)")
+      usage_error("bin/csm", "experiment --crash-at 3", "--crash-at needs a crash node (--byzantine N:crash)")
+    end)
+
+    it("reads a negative number after an option as its value", function()
+      usage_error("bin/csm", "experiment --loss -0.1", "--loss: -0.1 out of range (0 to 1)")
+      usage_error("bin/csm", "experiment --ranks -1", "--ranks: -1 out of range (>= 0)")
+      local out, status = csm("experiment --seed -1 --ranks 2")
+      assert.are.equal(0, status, out)
     end)
 
     it("exits 2 on a bad --byzantine, --partition or --timing", function()
       usage_error("bin/csm", "experiment --byzantine evil", "bad --byzantine 'evil' (COUNT:KIND expected)")
       usage_error("bin/csm", "experiment --byzantine 1:evil", "unknown kind 'evil'",
         "equivocate, double_vote, silent, crash")
-      usage_error("bin/csm", "experiment --byzantine 4:silent", "4 byzantine nodes leave no honest one of 4")
+      usage_error("bin/csm", "experiment --byzantine 4:silent",
+        "--byzantine: 4 byzantine nodes leave no honest one of 4 (--nodes)")
+      usage_error("bin/csm", "experiment --byzantine 99999999999999999999:silent",
+        "bad --byzantine '99999999999999999999:silent': COUNT:")
+      usage_error("bin/csm", "experiment --partition '1:2:|'", "bad --partition '1:2:|': no group")
+      usage_error("bin/csm", "experiment --partition '1:2:n01|2'", "node 'n01' is in two groups")
+      usage_error("bin/csm", "experiment --partition '1e400:2:2|2'", "bad --partition '1e400:2:2|2'")
       usage_error("bin/csm", "experiment --partition 2", "bad --partition '2'")
       usage_error("bin/csm", "experiment --partition '1:5:3|3'", "groups of 3+3 nodes, there are 4")
       usage_error("bin/csm", "experiment --partition '1:5:n01|n09'", "unknown node 'n09'")
@@ -131,9 +147,16 @@ describe("the csm command", function()
       usage_error("bin/csm", "experiment --timing voting", "bad --timing 'voting' (name=seconds expected)")
     end)
 
-    it("exits 2 when it cannot write the trace", function()
+    it("exits 2 when it cannot write the trace or the timeline, checked before the run", function()
       usage_error("bin/csm", "experiment --ranks 1 --trace /nonexistent/dir/t.jsonl",
         "cannot write the trace")
+      local out = usage_error("bin/csm", "experiment --ranks 1 --svg /nonexistent/dir/t.svg",
+        "--svg: cannot write /nonexistent/dir/t.svg")
+      assert.is_falsy(out:find("agreement", 1, true))
+      usage_error("bin/csm", "experiment --ranks 1 --trace /dev/full", "cannot write the trace")
+      -- a timeline that does not reach its file: the report is printed, then the error
+      out = usage_error("bin/csm", "experiment --ranks 1 --svg /dev/full", "--svg: cannot write the timeline")
+      assert.is_truthy(out:find("agreement: ok", 1, true))
     end)
 
     it("prints its options with --help", function()
@@ -146,11 +169,11 @@ describe("the csm command", function()
   end)
 
   describe("soak", function()
-    it("runs a short soak and reports the invariants", function()
-      local out, status = csm("soak --rounds 200 --quiet --growth 1000 --rss-growth 1000")
+    it("runs a short soak and reports the invariants, leaving memory unjudged below 10,000 rounds", function()
+      local out, status = csm("soak --rounds 2000 --quiet")
       assert.are.equal(0, status, out)
-      assert.is_truthy(out:find("rounds: 200 of 200", 1, true))
-      assert.is_truthy(out:find("agreement: ok; progress: ok", 1, true))
+      assert.is_truthy(out:find("rounds: 2000 of 2000", 1, true))
+      assert.is_truthy(out:find("agreement: ok; progress: ok; memory: not judged", 1, true))
     end)
 
     it("exits 2 on bad values", function()
@@ -159,6 +182,10 @@ describe("the csm command", function()
       usage_error("bin/csm", "soak --partition-min 5 --partition-max 1",
         "--partition-min exceeds --partition-max")
       usage_error("bin/csm", "soak --warm-up 0.95", "--warm-up must be in (0, 0.9)")
+      usage_error("bin/csm", "soak --resume-within 0", "--resume-within must be > 0")
+      usage_error("bin/csm", "soak --scale 0", "--scale must be > 0")
+      usage_error("bin/csm", "soak --partition-max 1e9", "--partition-max: 1e9 out of range (0 to 3600)")
+      usage_error("bin/csm", "soak --rounds 99999999999999999999", "out of range (integers up to 2^53)")
     end)
   end)
 

@@ -9,6 +9,7 @@ lua=${1:-5.4}
 case "$lua" in 5.4|luajit) ;; *) echo "usage: tools/icount.sh [5.4|luajit]" >&2; exit 2 ;; esac
 interpreter=lua5.4
 [ "$lua" = luajit ] && interpreter=luajit
+unset LUA_PATH_5_4 LUA_CPATH_5_4
 export LUA_PATH="$PWD/lua/?.lua;$PWD/lua/?/init.lua;;" LUA_CPATH="$PWD/build/$lua/?.so;;"
 
 count() {

@@ -14,8 +14,8 @@ local type, ipairs, tostring, pcall, getmetatable = type, ipairs, tostring, pcal
 local traceback = debug.traceback
 
 local tasks = {
-  --- fatal(sm, err): closes a machine whose behaviour raised (set by
-  -- csm.machine).
+  -- fatal(sm, err): closes a machine whose behaviour raised (set by
+  -- csm.machine)
   fatal = nil,
 }
 
@@ -148,6 +148,7 @@ local function check_seconds(fname, seconds)
 end
 
 --- The ctx of one behaviour run on loop: fn(sm, ctx, data) is its main task.
+-- @local
 function tasks.new(sm, loop, fn, data)
   return setmetatable({ sm = sm, loop = loop, fn = fn, data = data, co = false }, Ctx)
 end
@@ -162,6 +163,7 @@ local function cancel_task(loop, task)
 end
 
 --- Cancels ctx: the state it belongs to has been left.
+-- @local
 function tasks.cancel(ctx)
   ctx.cancelled_ = true
   local loop = ctx.loop
@@ -174,9 +176,11 @@ function tasks.cancel(ctx)
 end
 
 --- Starts the main task of ctx (a new behaviour run).
+-- @local
 tasks.start = start
 
 --- The ctx class, whose methods behaviours call.
+-- @local
 tasks.Ctx = Ctx
 
 --- A task that ctx:spawn started.

@@ -19,15 +19,36 @@ local fail, argerror, sorted_keys = check.fail, check.argerror, layout.sorted_ke
 
 local csm = { _VERSION = "csm 0.1.0" }
 
---- csm.value(identity, rank [, payload]): a value.
+--- A value: an identity and a rank, held in C, and an optional payload.
+-- @function value
+-- @tparam string identity non-empty, any bytes
+-- @tparam integer rank >= 0 (up to 2^53 on LuaJIT)
+-- @param[opt] payload any Lua value; a table's fields read as value.field
+-- @treturn value
 csm.value = core.value
---- csm.peer(identity): a value of rank 0.
+
+--- A peer: a value of rank 0.
+-- @function peer
+-- @tparam string identity
+-- @treturn value
 csm.peer = core.peer
+
 --- Whether x is a csm value.
+-- @function is_value
+-- @param x
+-- @treturn boolean
 csm.is_value = core.is_value
---- The real loop (libuv's default loop, shared with luv).
+
+--- The real loop: libuv's default loop, shared with luv (one per Lua state).
+-- @function loop
+-- @treturn loop
 csm.loop = core.loop
---- csm.sim{seed = n}: a new virtual-time world.
+
+--- A new virtual-time world: time moves only when nothing is runnable, and
+-- every random number comes from the seed.
+-- @function sim
+-- @tparam[opt] table options `{ seed = integer }` (default 0)
+-- @treturn loop
 csm.sim = core.sim
 
 --- Runs the real loop: `csm.loop():run(...)`.
@@ -58,7 +79,17 @@ local OPTIONS = {
   states = true, transitions = true, loop = true,
 }
 
---- Builds a machine; see the guide (docs/) for its options.
+--- Builds a machine (not yet started). docs/guide.md describes each option.
+-- @tparam table opts
+--   `id` (a peer value or string, required), `initial` (the active state,
+--   a value), `emit_on_send` (record its own liveness and votes),
+--   `minimum_provers` (an integer or a function), the providers `sync`,
+--   `voting`, `leader` and `liveness`, `trace = { trace = fn, error = fn }`,
+--   `timing` (timeouts and intervals in seconds, and `scale`), `limits`
+--   (`rank_window`, `peers_per_rank`, `identity_bytes`, `queue`), `states`
+--   and `transitions` (scripted hooks and rows), `loop` (default the real
+--   loop)
+-- @treturn Machine
 function csm.new(opts)
   if type(opts) ~= "table" then argerror("csm.new", 1, "options", "table expected", opts) end
   for _, k in ipairs(sorted_keys(opts)) do

@@ -22,6 +22,7 @@ local lua_fields = setmetatable({}, { __mode = "kv" })
 
 --- The Lua fields of machine self (its loop, id, providers, layout,
 -- listeners, the ctx of the behaviour running...), after checking self.
+-- @local
 function machine.fields(self, fname)
   local fields = lua_fields[self]
   if fields then return fields end
@@ -43,6 +44,7 @@ end
 
 --- Closes a machine after a bug (a provider or hook raised): the error is
 -- kept for sm:error() and reported to trace.error.
+-- @local
 function machine.fatal(sm, err)
   local fields = sm:_data()
   if fields.error == nil then fields.error = err end

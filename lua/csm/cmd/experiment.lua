@@ -9,6 +9,7 @@ local cmd = require "csm.cmd"
 local csm = require "csm"
 local harness = require "csm.lab.harness"
 local net = require "csm.lab.net"
+local timeline = require "csm.lab.timeline"
 
 local experiment = {}
 
@@ -43,7 +44,8 @@ The same seed gives the same run, byte for byte in --trace.]])
     :convert(cmd.probability("--duplicate"))
   c:option("--reorder", "Probability a message is held back.", "0"):convert(cmd.probability("--reorder"))
   c:option("--partition", "AT:DURATION:GROUPS (repeatable).", nil):count("*")
-  c:option("--crash-at", "Virtual time crash nodes stop.", "5"):convert(cmd.number("--crash-at", 0))
+  c:option("--crash-at", "Virtual time crash nodes stop (default 5).")
+    :convert(cmd.number("--crash-at", 0))
   c:option("--restart-after", "Seconds until a crashed node restarts.")
     :convert(cmd.number("--restart-after", 0))
   c:option("--view-timeout", "Seconds before a node gives up an attempt (> 0).")
@@ -56,19 +58,26 @@ end
 local KINDS = {}
 for _, kind in ipairs(harness.byzantine_kinds) do KINDS[kind] = true end
 
---- The byzantine counts of --byzantine items ("5:equivocate", ...).
-function experiment.byzantine(items)
-  local byzantine = {}
+--- The byzantine counts of --byzantine items ("5:equivocate", ...) among
+-- nodes nodes, at least one of them left honest.
+function experiment.byzantine(items, nodes)
+  local byzantine, total = {}, 0
   for _, spec in ipairs(items) do
     for item in spec:gmatch("[^,]+") do
-      local count, kind = item:match("^%s*(%d+):([%w_]+)%s*$")
-      if not count then cmd.usage_error("bad --byzantine '%s' (COUNT:KIND expected)", item) end
+      local text, kind = item:match("^%s*([^:]+):([%w_]+)%s*$")
+      if not text then cmd.usage_error("bad --byzantine '%s' (COUNT:KIND expected)", item) end
       if not KINDS[kind] then
         cmd.usage_error("bad --byzantine '%s': unknown kind '%s' (kinds: %s)", item, kind,
           table.concat(harness.byzantine_kinds, ", "))
       end
-      byzantine[kind] = (byzantine[kind] or 0) + tonumber(count)
+      local count, why = cmd.integer("COUNT", 0, nodes)(text)
+      if not count then cmd.usage_error("bad --byzantine '%s': %s", item, why) end
+      byzantine[kind] = (byzantine[kind] or 0) + count
+      total = total + count
     end
+  end
+  if total >= nodes then
+    cmd.usage_error("--byzantine: %d byzantine nodes leave no honest one of %d (--nodes)", total, nodes)
   end
   return byzantine
 end
@@ -78,14 +87,20 @@ function experiment.partitions(items, names)
   local known = {}
   for _, name in ipairs(names) do known[name] = true end
   local partitions = {}
+  local seconds = cmd.number("--partition", 0)
   for _, spec in ipairs(items) do
     local at, duration, groups = spec:match("^([^:]+):([^:]+):(.+)$")
-    at, duration = tonumber(at), tonumber(duration)
-    if not (at and duration and at >= 0 and duration >= 0) then
+    at, duration = at and seconds(at), duration and seconds(duration)
+    if not (at and duration) then
       cmd.usage_error("bad --partition '%s' (AT:DURATION:GROUPS expected, AT and DURATION "
         .. "numbers >= 0)", spec)
     end
-    local list, next_node = {}, 1
+    local list, next_node, seen = {}, 1, {}
+    local function add(group, name)
+      if seen[name] then cmd.usage_error("bad --partition '%s': node '%s' is in two groups", spec, name) end
+      seen[name] = true
+      group[#group + 1] = name
+    end
     for g in groups:gmatch("[^|]+") do
       local group = {}
       if g:match("^%d+$") then
@@ -94,18 +109,19 @@ function experiment.partitions(items, names)
           cmd.usage_error("bad --partition '%s': groups of %s nodes, there are %d", spec,
             groups:gsub("|", "+"), #names)
         end
-        for _ = 1, size do group[#group + 1] = names[next_node]; next_node = next_node + 1 end
+        for _ = 1, size do add(group, names[next_node]); next_node = next_node + 1 end
       else
         for name in g:gmatch("[^,]+") do
           if not known[name] then
             cmd.usage_error("bad --partition '%s': unknown node '%s' (nodes are %s to %s)", spec, name,
               names[1], names[#names])
           end
-          group[#group + 1] = name
+          add(group, name)
         end
       end
       list[#list + 1] = group
     end
+    if #list == 0 then cmd.usage_error("bad --partition '%s': no group", spec) end
     partitions[#partitions + 1] = { at = at, duration = duration, groups = list }
   end
   return partitions
@@ -137,22 +153,41 @@ end
 --- The harness configuration of parsed arguments.
 function experiment.config(args)
   if args.view_timeout == 0 then cmd.usage_error("--view-timeout must be > 0") end
+  local byzantine = experiment.byzantine(args.byzantine, args.nodes)
+  if (args.crash_at or args.restart_after) and not byzantine.crash then
+    cmd.usage_error("%s needs a crash node (--byzantine N:crash)",
+      args.crash_at and "--crash-at" or "--restart-after")
+  end
   return {
-    nodes = args.nodes, byzantine = experiment.byzantine(args.byzantine), seed = args.seed,
+    nodes = args.nodes, byzantine = byzantine, seed = args.seed,
     ranks = args.ranks, time = args.time, latency = args.latency, jitter = args.jitter,
     loss = args.loss, duplicate = args.duplicate, reorder = args.reorder,
     partitions = experiment.partitions(args.partition, net.names(args.nodes)),
-    crash_at = args.crash_at, restart_after = args.restart_after, view_timeout = args.view_timeout,
-    timing = experiment.timing(args.timing), trace = args.trace, svg = args.svg,
+    crash_at = args.crash_at or 5, restart_after = args.restart_after, view_timeout = args.view_timeout,
+    timing = experiment.timing(args.timing), trace = args.trace,
   }
+end
+
+-- Raises a usage error unless path can be written (it is then empty).
+local function writable(option, path)
+  local fh, err = io.open(path, "w")
+  if not fh then cmd.usage_error("%s: cannot write %s", option, tostring(err)) end
+  fh:close()
 end
 
 function experiment.run(args)
   local config = experiment.config(args)
+  -- the timeline is written after the report is printed; a path it cannot
+  -- use is refused before the run
+  if args.svg then writable("--svg", args.svg) end
   local ok, report = pcall(harness.run, config)
   if not ok then cmd.usage_error("%s", tostring(report)) end
   io.write(harness.format(report))
-  if args.svg then print("timeline: " .. args.svg) end
+  if args.svg then
+    local written, err = timeline.write(report, args.svg)
+    if not written then cmd.usage_error("--svg: %s", err) end
+    print("timeline: " .. args.svg)
+  end
   if args.trace then print("trace: " .. args.trace) end
   return (report.agreement and report.progress) and cmd.OK or cmd.VIOLATED
 end

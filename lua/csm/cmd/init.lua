@@ -8,7 +8,7 @@
 -- option: `--seed 1.5` is "--seed: an integer expected (got '1.5')".
 -- @module csm.cmd
 
-local argparse = require "argparse"
+local has_argparse, argparse = pcall(require, "argparse")
 
 local cmd = {}
 
@@ -28,6 +28,10 @@ local function convert(option, text, what, min, max)
   local n = tonumber(text)
   if n == nil or n ~= n or n == math.huge or n == -math.huge or (what == "an integer" and n % 1 ~= 0) then
     return nil, string.format("%s: %s expected (got '%s')", option, what, text)
+  end
+  -- integers are exact up to 2^53, on every interpreter
+  if what == "an integer" and (n > 2 ^ 53 or n < -2 ^ 53) then
+    return nil, string.format("%s: %s out of range (integers up to 2^53)", option, text)
   end
   if (min and n < min) or (max and n > max) then
     return nil, string.format("%s: %s out of range (%s)", option, text,
@@ -90,10 +94,29 @@ local function fail_usage(prefix, message)
   return cmd.USAGE
 end
 
+-- argv with each negative number that follows an option joined to it
+-- ("--seed", "-1" -> "--seed=-1"): the parser would read it as an option.
+local function join_negatives(argv)
+  local list = {}
+  for i = 1, #argv do
+    local a, prev = argv[i], list[#list]
+    if a:match("^%-%.?%d") and prev and prev:match("^%-%-[%w-]+$") then
+      list[#list] = prev .. "=" .. a
+    else
+      list[#list + 1] = a
+    end
+  end
+  return list
+end
+
 --- Runs the command with argv (a list of strings); returns the exit status.
 function cmd.main(argv)
-  local list = {}
-  for i = 1, #argv do list[i] = argv[i] end
+  if not has_argparse then
+    io.stderr:write("csm: the argparse module is missing (apt-get install lua-argparse, or ",
+      "luarocks install argparse)\n")
+    return cmd.USAGE
+  end
+  local list = join_negatives(argv)
   local parser = cmd.parser()
   local known = {}
   for _, name in ipairs(cmd.names) do known[name] = true end
