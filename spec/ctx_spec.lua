@@ -437,7 +437,7 @@ describe("csm ctx", function()
       run(world, 1)
       assert.are.same({
         "sm:send_event: unknown event 'nope'",
-        "ctx:send_event: bad argument #1 'event' (string expected, got number)",
+        "sm:send_event: bad argument #1 'event' (string expected, got number)",
       }, errs)
     end)
   end)

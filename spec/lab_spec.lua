@@ -22,6 +22,7 @@ describe("csm.lab", function()
       assert.are.equal("n099", net.names(100)[99])
       assert.are.equal("n100", net.names(100)[100])
       assert.are.same({}, net.names(0))
+      assert.are.same(net.names(5), net.names(5.0))
       assert.are.equal("net.names: bad argument #1 'n' (integer >= 0 expected, got number)",
         error_of(net.names, 1.5))
     end)
@@ -148,6 +149,8 @@ describe("csm.lab", function()
         error_of(cluster.new, { protocol = reference, n = 4 }))
       assert.are.equal("cluster.new: option 'protocol' must be a table (got nil)",
         error_of(cluster.new, { n = 4, world = world }))
+      assert.are.equal("cluster.new: option 'network' must be a network (join, publish, send; got 5)",
+        error_of(cluster.new, { protocol = reference, n = 4, world = world, network = 5 }))
       assert.are.equal("cluster.new: unknown option 'nodes'",
         error_of(cluster.new, { protocol = reference, nodes = 4, world = world }))
       assert.are.equal("cluster.new: bad argument #1 'options' (table expected, got nil)",
@@ -170,8 +173,13 @@ describe("csm.lab", function()
       assert.is_nil(ok)
       assert.is_truthy(err:find("cannot write the trace", 1, true))
       assert.are.equal("io", code)
-      assert.are.equal("harness: cannot write the trace: No space left on device",
-        error_of(harness.run, { ranks = 1, trace = "/dev/full" }):gsub("device.*", "device"))
+      local r, why, io_code = harness.run { ranks = 1, trace = "/dev/full" }
+      assert.is_true(r.agreement)
+      assert.is_truthy(why:find("cannot write the trace", 1, true))
+      assert.are.equal("io", io_code)
+      r, why = harness.run { ranks = 1, svg = "/dev/full" }
+      assert.is_true(r.progress)
+      assert.is_truthy(why:find("cannot write the timeline", 1, true))
     end)
 
     it("refuses a path it cannot write, with a code", function()
@@ -221,6 +229,14 @@ describe("csm.lab", function()
         error_of(report.format, {}))
       assert.are.equal("timeline.svg: bad argument #1 'report' (report of harness.run expected, got number)",
         error_of(timeline.svg, 3))
+      assert.are.equal("timeline.svg: bad argument #1 'report' (report of harness.run expected, got table)",
+        error_of(timeline.svg, { config = {}, nodes = {} }))
+      assert.are.equal("checker.describe: bad argument #1 'violation' (violation expected, got table)",
+        error_of(checker.describe, { nodes = {}, identities = {} }))
+      local path = os.tmpname()
+      assert.are.equal("trace.open: bad argument #2 'world' (csm loop expected, got number)",
+        error_of(trace.open, path, 5))
+      os.remove(path)
       for _, name in ipairs { "mermaid", "dot", "transition_table", "stats", "current_state_info" } do
         assert.are.equal("csm.viz." .. name .. ": bad argument #1 'sm' (csm machine expected, got number)",
           error_of(csm.viz[name], 5))
@@ -241,6 +257,8 @@ describe("csm.lab", function()
           groups = { { "n01" }, { "n09" } } } } }))
       assert.are.equal("harness: option 'timing': unknown timing 'votes'",
         error_of(harness.run, { timing = { votes = 1 } }))
+      assert.are.equal("harness: option 'timing': timing.vote_resend must be > 0 (got 0)",
+        error_of(harness.run, { timing = { vote_resend = 0 } }))
       assert.are.equal("harness: bad argument #1 'options' (table expected, got string)",
         error_of(harness.run, "x"))
     end)

@@ -145,7 +145,9 @@ describe("csm", function()
       assert.are.equal("csm.new: voting.is_quorum must be a function (got string)",
         error_of(csm.new, minimal { voting = { is_quorum = "yes" } }))
       local callable = setmetatable({}, { __call = function() end })
-      assert.is_nil(error_of(csm.new, minimal { sync = { synchronize = callable, state = 3 } }))
+      assert.are.equal("csm.new: sync.synchronize must be a function (got table)",
+        error_of(csm.new, minimal { sync = { synchronize = callable } }))
+      assert.is_nil(error_of(csm.new, minimal { sync = { synchronize = function() end, state = 3 } }))
       local class = { synchronize = function(_, existing) return existing end }
       assert.is_nil(error_of(csm.new, minimal { sync = setmetatable({}, { __index = class }) }))
     end)

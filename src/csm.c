@@ -30,8 +30,8 @@ CSM_EXPORT int luaopen_csm_core(lua_State *L)
         lua_pop(L, 2);
     }
     lua_newtable(L);
-    csm_open_value(L);
-    csm_open_loop(L);
-    csm_open_machine(L);
+    csm_open_value(L, !opened);
+    csm_open_loop(L, !opened);
+    csm_open_machine(L, !opened);
     return 1;
 }

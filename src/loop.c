@@ -219,16 +219,15 @@ static int loop_sim(lua_State *L)
         }
         lua_getfield(L, 1, "seed");
         if (!lua_isnil(L, -1)) {
-            lua_Number x = lua_tonumber(L, -1);
-            /* range first: casting NaN, inf or |x| >= 2^63 is undefined */
-            if (lua_type(L, -1) != LUA_TNUMBER || !(x >= -9007199254740992.0 &&
-                                                    x <= 9007199254740992.0) ||
-                x != (lua_Number)(int64_t)x) {
-                if (lua_type(L, -1) == LUA_TNUMBER)
-                    return csm_error(L, "csm.sim: option 'seed' must be an integer (got %s)",
-                                      lua_tostring(L, -1));
-                return csm_error(L, "csm.sim: option 'seed' must be an integer (got %s)",
-                                  luaL_typename(L, -1));
+            double x;
+            if (!csm_is_integer_in(L, -1, -9007199254740992.0, 9007199254740992.0, &x)) {
+                char shown[64];
+                return csm_error(L,
+                                 "csm.sim: option 'seed' must be an integer in [-2^53, 2^53] "
+                                 "(got %s)",
+                                 lua_type(L, -1) == LUA_TNUMBER
+                                     ? csm_number_text(L, -1, shown, sizeof shown)
+                                     : luaL_typename(L, -1));
             }
             seed = (uint64_t)(int64_t)x;
         }
@@ -404,10 +403,8 @@ static int loop_run_for(lua_State *L)
     double seconds = check_seconds(L, 1, "loop:run_for", "seconds");
     check_open(L, loop, "loop:run_for");
     csm_run run;
-    if (csm_run_begin(&run, &loop->scheduler, seconds) != CSM_OK) {
-        csm_run_end(&run);
+    if (csm_run_begin(&run, &loop->scheduler, seconds) != CSM_OK)
         return csm_error(L, "loop:run_for: %s", csm_strerror(CSM_ENOMEM));
-    }
     while (csm_run_step(&run))
         ;
     csm_run_end(&run);
@@ -440,15 +437,16 @@ static int loop_run_until(lua_State *L)
         return csm_argerror(L, 2, "loop:run_until", 1, "predicate", "function expected");
     double timeout = check_seconds(L, 2, "loop:run_until", "timeout_seconds");
     check_open(L, loop, "loop:run_until");
-    csm_run run;
-    if (csm_run_begin(&run, &loop->scheduler, timeout) != CSM_OK) {
-        csm_run_end(&run);
-        return csm_error(L, "loop:run_until: %s", csm_strerror(CSM_ENOMEM));
-    }
+    /* a predicate that already holds runs nothing (and arms no deadline) */
     int ok = check_predicate(L, 2);
-    while (ok == 0 && csm_run_step(&run))
-        ok = check_predicate(L, 2);
-    csm_run_end(&run);
+    if (ok == 0) {
+        csm_run run;
+        if (csm_run_begin(&run, &loop->scheduler, timeout) != CSM_OK)
+            return csm_error(L, "loop:run_until: %s", csm_strerror(CSM_ENOMEM));
+        while (ok == 0 && csm_run_step(&run))
+            ok = check_predicate(L, 2);
+        csm_run_end(&run);
+    }
     if (ok < 0)
         return lua_error(L);
     raise_failure(L, loop);
@@ -534,13 +532,12 @@ static const luaL_Reg constructors[] = {
     {NULL, NULL},
 };
 
-void csm_open_loop(lua_State *L)
+void csm_open_loop(lua_State *L, int first)
 {
     csm_setfuncs(L, constructors);
-    if (!luaL_newmetatable(L, CSM_LOOP_MT)) {
-        lua_pop(L, 1);
+    if (!first)
         return;
-    }
+    luaL_newmetatable(L, CSM_LOOP_MT);
     lua_newtable(L);
     csm_setfuncs(L, loop_methods);
     lua_setfield(L, -2, "__index");

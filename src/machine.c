@@ -101,15 +101,8 @@ static void on_drive(csm_task *task)
 static void check_limit(lua_State *L, int idx, const char *name, double lo, double *out)
 {
     lua_getfield(L, idx, name);
-    if (!lua_isnil(L, -1)) {
-        double x = lua_tonumber(L, -1);
-        /* range first: casting NaN, inf or >= 2^63 to int64_t is undefined */
-        if (lua_type(L, -1) != LUA_TNUMBER || !(x >= lo && x <= 9007199254740992.0) ||
-            x != (double)(int64_t)x)
-            csm_error(L, "csm.new: limits.%s must be an integer >= %d and <= 2^53", name,
-                       (int)lo);
-        *out = x;
-    }
+    if (!lua_isnil(L, -1) && !csm_is_integer_in(L, -1, lo, 9007199254740992.0, out))
+        csm_error(L, "csm.new: limits.%s must be an integer >= %d and <= 2^53", name, (int)lo);
     lua_pop(L, 1);
 }
 
@@ -844,13 +837,12 @@ static const luaL_Reg methods[] = {
     {NULL, NULL},
 };
 
-void csm_open_machine(lua_State *L)
+void csm_open_machine(lua_State *L, int first)
 {
     csm_setfuncs(L, constructors);
-    if (!csm_metatable_fresh(L, CSM_MACHINE_MT)) {
-        lua_pop(L, 1);
+    if (!first)
         return;
-    }
+    luaL_getmetatable(L, CSM_MACHINE_MT);
     lua_newtable(L);
     csm_setfuncs(L, methods);
     lua_setfield(L, -2, "__index");

@@ -11,9 +11,10 @@
 
 /* ---- value.c: csm.value ---- */
 
-/* Makes the value metatable and adds value, peer and is_value to the
- * module table on top. */
-void csm_open_value(lua_State *L);
+/* Adds value, peer and is_value to the module table on top; first: the
+ * state opens csm.core for the first time, and the metatable's methods are
+ * set. (The other csm_open_* take first alike.) */
+void csm_open_value(lua_State *L, int first);
 
 /* The value at idx, or NULL. */
 csm_value *csm_test_value(lua_State *L, int idx);
@@ -43,9 +44,9 @@ typedef struct csm_loop {
     int closed;
 } csm_loop;
 
-/* Makes the loop and timer metatables and adds loop and sim to the module
- * table on top. */
-void csm_open_loop(lua_State *L);
+/* Adds loop and sim to the module table on top; makes the loop and timer
+ * metatables the first time. */
+void csm_open_loop(lua_State *L, int first);
 
 /* The loop at idx, or NULL. */
 csm_loop *csm_test_loop(lua_State *L, int idx);
@@ -56,8 +57,8 @@ void csm_loop_fail(csm_loop *loop, lua_State *T);
 
 /* ---- machine.c: csm.machine ---- */
 
-/* Makes the machine's methods and adds machine, set_drive, metatable and
- * builtin to the module table on top. */
-void csm_open_machine(lua_State *L);
+/* Adds machine, set_drive, metatable and builtin to the module table on
+ * top; sets the machine's methods the first time. */
+void csm_open_machine(lua_State *L, int first);
 
 #endif

@@ -43,15 +43,6 @@ void csm_setfuncs(lua_State *L, const luaL_Reg *l)
     luaL_setfuncs(L, l, CSM_NUPVALUES);
 }
 
-int csm_metatable_fresh(lua_State *L, const char *tname)
-{
-    luaL_getmetatable(L, tname);
-    lua_getfield(L, -1, "__index");
-    int fresh = lua_isnil(L, -1);
-    lua_pop(L, 1);
-    return fresh;
-}
-
 int csm_error(lua_State *L, const char *fmt, ...)
 {
     va_list ap;
@@ -79,6 +70,24 @@ int csm_refuse(lua_State *L, const char *message, int code)
     lua_pushstring(L, message);
     lua_pushstring(L, csm_errname(code));
     return 3;
+}
+
+int csm_is_integer_in(lua_State *L, int idx, double lo, double hi, double *out)
+{
+    if (lua_type(L, idx) != LUA_TNUMBER)
+        return 0;
+    double x = (double)lua_tonumber(L, idx);
+    /* range first: casting NaN, inf or |x| >= 2^63 to int64_t is undefined */
+    if (!(x >= lo && x <= hi) || x != (double)(int64_t)x)
+        return 0;
+    *out = x;
+    return 1;
+}
+
+const char *csm_number_text(lua_State *L, int idx, char *buf, size_t size)
+{
+    snprintf(buf, size, "%.17g", (double)lua_tonumber(L, idx));
+    return buf;
 }
 
 #if LUA_VERSION_NUM >= 503

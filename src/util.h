@@ -47,10 +47,6 @@ int csm_pcall(csm_binding *b, int nargs, int nresults);
  * (the value and machine metatables, which must exist). */
 void csm_setfuncs(lua_State *L, const luaL_Reg *l);
 
-/* Pushes the metatable tname; returns 1 when its methods are not set yet
- * (no __index), 0 when an earlier open of the module set them. */
-int csm_metatable_fresh(lua_State *L, const char *tname);
-
 /* Sets the metatable of the value on top: the one at upvalue up or, from a
  * function without csm's upvalues, the registry's tname. */
 static inline void csm_setmetatable(lua_State *L, int up, const char *tname)
@@ -129,6 +125,13 @@ int csm_selferror(lua_State *L, int idx, const char *fname, const char *expected
 /* Returns nil, message, code: a protocol refusal. code is a core result
  * code; its short name (csm_errname: "stale", "full", ...) is pushed. */
 int csm_refuse(lua_State *L, const char *message, int code);
+
+/* Whether the value at idx is a number holding an integer in [lo, hi]
+ * (bounds within +-2^53); *out gets it. Never casts a value out of range. */
+int csm_is_integer_in(lua_State *L, int idx, double lo, double hi, double *out);
+
+/* The number at idx as a message shows it ("1.5", "1e+20"), in buf. */
+const char *csm_number_text(lua_State *L, int idx, char *buf, size_t size);
 
 /* Checks a rank (integer >= 0; up to 2^53 on LuaJIT): argument n at idx. */
 uint64_t csm_check_rank(lua_State *L, int idx, const char *fname, int n, const char *name);

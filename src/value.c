@@ -255,13 +255,12 @@ static const luaL_Reg constructors[] = {
     {NULL, NULL},
 };
 
-void csm_open_value(lua_State *L)
+void csm_open_value(lua_State *L, int first)
 {
     csm_setfuncs(L, constructors);
-    if (!csm_metatable_fresh(L, CSM_VALUE_MT)) {
-        lua_pop(L, 1);
+    if (!first)
         return;
-    }
+    luaL_getmetatable(L, CSM_VALUE_MT);
     csm_setfuncs(L, metamethods);
     lua_newtable(L);
     csm_setfuncs(L, methods);

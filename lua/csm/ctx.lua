@@ -136,13 +136,17 @@ end
 local function running_task(ctx, fname)
   local task = current
   if task == nil or ctx_of(task) ~= ctx or coroutine.running() ~= task.co then
+    check_ctx(ctx, fname)
     check.fail("%s: called outside a behaviour of this ctx", fname)
   end
   return task
 end
 
-local function check_seconds(fname, seconds)
+-- Checks the seconds of ctx's method fname (a bad self is named first: a
+-- method called with a dot shifts its arguments).
+local function check_seconds(ctx, fname, seconds)
   if type(seconds) ~= "number" or not (seconds >= 0) then
+    check_ctx(ctx, fname)
     check.argerror(fname, 1, "seconds", "number >= 0 expected", seconds)
   end
 end
@@ -179,9 +183,6 @@ end
 -- @local
 tasks.start = start
 
---- The ctx class, whose methods behaviours call.
--- @local
-tasks.Ctx = Ctx
 
 --- A task that ctx:spawn started.
 -- @type Task
@@ -212,8 +213,7 @@ end
 --- Suspends the calling behaviour for seconds.
 -- @return true, or nil, "canceled"
 function Ctx:sleep(seconds)
-  check_ctx(self, "ctx:sleep")
-  check_seconds("ctx:sleep", seconds)
+  check_seconds(self, "ctx:sleep", seconds)
   local task = running_task(self, "ctx:sleep")
   if self.cancelled_ then return nil, "canceled" end
   local token = block(task, "sleep")
@@ -229,8 +229,10 @@ end
 --- Waits for a callback: fn(resolve) is called, and await returns what
 -- resolve gets. A second resolve, or one after cancellation, is ignored.
 function Ctx:await(fn)
-  check_ctx(self, "ctx:await")
-  if type(fn) ~= "function" then check.argerror("ctx:await", 1, "fn", "function expected", fn) end
+  if type(fn) ~= "function" then
+    check_ctx(self, "ctx:await")
+    check.argerror("ctx:await", 1, "fn", "function expected", fn)
+  end
   local task = running_task(self, "ctx:await")
   if self.cancelled_ then return nil, "canceled" end
   local token = task.token + 1
@@ -256,8 +258,7 @@ end
 -- or a spawned task finishes.
 -- @return "timeout" | "wake" | nil, "canceled"
 function Ctx:wait(seconds)
-  check_ctx(self, "ctx:wait")
-  check_seconds("ctx:wait", seconds)
+  check_seconds(self, "ctx:wait", seconds)
   local task = running_task(self, "ctx:wait")
   if self.cancelled_ then return nil, "canceled" end
   if self.wake_pending then
@@ -300,7 +301,6 @@ end
 -- @return true, or nil, err
 function Ctx:send_event(event)
   check_ctx(self, "ctx:send_event")
-  if type(event) ~= "string" then check.argerror("ctx:send_event", 1, "event", "string expected", event) end
   if self.cancelled_ then return nil, "canceled" end
   return self.sm:send_event(event)
 end

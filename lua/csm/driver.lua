@@ -86,7 +86,4 @@ core.set_drive(function(sm)
   if not ok then machine.fatal(sm, err) end
 end)
 
-return {
-  --- Events a machine handles per turn before others get theirs.
-  batch = BATCH,
-}
+return {}

@@ -14,8 +14,8 @@ require "csm.machine"
 require "csm.results"
 require "csm.driver"
 
-local type, ipairs, pairs, pcall, tostring, getmetatable = type, ipairs, pairs, pcall, tostring, getmetatable
-local fail, argerror, sorted_keys = check.fail, check.argerror, layout.sorted_keys
+local type, ipairs, pairs, tostring = type, ipairs, pairs, tostring
+local fail, sorted_keys = check.fail, layout.sorted_keys
 
 local csm = { _VERSION = "csm 0.1.0" }
 
@@ -91,10 +91,7 @@ local OPTIONS = {
 --   loop)
 -- @treturn Machine
 function csm.new(opts)
-  if type(opts) ~= "table" then argerror("csm.new", 1, "options", "table expected", opts) end
-  for _, k in ipairs(sorted_keys(opts)) do
-    if not OPTIONS[k] then fail("csm.new: unknown option '%s'", tostring(k)) end
-  end
+  check.options("csm.new", opts, OPTIONS)
   local id = opts.id
   if type(id) == "string" and #id > 0 then
     id = core.peer(id)
@@ -110,8 +107,7 @@ function csm.new(opts)
   local minimum = opts.minimum_provers
   if minimum == nil then
     minimum = 1
-  elseif type(minimum) ~= "function" and
-    (type(minimum) ~= "number" or minimum < 0 or minimum % 1 ~= 0) then
+  elseif type(minimum) ~= "function" and not (check.is_integer(minimum) and minimum >= 0) then
     fail("csm.new: option 'minimum_provers' must be an integer >= 0 or a function (got %s)",
       tostring(minimum))
   end
@@ -122,11 +118,11 @@ function csm.new(opts)
     if p ~= nil and type(p) ~= "table" then
       fail("csm.new: option '%s' must be a provider table (got %s)", name, type(p))
     end
-    -- its methods, where it has them, must be callable (a provider may hold
-    -- other fields of its own)
+    -- its methods, where it has them, must be functions (a provider may
+    -- hold other fields of its own)
     for _, method in ipairs(METHODS[name]) do
       local fn = p and p[method]
-      if fn ~= nil and type(fn) ~= "function" and not (getmetatable(fn) or {}).__call then
+      if fn ~= nil and type(fn) ~= "function" then
         fail("csm.new: %s.%s must be a function (got %s)", name, method, type(fn))
       end
     end
@@ -139,7 +135,7 @@ function csm.new(opts)
     if layout.defaults.limits[k] == nil then fail("csm.new: unknown limit '%s'", tostring(k)) end
   end
   local loop = opts.loop or core.loop()
-  if type(loop) ~= "userdata" or not pcall(loop.is_sim, loop) then
+  if not check.is_world(loop, true) then
     fail("csm.new: option 'loop' must be a csm loop (got %s)", type(loop))
   end
 

@@ -69,6 +69,16 @@ check_function = layout.check_function
 local POSITIVE = { sync_retry = true, liveness_resend = true, proving_poll = true, vote_resend = true,
                    scale = true }
 
+--- What is wrong with v as timing k, or nil: "unknown timing 'k'",
+-- "timing.k must be ...". Every module that takes timing checks with it.
+function layout.timing_problem(k, v)
+  if layout.defaults.timing[k] == nil then return string.format("unknown timing '%s'", tostring(k)) end
+  if type(v) ~= "number" or not (v >= 0) or v == math.huge then
+    return string.format("timing.%s must be a finite number >= 0 (got %s)", k, tostring(v))
+  end
+  if POSITIVE[k] and v == 0 then return string.format("timing.%s must be > 0 (got 0)", k) end
+end
+
 --- The timing a machine runs with: the defaults, overridden by timing (a
 -- table or nil, checked), every timeout and interval but proving_grace
 -- multiplied by scale. A timeout of 0 is none; intervals and the scale
@@ -77,12 +87,8 @@ function layout.timing(timing)
   timing = check_table("timing", timing)
   local defaults = layout.defaults.timing
   for _, k in ipairs(sorted_keys(timing)) do
-    if defaults[k] == nil then fail("csm.new: unknown timing '%s'", tostring(k)) end
-    local v = timing[k]
-    if type(v) ~= "number" or not (v >= 0) or v == math.huge then
-      fail("csm.new: timing.%s must be a finite number >= 0 (got %s)", k, tostring(v))
-    end
-    if POSITIVE[k] and v == 0 then fail("csm.new: timing.%s must be > 0 (got 0)", k) end
+    local problem = layout.timing_problem(k, timing[k])
+    if problem then fail("csm.new: %s", problem) end
   end
   local scale = timing.scale or 1
   local out = {}

@@ -34,6 +34,11 @@ end
 
 local fields_of = machine.fields
 
+--- Whether x is a machine (csm.new's).
+function machine.is_machine(x)
+  return getmetatable(x) == MACHINE
+end
+
 local function notify(fields, message, err)
   if err == nil then
     if fields.on_trace then fields.on_trace(message) end
@@ -161,7 +166,7 @@ function Machine:minimum_provers()
   local m = fields_of(self, "sm:minimum_provers").minimum_provers
   if type(m) == "function" then
     local n = m()
-    if type(n) ~= "number" or n < 0 or n % 1 ~= 0 then
+    if not (check.is_integer(n) and n >= 0) then
       check.fail("minimum_provers: function returned %s, expected an integer >= 0", tostring(n))
     end
     return n

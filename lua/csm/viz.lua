@@ -4,13 +4,13 @@
 -- @module csm.viz
 
 local check = require "csm.check"
-local MACHINE = require("csm.machine").metatable
+local is_machine = require("csm.machine").is_machine
 
 local viz = {}
 
 -- Raises unless sm is a machine (argument #1 of fname).
 local function check_machine(fname, sm)
-  if getmetatable(sm) ~= MACHINE then check.argerror(fname, 1, "sm", "csm machine expected", sm) end
+  if not is_machine(sm) then check.argerror(fname, 1, "sm", "csm machine expected", sm) end
 end
 
 local function rows(sm)

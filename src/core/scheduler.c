@@ -246,11 +246,6 @@ static void heap_remove(csm_scheduler *s, csm_timer *t)
     }
 }
 
-size_t csm_scheduler_timers(const csm_scheduler *s)
-{
-    return s->heap_len;
-}
-
 int csm_scheduler_advance(csm_scheduler *s, double limit)
 {
     if (s->heap_len == 0)
@@ -430,7 +425,10 @@ int csm_run_begin(csm_run *run, csm_scheduler *s, double seconds)
         return CSM_OK;
     }
     csm_timer_init(s, &run->deadline, on_deadline);
-    return csm_timer_start(&run->deadline, seconds);
+    int rc = csm_timer_start(&run->deadline, seconds);
+    if (rc != CSM_OK)
+        csm_timer_close(&run->deadline);
+    return rc;
 }
 
 int csm_run_step(csm_run *run)

@@ -92,9 +92,6 @@ int csm_scheduler_advance(csm_scheduler *s, double limit);
  * timer (not past limit, when limit >= 0). Returns 1 if something ran. */
 int csm_scheduler_step(csm_scheduler *s, double limit);
 
-/* Sim: the number of armed timers. */
-size_t csm_scheduler_timers(const csm_scheduler *s);
-
 /* Sim: whether anything is left to do: a ready task or an armed timer. */
 int csm_scheduler_pending(const csm_scheduler *s);
 
@@ -123,7 +120,8 @@ typedef struct csm_run {
 } csm_run;
 
 /* Starts a run of seconds from now, after clearing an earlier stop.
- * Returns CSM_OK or CSM_ENOMEM (real: the deadline could not be armed). */
+ * Returns CSM_OK, or CSM_ENOMEM when the real loop's deadline could not be
+ * armed (then there is nothing to end). */
 int csm_run_begin(csm_run *run, csm_scheduler *s, double seconds);
 
 /* One step: sim, one scheduler step; real, one libuv iteration. Returns 1

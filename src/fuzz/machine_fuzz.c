@@ -600,8 +600,6 @@ static int next(fz_machine *fm, int refuse, int hooks)
     return 1;
 }
 
-/* The machine's task: runs a batch of events, as the binding's on_drive
- * around the Lua driver does. */
 /* Inside a run, counts one piece of work and stops the run when its
  * budget is spent (a machine whose timeouts keep re-arming never idles). */
 static void spend(fz *z)
@@ -610,6 +608,8 @@ static void spend(fz *z)
         csm_scheduler_stop(&z->s);
 }
 
+/* The machine's task: runs a batch of events, as the binding's on_drive
+ * around the Lua driver does. */
 static void drive(csm_task *task)
 {
     fz_machine *fm = (fz_machine *)((char *)task - offsetof(fz_machine, m.task));

@@ -23,7 +23,7 @@ and, when Graphviz's dot is installed, PREFIX.png. Prints the transition
 table.]])
   c:option("--out", "Prefix of the files written.", "csm")
   c:option("--ranks", "Ranks the first node finalizes first.", "50"):convert(cmd.integer("--ranks", 0))
-  c:option("--seed", "Seed of the sim world.", "1"):convert(cmd.integer("--seed", -2 ^ 53, 2 ^ 53))
+  cmd.seed_option(c)
 end
 
 local function write(path, text)

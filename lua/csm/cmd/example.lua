@@ -21,7 +21,7 @@ to different peers, and a second vote). Runs until every honest node has
 finalized --ranks ranks, then prints what each refused, by kind and code,
 and whether the honest nodes agree (exit status 1 if not).]])
   c:option("--ranks", "Ranks every honest node finalizes.", "20"):convert(cmd.integer("--ranks", 0))
-  c:option("--seed", "Seed of the sim world.", "1"):convert(cmd.integer("--seed", -2 ^ 53, 2 ^ 53))
+  cmd.seed_option(c)
 end
 
 function example.run(args)

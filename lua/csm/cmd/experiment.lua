@@ -8,6 +8,7 @@
 local cmd = require "csm.cmd"
 local csm = require "csm"
 local harness = require "csm.lab.harness"
+local layout = require "csm.layout"
 local net = require "csm.lab.net"
 local timeline = require "csm.lab.timeline"
 
@@ -33,7 +34,7 @@ The same seed gives the same run, byte for byte in --trace.]])
   c:option("--nodes", "Number of nodes.", "4"):convert(cmd.integer("--nodes", 1, harness.max_nodes))
   c:option("--byzantine", "COUNT:KIND, e.g. 5:equivocate (repeatable, or comma-separated).")
     :count("*")
-  c:option("--seed", "Seed of the sim world.", "1"):convert(cmd.integer("--seed", -2 ^ 53, 2 ^ 53))
+  cmd.seed_option(c)
   c:option("--ranks", "Stop when every honest node finalized this many ranks.", "100")
     :convert(cmd.integer("--ranks", 0))
   c:option("--time", "Stop after this many virtual seconds.", "3600"):convert(cmd.number("--time", 0))
@@ -127,7 +128,8 @@ function experiment.partitions(items, names)
   return partitions
 end
 
---- The timing overrides of a --timing text ("voting=2,scale=0.1").
+--- The timing overrides of a --timing text ("voting=2,scale=0.1"),
+-- checked as csm.new checks timing.
 function experiment.timing(text)
   if text == nil then return nil end
   local timing = {}
@@ -135,16 +137,13 @@ function experiment.timing(text)
     local name, value = item:match("^%s*([%w_]+)%s*=%s*(%S+)%s*$")
     if not name then cmd.usage_error("bad --timing '%s' (name=seconds expected)", item) end
     if csm.defaults.timing[name] == nil then
-      local names = {}
-      for k in pairs(csm.defaults.timing) do names[#names + 1] = k end
-      table.sort(names)
       cmd.usage_error("bad --timing '%s': unknown timing '%s' (timings: %s)", item, name,
-        table.concat(names, ", "))
+        table.concat(layout.sorted_keys(csm.defaults.timing), ", "))
     end
-    local seconds = tonumber(value)
-    if not seconds or seconds ~= seconds or seconds < 0 or seconds == math.huge then
-      cmd.usage_error("bad --timing '%s': %s is not a number >= 0", item, value)
-    end
+    local seconds, why = cmd.number(name, 0)(value)
+    if not seconds then cmd.usage_error("bad --timing '%s': %s", item, why) end
+    local problem = layout.timing_problem(name, seconds)
+    if problem then cmd.usage_error("bad --timing '%s': %s", item, problem) end
     timing[name] = seconds
   end
   return timing
@@ -163,7 +162,7 @@ function experiment.config(args)
     ranks = args.ranks, time = args.time, latency = args.latency, jitter = args.jitter,
     loss = args.loss, duplicate = args.duplicate, reorder = args.reorder,
     partitions = experiment.partitions(args.partition, net.names(args.nodes)),
-    crash_at = args.crash_at or 5, restart_after = args.restart_after, view_timeout = args.view_timeout,
+    crash_at = args.crash_at, restart_after = args.restart_after, view_timeout = args.view_timeout,
     timing = experiment.timing(args.timing), trace = args.trace,
   }
 end
@@ -177,12 +176,15 @@ end
 
 function experiment.run(args)
   local config = experiment.config(args)
-  -- the timeline is written after the report is printed; a path it cannot
-  -- use is refused before the run
+  local checked, why = pcall(harness.config, config)
+  if not checked then cmd.usage_error("%s", tostring(why)) end
+  -- the timeline is written after the report is printed: paths that cannot
+  -- be written are refused before the run
+  if args.trace then writable("--trace", args.trace) end
   if args.svg then writable("--svg", args.svg) end
-  local ok, report = pcall(harness.run, config)
-  if not ok then cmd.usage_error("%s", tostring(report)) end
+  local report, unwritten = harness.run(config)
   io.write(harness.format(report))
+  if unwritten then cmd.usage_error("--trace: %s", unwritten) end
   if args.svg then
     local written, err = timeline.write(report, args.svg)
     if not written then cmd.usage_error("--svg: %s", err) end

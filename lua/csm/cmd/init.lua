@@ -56,6 +56,11 @@ function cmd.number(option, min, max)
   end
 end
 
+--- Adds --seed (of the sim world: an integer, default 1) to command c.
+function cmd.seed_option(c)
+  c:option("--seed", "Seed of the sim world.", "1"):convert(cmd.integer("--seed", -2 ^ 53, 2 ^ 53))
+end
+
 --- A converter for a probability option: a number in [0, 1].
 function cmd.probability(option)
   return cmd.number(option, 0, 1)
@@ -124,10 +129,14 @@ function cmd.main(argv)
   local ok, args = parser:pparse(list)
   if not ok then return fail_usage(prefix, args) end
   local module = require("csm.cmd." .. args.command)
-  local done, status = pcall(module.run, args)
+  local done, status = xpcall(module.run, function(err)
+    if getmetatable(err) == USAGE then return err end
+    return debug.traceback(tostring(err), 2)
+  end, args)
   if done then return status end
   if getmetatable(status) == USAGE then return fail_usage(prefix, status.message) end
-  io.stderr:write(prefix, ": ", tostring(status), "\n")
+  -- a bug of csm's, not the user's: its traceback, to report
+  io.stderr:write(prefix, ": internal error: ", tostring(status), "\n")
   return cmd.USAGE
 end
 

@@ -21,7 +21,8 @@ end
 
 --- A violation as one line of text.
 function checker.describe(v)
-  if type(v) ~= "table" or type(v.nodes) ~= "table" or type(v.identities) ~= "table" then
+  if type(v) ~= "table" or type(v.rank) ~= "number" or type(v.nodes) ~= "table"
+    or type(v.identities) ~= "table" then
     check.argerror("checker.describe", 1, "violation", "violation expected", v)
   end
   return string.format("rank %d: %s finalized %s, %s finalized %s", v.rank, v.nodes[1],

@@ -30,7 +30,14 @@ function cluster.new(options)
   local world = options.world
   if not check.is_world(world) then check.fail("%s: option 'world' must be a sim world (got %s)", fname,
     check.show(world)) end
-  local network = options.network or net.new(world, options.params or {})
+  local network = options.network
+  if network == nil then
+    network = net.new(world, options.params or {})
+  elseif type(network) ~= "table" or type(network.join) ~= "function" or type(network.publish) ~= "function"
+    or type(network.send) ~= "function" then
+    check.fail("%s: option 'network' must be a network (join, publish, send; got %s)", fname,
+      check.show(network))
+  end
   local names = net.names(n)
   local nodes = {}
   for i = 1, n do

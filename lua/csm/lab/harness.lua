@@ -14,6 +14,7 @@
 
 local csm = require "csm"
 local check = require "csm.check"
+local layout = require "csm.layout"
 local net = require "csm.lab.net"
 local faults = require "csm.lab.faults"
 local checker = require "csm.lab.checker"
@@ -63,10 +64,9 @@ function harness.config(c)
   check.number(fname, "view_timeout", out.view_timeout, 0, nil, true)
   if out.view_timeout == 0 then fail("harness: option 'view_timeout' must be > 0 (got 0)") end
   check.type(fname, "timing", out.timing, "table", true)
-  for name in pairs(out.timing or {}) do
-    if csm.defaults.timing[name] == nil then
-      fail("harness: option 'timing': unknown timing '%s'", tostring(name))
-    end
+  for _, name in ipairs(layout.sorted_keys(out.timing or {})) do
+    local problem = layout.timing_problem(name, out.timing[name])
+    if problem then fail("harness: option 'timing': %s", problem) end
   end
   check.type(fname, "trace", out.trace, "string", true)
   check.type(fname, "svg", out.svg, "string", true)
@@ -231,19 +231,17 @@ function Run:finish()
   r.messages = self.network.stats
   report.finish(r, self.nodes, self.agreement)
   r.lanes, r.names = self.lanes, self.names
-  if self.log then
-    local ok, err = self.log:close()
-    if not ok then fail("harness: %s", err) end
-  end
-  if c.svg then
-    local ok, err = timeline.write(r, c.svg)
-    if not ok then fail("harness: %s", err) end
-  end
   for _, node in ipairs(self.nodes) do node.sm:close() end
+  -- the run is done: a file that could not be written is said beside it
+  local ok, err, code = true, nil, nil
+  if self.log then ok, err, code = self.log:close() end
+  if ok and c.svg then ok, err, code = timeline.write(r, c.svg) end
+  if not ok then return r, err, code end
   return r
 end
 
---- Runs an experiment; returns the report (see harness.format).
+--- Runs an experiment; returns the report (see harness.format), and, when
+-- the trace or the timeline could not be written, a message and "io".
 function harness.run(config)
   local run = new_run(harness.config(config))
   run:start()

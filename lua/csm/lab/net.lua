@@ -29,7 +29,7 @@ local DEFAULTS = { latency = 0, jitter = 0, loss = 0, duplicate = 0, reorder = 0
 -- from 100 nodes on, and so on, so that names sort as they are numbered).
 function net.names(n)
   if not check.is_integer(n) or n < 0 then argerror("net.names", 1, "n", "integer >= 0 expected", n) end
-  local width = math.max(2, #tostring(n))
+  local width = math.max(2, #string.format("%d", n))
   local out = {}
   for i = 1, n do out[i] = string.format("n%0" .. width .. "d", i) end
   return out

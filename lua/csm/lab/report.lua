@@ -66,7 +66,9 @@ end
 
 --- Raises unless r is a report of a run (argument n of fname).
 function report.check(fname, r, n)
-  if type(r) ~= "table" or type(r.config) ~= "table" or type(r.nodes) ~= "table" then
+  if type(r) ~= "table" or type(r.config) ~= "table" or type(r.nodes) ~= "table"
+    or type(r.latency) ~= "table" or type(r.messages) ~= "table" or type(r.names) ~= "table"
+    or type(r.lanes) ~= "table" or type(r.finalized_at) ~= "table" or type(r.virtual) ~= "number" then
     check.argerror(fname, n or 1, "report", "report of harness.run expected", r)
   end
 end

@@ -44,6 +44,9 @@ local line = trace.line
 -- nil, message, "io" when the file cannot be written.
 function trace.open(path, world)
   if type(path) ~= "string" then check.argerror("trace.open", 1, "path", "string expected", path) end
+  if not check.is_world(world, true) then
+    check.argerror("trace.open", 2, "world", "csm loop expected", world)
+  end
   local file, err = io.open(path, "w")
   if not file then return nil, "cannot write the trace: " .. tostring(err), "io" end
   return setmetatable({ file = file, world = world }, Trace)

@@ -141,7 +141,7 @@ function minimal.cluster(options)
     delivered = 0,
   }, Cluster)
   local genesis = csm.value("genesis", 0)
-  local width = math.max(2, #tostring(n))
+  local width = math.max(2, #string.format("%d", n))
   for i = 1, n do c.names[i] = string.format("n%0" .. width .. "d", i) end
   for i = 1, n do
     local node = { name = c.names[i], cluster = c, finalized = {}, height = 0 }

@@ -71,8 +71,10 @@ roles.silent = {
   start = nothing,
 }
 
---- The roles a node can play: "honest" and the byzantine ones.
-byzantine.roles = { honest = true, equivocate = true, double_vote = true, silent = true }
+--- The roles a node can play, "honest" first, in a list and as a set.
+byzantine.role_names = { "honest", "equivocate", "double_vote", "silent" }
+byzantine.roles = {}
+for _, role in ipairs(byzantine.role_names) do byzantine.roles[role] = true end
 
 --- Makes node play role (nothing changes for "honest"); returns node.
 function byzantine.wrap(node, role)

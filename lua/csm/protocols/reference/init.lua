@@ -55,7 +55,6 @@ reference.attempt_slack = ATTEMPT_SLACK
 -- many recent ranks: enough to answer the syncs and lost votes of peers a
 -- little behind; one further behind skips what nobody keeps.
 local KEPT_RANKS = 64
-reference.kept_ranks = KEPT_RANKS
 
 -- Re-sends cover this node's prevotes and votes of the last this many
 -- attempts (and of its lock): older ones no longer matter to a peer that
@@ -104,7 +103,7 @@ local function check_node_options(o)
     check.fail("%s: option 'network' must be a network (join, publish, send; got %s)", fname,
       check.show(network))
   end
-  check.one_of(fname, "role", o.role, { "honest", "equivocate", "double_vote", "silent" }, true)
+  check.one_of(fname, "role", o.role, byzantine.role_names, true)
   if o.initial ~= nil and not csm.is_value(o.initial) then
     check.fail("%s: option 'initial' must be a csm value (got %s)", fname, check.show(o.initial))
   end

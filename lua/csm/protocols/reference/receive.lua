@@ -88,9 +88,8 @@ function handlers.sync_response(node, from, msg)
   return true
 end
 
---- The handler of each message kind: handler(node, from, msg, rank) ->
+-- The handler of each message kind: handler(node, from, msg, rank) ->
 -- true | nil, message, code.
-receive.handlers = handlers
 
 -- The kinds a waiting decision wakes up for.
 local WAKES = { prevote = true, vote = true, proposal = true }
