@@ -1,9 +1,22 @@
 /* csm.core: the module's entry point. It makes the module's context once
  * per Lua state; each binding file registers its own type and
- * constructors. */
+ * constructors. What only csm's Lua half may call is handed out once, by
+ * core.internals(), and is on no object's methods. */
 #include <string.h>
 
 #include "private.h"
+
+/* core.internals(): the internal functions, the first time only. */
+static int internals(lua_State *L)
+{
+    if (lua_isnil(L, lua_upvalueindex(1)))
+        return csm_error(L, "csm.core.internals: already taken (csm.core is csm's own: "
+                            "require \"csm\")");
+    lua_pushvalue(L, lua_upvalueindex(1));
+    lua_pushnil(L);
+    lua_replace(L, lua_upvalueindex(1));
+    return 1;
+}
 
 #if defined(_WIN32)
 #define CSM_EXPORT __declspec(dllexport)
@@ -30,8 +43,14 @@ CSM_EXPORT int luaopen_csm_core(lua_State *L)
         lua_pop(L, 2);
     }
     lua_newtable(L);
+    lua_newtable(L); /* the internal functions */
+    int inner = lua_gettop(L);
+    lua_pushvalue(L, inner - 1);
     csm_open_value(L, !opened);
-    csm_open_loop(L, !opened);
-    csm_open_machine(L, !opened);
+    csm_open_loop(L, !opened, inner);
+    csm_open_machine(L, !opened, inner);
+    lua_pop(L, 1);
+    lua_pushcclosure(L, internals, 1);
+    lua_setfield(L, -2, "internals");
     return 1;
 }

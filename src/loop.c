@@ -110,7 +110,8 @@ static void on_deferred(csm_task *task)
 static int loop_post(lua_State *L)
 {
     csm_loop *loop = check_loop(L, "loop:_post");
-    luaL_checktype(L, 2, LUA_TFUNCTION);
+    if (lua_type(L, 2) != LUA_TFUNCTION)
+        return csm_argerror(L, 2, "post", 1, "fn", "function expected");
     csm_getuservalue(L, 1);
     lua_rawgeti(L, -1, 2);
     lua_Integer tail = lua_tointeger(L, -1);
@@ -516,7 +517,12 @@ static const luaL_Reg loop_methods[] = {
     {"run", loop_run},
     {"run_for", loop_run_for},
     {"run_until", loop_run_until},
-    {"_post", loop_post},
+    {NULL, NULL},
+};
+
+/* What only csm's own Lua half calls. */
+static const luaL_Reg internal_functions[] = {
+    {"post", loop_post},
     {NULL, NULL},
 };
 
@@ -532,9 +538,14 @@ static const luaL_Reg constructors[] = {
     {NULL, NULL},
 };
 
-void csm_open_loop(lua_State *L, int first)
+void csm_open_loop(lua_State *L, int first, int internals)
 {
     csm_setfuncs(L, constructors);
+    lua_pushvalue(L, internals);
+    lua_newtable(L);
+    csm_setfuncs(L, internal_functions);
+    lua_setfield(L, -2, "loop");
+    lua_pop(L, 1);
     if (!first)
         return;
     luaL_newmetatable(L, CSM_LOOP_MT);

@@ -24,8 +24,20 @@ typedef struct csm_lmachine {
     uint64_t *taken;      /* per from * nevents + event: transitions made */
 } csm_lmachine;
 
-/* The user value is a table: Lua-side fields under string keys, and the
- * ledger's values under integer references (luaL_ref). */
+/* The user value is a box of two tables: [1] the Lua half's fields (what
+ * internals.data hands out), [2] the ledger's values under integer
+ * references (luaL_ref), which no Lua code can reach: the core holds
+ * pointers into them. */
+#define BOX_FIELDS 1
+#define BOX_REFS 2
+
+/* Pushes the machine at idx's fields or refs table. */
+static void push_box(lua_State *L, int idx, int which)
+{
+    csm_getuservalue(L, idx);
+    lua_rawgeti(L, -1, which);
+    lua_remove(L, -2);
+}
 typedef struct release_ctx {
     lua_State *L;
     int refs;         /* stack index of the user value */
@@ -98,6 +110,15 @@ static void on_drive(csm_task *task)
     lua_pop(T, 1);
 }
 
+/* The integer argument at idx, within [lo, hi]; raises naming fname. */
+static int int_arg(lua_State *L, int idx, const char *fname, const char *what, double lo, double hi)
+{
+    double x;
+    if (!csm_is_integer_in(L, idx, lo, hi, &x))
+        csm_error(L, "%s: %s out of range", fname, what);
+    return (int)x;
+}
+
 static void check_limit(lua_State *L, int idx, const char *name, double lo, double *out)
 {
     lua_getfield(L, idx, name);
@@ -112,10 +133,9 @@ static int machine_new(lua_State *L)
     csm_loop *loop = csm_test_loop(L, 1);
     if (loop == NULL)
         return csm_argerror(L, 1, "core.machine", 1, "loop", "csm loop expected");
-    int nstates = (int)luaL_checkinteger(L, 2);
-    int nevents = (int)luaL_checkinteger(L, 3);
-    if (nstates > 32767 || nevents > 32767)
-        return csm_error(L, "csm.new: too many states or events");
+    /* state ids are int16_t in the table; the table has nstates * nevents cells */
+    int nstates = int_arg(L, 2, "csm.new", "the number of states", 0, 4096);
+    int nevents = int_arg(L, 3, "csm.new", "the number of events", 0, 4096);
     csm_limits limits = csm_default_limits;
     if (lua_istable(L, 4)) {
         double rank_window = (double)limits.rank_window, peers = (double)limits.peers_per_rank,
@@ -135,9 +155,13 @@ static int machine_new(lua_State *L)
     m->self_ref = LUA_NOREF;
     m->freed = 1;
     luaL_setmetatable(L, CSM_MACHINE_MT);
+    lua_createtable(L, 2, 0);
     lua_newtable(L);
     lua_pushvalue(L, 1);
     lua_setfield(L, -2, "loop");
+    lua_rawseti(L, -2, BOX_FIELDS);
+    lua_newtable(L);
+    lua_rawseti(L, -2, BOX_REFS);
     csm_setuservalue(L, -2);
     if (csm_machine_init(&m->core, &loop->scheduler, nstates, nevents, &limits, on_drive) !=
         CSM_OK)
@@ -156,7 +180,7 @@ static int machine_free(lua_State *L)
     if (m->freed)
         return 0;
     m->freed = 1;
-    csm_getuservalue(L, 1);
+    push_box(L, 1, BOX_REFS);
     release_ctx r = {L, lua_gettop(L)};
     csm_machine_free(&m->core, release, &r);
     free(m->exit_hooked);
@@ -169,18 +193,12 @@ static int machine_free(lua_State *L)
 
 static int event_arg(lua_State *L, csm_lmachine *m, int idx, const char *fname)
 {
-    int event = (int)luaL_checkinteger(L, idx);
-    if (event < 0 || event >= m->core.nevents)
-        csm_error(L, "%s: event id %d out of range", fname, event);
-    return event;
+    return int_arg(L, idx, fname, "event id", 0, m->core.nevents - 1);
 }
 
 static int state_arg(lua_State *L, csm_lmachine *m, int idx, const char *fname)
 {
-    int state = (int)luaL_checkinteger(L, idx);
-    if (state < 0 || state >= m->core.nstates)
-        csm_error(L, "%s: state id %d out of range", fname, state);
-    return state;
+    return int_arg(L, idx, fname, "state id", 0, m->core.nstates - 1);
 }
 
 /* ---- set-up, used by csm.new ---- */
@@ -211,7 +229,9 @@ static int machine_set_timeout(lua_State *L)
 {
     csm_lmachine *m = check_machine(L, "sm:_set_timeout");
     int state = state_arg(L, m, 2, "sm:_set_timeout");
-    double seconds = luaL_checknumber(L, 3);
+    if (lua_type(L, 3) != LUA_TNUMBER)
+        return csm_error(L, "sm:_set_timeout: seconds must be a number");
+    double seconds = lua_tonumber(L, 3);
     int event = lua_isnil(L, 4) ? -1 : event_arg(L, m, 4, "sm:_set_timeout");
     csm_machine_set_timeout(&m->core, state, seconds, event);
     return 0;
@@ -222,7 +242,7 @@ static int machine_set_timeout(lua_State *L)
 static int machine_data(lua_State *L)
 {
     check_machine(L, "sm:_data");
-    csm_getuservalue(L, 1);
+    push_box(L, 1, BOX_FIELDS);
     return 1;
 }
 
@@ -236,18 +256,23 @@ static int machine_send_event(lua_State *L)
 {
     csm_lmachine *m = check_machine(L, "sm:send_event");
     lua_settop(L, 2);
-    csm_getuservalue(L, 1);
+    if (lua_type(L, 2) != LUA_TSTRING)
+        return csm_argerror(L, 2, "sm:send_event", 1, "event", "string expected");
+    push_box(L, 1, BOX_FIELDS);
     lua_getfield(L, -1, "event_ids");
+    if (!lua_istable(L, -1))
+        return csm_error(L, "sm:send_event: the machine's event names are missing");
     lua_pushvalue(L, 2);
     lua_rawget(L, -2);
-    if (lua_isnil(L, -1)) {
-        if (lua_type(L, 2) != LUA_TSTRING)
-            return csm_argerror(L, 2, "sm:send_event", 1, "event", "string expected");
+    if (lua_isnil(L, -1))
         return csm_error(L, "sm:send_event: unknown event '%s'", lua_tostring(L, 2));
-    }
-    int event = (int)lua_tointeger(L, -1);
+    /* the core checks the id against the machine's events */
+    int event = lua_type(L, -1) == LUA_TNUMBER ? (int)lua_tointeger(L, -1) : -1;
     lua_pop(L, 3);
-    return result(L, m, csm_machine_send(&m->core, event));
+    int rc = csm_machine_send(&m->core, event);
+    if (rc == CSM_EINDEX)
+        return csm_error(L, "sm:send_event: event '%s' has an id out of range", lua_tostring(L, 2));
+    return result(L, m, rc);
 }
 
 /* sm:_next() -> event, to, guarded, from, active state, entered: the next
@@ -264,7 +289,7 @@ static int machine_next(lua_State *L)
     lua_pushinteger(L, to);
     lua_pushboolean(L, guarded);
     lua_pushinteger(L, from);
-    csm_getuservalue(L, 1);
+    push_box(L, 1, BOX_FIELDS);
     lua_getfield(L, -1, "active");
     lua_remove(L, -2);
     int enter = !guarded && !m->exit_hooked[from];
@@ -295,9 +320,8 @@ static int machine_enter(lua_State *L)
 static int machine_taken(lua_State *L)
 {
     csm_lmachine *m = check_machine(L, "sm:_taken");
-    lua_Integer edge = luaL_checkinteger(L, 2);
-    if (edge < 0 || edge >= (lua_Integer)m->core.nstates * m->core.nevents)
-        return csm_error(L, "sm:_taken: edge %d out of range", (int)edge);
+    int edge = int_arg(L, 2, "sm:_taken", "edge", 0,
+                       (double)m->core.nstates * m->core.nevents - 1);
     lua_pushinteger(L, (lua_Integer)m->taken[edge]);
     return 1;
 }
@@ -374,8 +398,10 @@ static int machine_stop(lua_State *L)
 static int machine_state(lua_State *L)
 {
     csm_lmachine *m = check_machine(L, "sm:state");
-    csm_getuservalue(L, 1);
+    push_box(L, 1, BOX_FIELDS);
     lua_getfield(L, -1, "state_names");
+    if (!lua_istable(L, -1))
+        return csm_error(L, "sm:state: the machine's state names are missing");
     lua_rawgeti(L, -1, m->core.state + 1);
     return 1;
 }
@@ -409,7 +435,7 @@ static int receive(lua_State *L, int kind, const char *fname, int peer_idx,
     size_t keylen;
     const char *key = csm_check_identity(L, peer_idx, fname, peer_idx - 1, peer_name, &keylen);
     csm_value *v = csm_check_value(L, peer_idx + 1, fname, peer_idx, value_name);
-    csm_getuservalue(L, 1);
+    push_box(L, 1, BOX_REFS);
     int refs = lua_gettop(L);
     lua_pushvalue(L, peer_idx + 1);
     int handle = luaL_ref(L, refs);
@@ -505,7 +531,7 @@ static int map(lua_State *L, int kind, const char *fname)
     if (page == NULL)
         return 1;
     int out = lua_gettop(L);
-    csm_getuservalue(L, 1);
+    push_box(L, 1, BOX_REFS);
     int refs = lua_gettop(L);
     for (csm_entry *e = page->maps[kind]; e != NULL; e = e->hh.next) {
         lua_pushlstring(L, e->key, e->keylen);
@@ -576,7 +602,7 @@ static int machine_get(lua_State *L)
     csm_entry *e = csm_ledger_get(&m->core.ledger, kind, rank, key, keylen);
     if (e == NULL)
         return 0;
-    csm_getuservalue(L, 1);
+    push_box(L, 1, BOX_REFS);
     lua_rawgeti(L, -1, e->handle);
     return 1;
 }
@@ -615,7 +641,7 @@ static int machine_store(lua_State *L)
     size_t keylen;
     const char *key = csm_check_identity(L, 4, "sm:store", 3, "peer", &keylen);
     csm_value *v = csm_check_value(L, 5, "sm:store", 4, "value");
-    csm_getuservalue(L, 1);
+    push_box(L, 1, BOX_REFS);
     int refs = lua_gettop(L);
     lua_pushvalue(L, 5);
     int handle = luaL_ref(L, refs);
@@ -634,7 +660,7 @@ static int machine_prune(lua_State *L)
 {
     csm_lmachine *m = check_machine(L, "sm:prune");
     uint64_t rank = csm_check_rank(L, 2, "sm:prune", 1, "rank");
-    csm_getuservalue(L, 1);
+    push_box(L, 1, BOX_REFS);
     release_ctx r = {L, lua_gettop(L)};
     csm_ledger_prune(&m->core.ledger, rank, release, &r);
     return 0;
@@ -646,7 +672,7 @@ static int machine_prune(lua_State *L)
 static int machine_active_state(lua_State *L)
 {
     check_machine(L, "sm:active_state");
-    csm_getuservalue(L, 1);
+    push_box(L, 1, BOX_FIELDS);
     lua_getfield(L, -1, "active");
     return 1;
 }
@@ -662,11 +688,11 @@ static int machine_set_active_state(lua_State *L)
     csm_value *v = NULL;
     if (!lua_isnil(L, 2))
         v = csm_check_value(L, 2, "sm:set_active_state", 1, "state");
-    csm_getuservalue(L, 1);
-    int refs = lua_gettop(L);
+    push_box(L, 1, BOX_FIELDS);
     lua_pushvalue(L, 2);
-    lua_setfield(L, refs, "active");
-    release_ctx r = {L, refs};
+    lua_setfield(L, -2, "active");
+    push_box(L, 1, BOX_REFS);
+    release_ctx r = {L, lua_gettop(L)};
     csm_machine_set_active(&m->core, v != NULL, v ? v->rank : 0, release, &r);
     return 0;
 }
@@ -720,7 +746,8 @@ static int machine_ranks(lua_State *L)
 /* core.set_drive(fn): the Lua function a machine's ready task runs. */
 static int set_drive(lua_State *L)
 {
-    luaL_checktype(L, 1, LUA_TFUNCTION);
+    if (lua_type(L, 1) != LUA_TFUNCTION)
+        return csm_argerror(L, 1, "set_drive", 1, "fn", "function expected");
     csm_binding *b = csm_binding_get(L);
     csm_unanchor(L, &b->drive_ref);
     lua_pushvalue(L, 1);
@@ -792,28 +819,33 @@ static int metatable(lua_State *L)
 }
 
 static const luaL_Reg constructors[] = {
+    {"builtin", builtin},
+    {NULL, NULL},
+};
+
+/* What only csm's own Lua half calls: kept off the machine's methods. */
+static const luaL_Reg internal_functions[] = {
     {"machine", machine_new},
     {"set_drive", set_drive},
-    {"builtin", builtin},
     {"metatable", metatable},
+    {"data", machine_data},
+    {"next", machine_next},
+    {"enter", machine_enter},
+    {"set_transition", machine_set_transition},
+    {"set_timeout", machine_set_timeout},
+    {"set_exit_hook", machine_set_exit_hook},
+    {"taken", machine_taken},
+    {"drop", machine_drop},
+    {"set_waiting", machine_set_waiting},
+    {"take_wake", machine_take_wake},
+    {"close", machine_close},
+    {"counters", machine_counters},
+    {"ranks", machine_ranks},
     {NULL, NULL},
 };
 
 static const luaL_Reg methods[] = {
-    {"_set_transition", machine_set_transition},
-    {"_set_timeout", machine_set_timeout},
-    {"_data", machine_data},
     {"send_event", machine_send_event},
-    {"_next", machine_next},
-    {"_enter", machine_enter},
-    {"_set_exit_hook", machine_set_exit_hook},
-    {"_taken", machine_taken},
-    {"_drop", machine_drop},
-    {"_set_waiting", machine_set_waiting},
-    {"_take_wake", machine_take_wake},
-    {"_close", machine_close},
-    {"_counters", machine_counters},
-    {"_ranks", machine_ranks},
     {"closed", machine_closed},
     {"start", machine_start},
     {"stop", machine_stop},
@@ -837,9 +869,14 @@ static const luaL_Reg methods[] = {
     {NULL, NULL},
 };
 
-void csm_open_machine(lua_State *L, int first)
+void csm_open_machine(lua_State *L, int first, int internals)
 {
     csm_setfuncs(L, constructors);
+    lua_pushvalue(L, internals);
+    lua_newtable(L);
+    csm_setfuncs(L, internal_functions);
+    lua_setfield(L, -2, "machine");
+    lua_pop(L, 1);
     if (!first)
         return;
     luaL_getmetatable(L, CSM_MACHINE_MT);

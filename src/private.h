@@ -44,9 +44,10 @@ typedef struct csm_loop {
     int closed;
 } csm_loop;
 
-/* Adds loop and sim to the module table on top; makes the loop and timer
- * metatables the first time. */
-void csm_open_loop(lua_State *L, int first);
+/* Adds loop and sim to the module table on top and the loop's internal
+ * functions to internals.loop (internals: a stack index); makes the loop
+ * and timer metatables the first time. */
+void csm_open_loop(lua_State *L, int first, int internals);
 
 /* The loop at idx, or NULL. */
 csm_loop *csm_test_loop(lua_State *L, int idx);
@@ -57,8 +58,9 @@ void csm_loop_fail(csm_loop *loop, lua_State *T);
 
 /* ---- machine.c: csm.machine ---- */
 
-/* Adds machine, set_drive, metatable and builtin to the module table on
- * top; sets the machine's methods the first time. */
-void csm_open_machine(lua_State *L, int first);
+/* Adds builtin to the module table on top and the machine's internal
+ * functions (its constructor, the driver's primitives...) to
+ * internals.machine; sets the machine's methods the first time. */
+void csm_open_machine(lua_State *L, int first, int internals);
 
 #endif

@@ -5,6 +5,7 @@
 -- @module csm.ctx
 
 local check = require "csm.check"
+local post = require("csm.internal").loop.post
 
 local coroutine_create, coroutine_resume, coroutine_yield =
   coroutine.create, coroutine.resume, coroutine.yield
@@ -162,7 +163,7 @@ local function cancel_task(loop, task)
   if task.blocked then
     if task.timer then task.timer:cancel(); task.timer = nil end
     block(task, "canceled")
-    loop:_post(function() resume(task, nil, "canceled") end)
+    post(loop, function() resume(task, nil, "canceled") end)
   end
 end
 
@@ -243,7 +244,7 @@ function Ctx:await(fn)
     if resolved then return end
     resolved = true
     local args = pack(...)
-    loop:_post(function()
+    post(loop, function()
       if task.token == token and task.blocked == "await" then
         resume(task, unpack(args, 1, args.n))
       end

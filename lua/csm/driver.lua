@@ -4,14 +4,16 @@
 -- whenever a machine has events or a wake waiting.
 -- @module csm.driver
 
-local core = require "csm.core"
 local machine = require "csm.machine"
+local internal = require("csm.internal").machine
 local tasks = require "csm.ctx"
 
 local ipairs, xpcall = ipairs, xpcall
 local traceback = debug.traceback
 local fields_of = machine.fields
 local new_ctx, start, cancel = tasks.new, tasks.start, tasks.cancel
+local set_waiting_in_core, enter, next_transition = internal.set_waiting, internal.enter, internal.next
+local drop, take_wake = internal.drop, internal.take_wake
 
 local BATCH = 64 -- events per turn, so one busy machine cannot starve the rest
 
@@ -19,7 +21,7 @@ local BATCH = 64 -- events per turn, so one busy machine cannot starve the rest
 local function set_waiting(sm, fields, waiting)
   if fields.waiting ~= waiting then
     fields.waiting = waiting
-    sm:_set_waiting(waiting)
+    set_waiting_in_core(sm, waiting)
   end
 end
 
@@ -45,7 +47,7 @@ local function transition(sm, fields, from, to, event, data, entered)
       exit(sm, ev, data)
       if fields.closed then return end
     end
-    sm:_enter(to, event)
+    enter(sm, to, event)
   end
   local listeners = fields.listeners
   if listeners[1] then
@@ -67,21 +69,21 @@ end
 
 local function run_events(sm, fields)
   for _ = 1, BATCH do
-    local event, to, guarded, from, data, entered = sm:_next()
+    local event, to, guarded, from, data, entered = next_transition(sm)
     if event == nil then break end
     if not guarded then
       transition(sm, fields, from, to, event, data, entered)
     elseif fields.guards[from * fields.nevents + event](sm) then
       transition(sm, fields, from, to, event, sm:active_state(), false)
     else
-      sm:_drop()
+      drop(sm)
     end
     if fields.closed then return end
   end
-  if sm:_take_wake() and fields.ctx then fields.ctx:_wake() end
+  if take_wake(sm) and fields.ctx then fields.ctx:_wake() end
 end
 
-core.set_drive(function(sm)
+internal.set_drive(function(sm)
   local ok, err = xpcall(run_events, traceback, sm, fields_of(sm))
   if not ok then machine.fatal(sm, err) end
 end)

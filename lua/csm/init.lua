@@ -8,6 +8,7 @@
 -- @module csm
 
 local core = require "csm.core"
+local internal = require("csm.internal").machine
 local check = require "csm.check"
 local layout = require "csm.layout"
 require "csm.machine"
@@ -141,13 +142,13 @@ function csm.new(opts)
 
   local shape = layout.of(opts.states, opts.transitions, opts.timing)
 
-  local sm = core.machine(loop, #shape.state_names, shape.nevents, opts.limits)
-  for _, row in ipairs(shape.rows) do sm:_set_transition(row[1], row[2], row[3], row[4]) end
-  for i, t in ipairs(shape.timeouts) do sm:_set_timeout(i - 1, t[1], t[2]) end
+  local sm = internal.machine(loop, #shape.state_names, shape.nevents, opts.limits)
+  for _, row in ipairs(shape.rows) do internal.set_transition(sm, row[1], row[2], row[3], row[4]) end
+  for i, t in ipairs(shape.timeouts) do internal.set_timeout(sm, i - 1, t[1], t[2]) end
   for i, config in ipairs(shape.configs) do
-    if config.on_exit then sm:_set_exit_hook(i - 1, true) end
+    if config.on_exit then internal.set_exit_hook(sm, i - 1, true) end
   end
-  local fields = sm:_data()
+  local fields = internal.data(sm)
   fields.loop = loop
   fields.id = id
   fields.emit = opts.emit_on_send == true

@@ -7,13 +7,14 @@
 local core = require "csm.core"
 local check = require "csm.check"
 local tasks = require "csm.ctx"
+local internal = require("csm.internal").machine
 
 local type, ipairs, pcall, tostring, getmetatable = type, ipairs, pcall, tostring, getmetatable
 local is_value = core.is_value
 
 local machine = {}
 
-local MACHINE = core.metatable()
+local MACHINE = internal.metatable()
 local Machine = MACHINE.__index
 
 -- machine -> its Lua fields, so methods need no C call to reach them. Weak
@@ -27,7 +28,7 @@ function machine.fields(self, fname)
   local fields = lua_fields[self]
   if fields then return fields end
   if getmetatable(self) ~= MACHINE then check.selferror(fname, "csm machine expected", self) end
-  fields = self:_data()
+  fields = internal.data(self)
   lua_fields[self] = fields
   return fields
 end
@@ -51,7 +52,7 @@ end
 -- kept for sm:error() and reported to trace.error.
 -- @local
 function machine.fatal(sm, err)
-  local fields = sm:_data()
+  local fields = internal.data(sm)
   if fields.error == nil then fields.error = err end
   pcall(notify, fields, "fatal error encountered", err)
   sm:close()
@@ -72,7 +73,7 @@ function Machine:close()
   local fields = fields_of(self, "sm:close")
   local ctx = fields.ctx
   fields.closed = true
-  self:_close()
+  internal.close(self)
   if ctx then
     fields.ctx = nil
     tasks.cancel(ctx)
@@ -199,7 +200,7 @@ function Machine:transitions()
   for _, t in ipairs(fields.transition_list) do
     local edge = fields.state_ids[t.from] * fields.nevents + fields.event_ids[t.event]
     out[#out + 1] = { from = t.from, event = t.event, to = t.to, guarded = t.guarded,
-                      taken = self:_taken(edge) }
+                      taken = internal.taken(self, edge) }
   end
   return out
 end
@@ -216,11 +217,11 @@ local KINDS = { "liveness", "proposals", "votes", "confirmations" }
 --- A snapshot of the machine: state, data, counters and map sizes.
 function Machine:inspect()
   local fields = fields_of(self, "sm:inspect")
-  local counters = self:_counters()
+  local counters = internal.counters(self)
   local maps = {}
   for _, kind in ipairs(KINDS) do
     local ranks = {}
-    for _, rank in ipairs(self:_ranks(kind)) do ranks[rank] = self:count(kind, rank) end
+    for _, rank in ipairs(internal.ranks(self, kind)) do ranks[rank] = self:count(kind, rank) end
     maps[kind] = ranks
   end
   return {

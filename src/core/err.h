@@ -14,7 +14,8 @@
     X(CSM_EFULL, "full", "map full")                              \
     X(CSM_EIDENTITY, "identity", "identity too long")             \
     X(CSM_ECONFLICT, "conflict", "received conflicting vote")     \
-    X(CSM_EQUEUE, "queue", "event queue full")
+    X(CSM_EQUEUE, "queue", "event queue full")                    \
+    X(CSM_EINDEX, "index", "state or event id out of range")
 
 enum csm_code {
 #define CSM_ERR_ENUM(code, name, text) code,

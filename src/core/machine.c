@@ -146,24 +146,43 @@ void csm_machine_free(csm_machine *m, csm_release_fn release, void *ud)
     m->queue_cap = 0;
 }
 
-void csm_machine_set_transition(csm_machine *m, int from, int event, int to, int guarded)
+static int valid_state(const csm_machine *m, int state)
 {
+    return state >= 0 && state < m->nstates;
+}
+
+static int valid_event(const csm_machine *m, int event)
+{
+    return event >= 0 && event < m->nevents;
+}
+
+int csm_machine_set_transition(csm_machine *m, int from, int event, int to, int guarded)
+{
+    if (!valid_state(m, from) || !valid_event(m, event) || !valid_state(m, to))
+        return CSM_EINDEX;
     size_t i = (size_t)from * (size_t)m->nevents + (size_t)event;
     m->table[i] = (int16_t)to;
     m->guarded[i] = guarded ? 1 : 0;
+    return CSM_OK;
 }
 
-void csm_machine_clear_transition(csm_machine *m, int from, int event)
+int csm_machine_clear_transition(csm_machine *m, int from, int event)
 {
+    if (!valid_state(m, from) || !valid_event(m, event))
+        return CSM_EINDEX;
     size_t i = (size_t)from * (size_t)m->nevents + (size_t)event;
     m->table[i] = -1;
     m->guarded[i] = 0;
+    return CSM_OK;
 }
 
-void csm_machine_set_timeout(csm_machine *m, int state, double seconds, int event)
+int csm_machine_set_timeout(csm_machine *m, int state, double seconds, int event)
 {
+    if (!valid_state(m, state) || (event != -1 && !valid_event(m, event)))
+        return CSM_EINDEX;
     m->timeouts[state] = seconds;
     m->timeout_events[state] = event;
+    return CSM_OK;
 }
 
 static void post(csm_machine *m)
@@ -176,6 +195,8 @@ int csm_machine_send(csm_machine *m, int event)
 {
     if (m->closed)
         return CSM_ECLOSED;
+    if (!valid_event(m, event))
+        return CSM_EINDEX;
     if (m->queue_len >= m->limits.queue) {
         snprintf(m->error, sizeof m->error, "event queue full (limit %zu)", m->limits.queue);
         return CSM_EQUEUE;
@@ -261,6 +282,8 @@ void csm_machine_drop(csm_machine *m)
 
 int csm_machine_enter(csm_machine *m, int to)
 {
+    if (!valid_state(m, to))
+        return CSM_EINDEX;
     csm_timer_stop(&m->timeout);
     m->state = to;
     m->entered = csm_scheduler_now(m->scheduler);

@@ -127,16 +127,19 @@ int csm_machine_init(csm_machine *m, csm_scheduler *s, int nstates, int nevents,
 /* Frees what init made. The values the ledger holds are released. */
 void csm_machine_free(csm_machine *m, csm_release_fn release, void *ud);
 
-/* Adds or replaces from --event--> to. */
-void csm_machine_set_transition(csm_machine *m, int from, int event, int to, int guarded);
+/* Adds or replaces from --event--> to. Returns CSM_OK, or CSM_EINDEX for a
+ * state or event id out of range (nothing changes). */
+int csm_machine_set_transition(csm_machine *m, int from, int event, int to, int guarded);
 
-/* Removes the transition from --event-->. */
-void csm_machine_clear_transition(csm_machine *m, int from, int event);
+/* Removes the transition from --event-->. Returns CSM_OK or CSM_EINDEX. */
+int csm_machine_clear_transition(csm_machine *m, int from, int event);
 
-/* Sets a state's timeout (seconds, <= 0 for none) and the event it sends. */
-void csm_machine_set_timeout(csm_machine *m, int state, double seconds, int event);
+/* Sets a state's timeout (seconds, <= 0 for none) and the event it sends
+ * (-1: none). Returns CSM_OK or CSM_EINDEX. */
+int csm_machine_set_timeout(csm_machine *m, int state, double seconds, int event);
 
-/* Queues event. Returns CSM_OK, CSM_ECLOSED or CSM_EQUEUE. */
+/* Queues event. Returns CSM_OK, CSM_ECLOSED, CSM_EQUEUE, or CSM_EINDEX for
+ * an id out of range. */
 int csm_machine_send(csm_machine *m, int event);
 
 /* Empties the queue, then queues stop. */
@@ -154,7 +157,8 @@ int csm_machine_next(csm_machine *m, int *event, int *to, int *guarded);
 void csm_machine_drop(csm_machine *m);
 
 /* Switches to state to: disarms the old timeout, counts the transition and
- * arms the new state's timeout. */
+ * arms the new state's timeout. Returns CSM_OK, CSM_ENOMEM, or CSM_EINDEX
+ * for a state out of range. */
 int csm_machine_enter(csm_machine *m, int to);
 
 /* Checks identity lengths and rank against the limits. Returns CSM_OK or a
