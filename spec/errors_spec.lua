@@ -239,7 +239,8 @@ describe("csm", function()
         assert.are.equal("sm:set_next_provers: bad argument #1 'list' (table or nil expected, got string)",
           error_of(sm.set_next_provers, sm, "a"))
         assert.are.equal("sm:set_chosen_proposer: bad argument #1 'peer' " ..
-          "(csm value, string or nil expected, got boolean)", error_of(sm.set_chosen_proposer, sm, true))
+          "(csm value, non-empty string or nil expected, got boolean)",
+          error_of(sm.set_chosen_proposer, sm, true))
       end)
     end)
 

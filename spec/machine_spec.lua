@@ -745,10 +745,23 @@ describe("csm", function()
       it("starts empty and round-trips through set_next_provers", function()
         local sm = quiet_machine()
         assert.are.same({}, sm:next_provers())
-        sm:set_next_provers({ "a", csm.peer("b") })
-        assert.are.same({ "a", csm.peer("b") }, sm:next_provers())
+        local list = { "a", csm.peer("b") }
+        assert.is_true(sm:set_next_provers(list))
+        -- strings are wrapped as peers; the list is copied both ways
+        assert.are.same({ csm.peer("a"), csm.peer("b") }, sm:next_provers())
+        list[3] = "c"
+        sm:next_provers()[1] = "changed"
+        assert.are.same({ csm.peer("a"), csm.peer("b") }, sm:next_provers())
         sm:set_next_provers(nil)
         assert.are.same({}, sm:next_provers())
+      end)
+
+      it("refuses an item that is not a peer, naming it", function()
+        local sm = quiet_machine()
+        assert.are.equal("sm:set_next_provers: bad argument #1 'list' (item 2 is 42, a peer expected)",
+          support.error_of(sm.set_next_provers, sm, { "a", 42 }))
+        assert.are.equal("sm:set_next_provers: bad argument #1 'list' (item 1 is string \"\", "
+          .. "a peer expected)", support.error_of(sm.set_next_provers, sm, { "" }))
       end)
     end)
 
@@ -756,8 +769,8 @@ describe("csm", function()
       it("round-trips through set_chosen_proposer", function()
         local sm = quiet_machine()
         assert.is_nil(sm:chosen_proposer())
-        sm:set_chosen_proposer("p1")
-        assert.are.equal("p1", sm:chosen_proposer())
+        assert.is_true(sm:set_chosen_proposer("p1"))
+        assert.are.equal(csm.peer("p1"), sm:chosen_proposer())
         sm:set_chosen_proposer(nil)
         assert.is_nil(sm:chosen_proposer())
       end)

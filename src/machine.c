@@ -655,15 +655,19 @@ static int machine_store(lua_State *L)
 /*** Forgets every rank <= rank.
  * @function Machine:prune
  * @tparam integer rank
+ * @return true, or nil, message, "closed"
  */
 static int machine_prune(lua_State *L)
 {
     csm_lmachine *m = check_machine(L, "sm:prune");
     uint64_t rank = csm_check_rank(L, 2, "sm:prune", 1, "rank");
+    if (m->core.closed)
+        return csm_refuse(L, csm_strerror(CSM_ECLOSED), CSM_ECLOSED);
     push_box(L, 1, BOX_REFS);
     release_ctx r = {L, lua_gettop(L)};
     csm_ledger_prune(&m->core.ledger, rank, release, &r);
-    return 0;
+    lua_pushboolean(L, 1);
+    return 1;
 }
 
 /*** The active state (the last adopted), or nil.
@@ -681,6 +685,7 @@ static int machine_active_state(lua_State *L)
  * going back to an older state, every rank past the new window).
  * @function Machine:set_active_state
  * @param state a csm value, or nil for none
+ * @return true, or nil, message, "closed"
  */
 static int machine_set_active_state(lua_State *L)
 {
@@ -688,13 +693,16 @@ static int machine_set_active_state(lua_State *L)
     csm_value *v = NULL;
     if (!lua_isnil(L, 2))
         v = csm_check_value(L, 2, "sm:set_active_state", 1, "state");
+    if (m->core.closed)
+        return csm_refuse(L, csm_strerror(CSM_ECLOSED), CSM_ECLOSED);
     push_box(L, 1, BOX_FIELDS);
     lua_pushvalue(L, 2);
     lua_setfield(L, -2, "active");
     push_box(L, 1, BOX_REFS);
     release_ctx r = {L, lua_gettop(L)};
     csm_machine_set_active(&m->core, v != NULL, v ? v->rank : 0, release, &r);
-    return 0;
+    lua_pushboolean(L, 1);
+    return 1;
 }
 
 static void set_count(lua_State *L, const char *name, uint64_t n)

@@ -85,6 +85,14 @@ local function finish(task, ok, first)
     task.co = false
     local ctx = task.ctx
     if ctx and not ctx.cancelled_ then ctx:_wake() end
+  elseif not task.blocked then
+    -- every wait of ctx's marks the task blocked before it yields: this
+    -- yield came from elsewhere, and nothing would ever resume it
+    task.finished = true
+    local err = traceback(task.co, "a provider or behaviour yielded outside ctx (coroutine.yield): "
+      .. "wait with ctx:sleep, ctx:wait or ctx:await")
+    task.failure = err
+    tasks.fatal(ctx_of(task).sm, err)
   end
 end
 

@@ -126,7 +126,17 @@ function Machine:loop() return fields_of(self, "sm:loop").loop end
 function Machine:provider(name) return fields_of(self, "sm:provider").providers[name] end
 function Machine:next_state() return fields_of(self, "sm:next_state").next_state end
 function Machine:collected() return fields_of(self, "sm:collected").collected end
-function Machine:next_provers() return fields_of(self, "sm:next_provers").next_provers end
+-- A copy of a list of peers.
+local function copy(list)
+  local out = {}
+  for i = 1, #list do out[i] = list[i] end
+  return out
+end
+
+--- The next provers: a new list of peer values each call.
+function Machine:next_provers() return copy(fields_of(self, "sm:next_provers").next_provers) end
+
+--- The chosen proposer, a peer value, or nil.
 function Machine:chosen_proposer() return fields_of(self, "sm:chosen_proposer").chosen_proposer end
 function Machine:emit_on_send() return fields_of(self, "sm:emit_on_send").emit end
 
@@ -134,32 +144,66 @@ local function optional_value(fname, v, name)
   if v ~= nil and not is_value(v) then check.argerror(fname, 1, name, "csm value or nil expected", v) end
 end
 
+-- A closed machine refuses every change, as it refuses receives.
+local CLOSED = "machine is closed"
+
+-- A peer as the machine keeps it: a value (a string is wrapped), or nil.
+local function as_peer(p)
+  if type(p) == "string" and p ~= "" then return core.peer(p) end
+  if is_value(p) then return p end
+end
+
+--- Sets the next state. Returns true, or nil, message, "closed".
 function Machine:set_next_state(v)
   local fields = fields_of(self, "sm:set_next_state")
   optional_value("sm:set_next_state", v, "state")
+  if self:closed() then return nil, CLOSED, "closed" end
   fields.next_state = v
+  return true
 end
 
+--- Sets what was collected. Returns true, or nil, message, "closed".
 function Machine:set_collected(v)
   local fields = fields_of(self, "sm:set_collected")
   optional_value("sm:set_collected", v, "collected")
+  if self:closed() then return nil, CLOSED, "closed" end
   fields.collected = v
+  return true
 end
 
+--- Sets the next provers from a list of peers (values or non-empty
+-- strings, which are wrapped); the list is copied. Returns true, or nil,
+-- message, "closed".
 function Machine:set_next_provers(list)
   local fields = fields_of(self, "sm:set_next_provers")
   if list ~= nil and type(list) ~= "table" then
     check.argerror("sm:set_next_provers", 1, "list", "table or nil expected", list)
   end
-  fields.next_provers = list or {}
+  local provers = {}
+  for i = 1, list and #list or 0 do
+    local p = as_peer(list[i])
+    if p == nil then
+      check.fail("sm:set_next_provers: bad argument #1 'list' (item %d is %s, a peer expected)", i,
+        check.show(list[i]))
+    end
+    provers[i] = p
+  end
+  if self:closed() then return nil, CLOSED, "closed" end
+  fields.next_provers = provers
+  return true
 end
 
+--- Sets the chosen proposer (a value or a non-empty string, which is
+-- wrapped; nil for none). Returns true, or nil, message, "closed".
 function Machine:set_chosen_proposer(p)
   local fields = fields_of(self, "sm:set_chosen_proposer")
-  if p ~= nil and type(p) ~= "string" and not is_value(p) then
-    check.argerror("sm:set_chosen_proposer", 1, "peer", "csm value, string or nil expected", p)
+  local peer = as_peer(p)
+  if p ~= nil and peer == nil then
+    check.argerror("sm:set_chosen_proposer", 1, "peer", "csm value, non-empty string or nil expected", p)
   end
-  fields.chosen_proposer = p
+  if self:closed() then return nil, CLOSED, "closed" end
+  fields.chosen_proposer = peer
+  return true
 end
 
 --- The minimum number of provers (calls the function form).
@@ -228,7 +272,7 @@ function Machine:inspect()
     id = fields.id, state = self:state(), state_time = self:state_time(),
     transition_count = self:transition_count(), closed = self:closed(), error = fields.error,
     active_state = self:active_state(), next_state = fields.next_state, collected = fields.collected,
-    next_provers = fields.next_provers, chosen_proposer = fields.chosen_proposer,
+    next_provers = copy(fields.next_provers), chosen_proposer = fields.chosen_proposer,
     minimum_provers = self:minimum_provers(), emit_on_send = fields.emit,
     transitions_made = counters.transitions, events_dropped = counters.dropped,
     receives_refused = counters.refused, messages_received = counters.received,
@@ -237,6 +281,15 @@ function Machine:inspect()
               votes = counters.votes, confirmations = counters.confirmations },
     maps = maps,
   }
+end
+
+-- csm.machine("n01", voting), closed machines so marked.
+MACHINE.__tostring = function(sm)
+  local fields = lua_fields[sm] or internal.data(sm)
+  local names = fields.state_names
+  local state = type(names) == "table" and sm:state() or "?"
+  return string.format("csm.machine(%q, %s%s)", fields.id and fields.id:identity() or "?", state,
+    sm:closed() and ", closed" or "")
 end
 
 -- Lua 5.4: `local sm <close> = csm.new{...}` closes it at scope end.
