@@ -11,7 +11,8 @@ local quiet = support.quiet
 -- Asserts that fn(...) returns exactly nil, err.
 -- The code each refusal carries beside its message.
 local CODES = {
-  { "received conflicting vote", "conflict" }, { "stale rank", "stale" }, { "beyond window", "far" },
+  { "conflicting vote", "conflict" }, { "stored at rank", "rank" },
+  { "no stop transition", "state" }, { "stale rank", "stale" }, { "beyond window", "far" },
   { "map full", "full" }, { "identity too long", "identity" }, { "machine is closed", "closed" },
   { "event queue full", "queue" },
 }
@@ -261,7 +262,7 @@ describe("csm", function()
       it("refuses a conflicting vote and keeps the first", function()
         local sm = quiet()
         assert.is_true(sm:receive_vote("p", "a", csm.value("x", 1)))
-        refused("receive vote: received conflicting vote", sm.receive_vote, sm, "p", "a", csm.value("y", 1))
+        refused("conflicting vote from 'a' at rank 1", sm.receive_vote, sm, "p", "a", csm.value("y", 1))
         assert.are.equal("x", sm:votes(1).a:identity())
         assert.is_true(sm:receive_vote("q", "a", csm.value("x", 1)))
         assert.are.equal(1, sm:count("votes", 1))
@@ -381,6 +382,11 @@ describe("csm", function()
         assert.is_true(sm:store("votes", 1, "p", csm.value("x", 1)))
         refused("votes map full at rank 1 (peers_per_rank 1)",
           sm.store, sm, "votes", 1, "q", csm.value("x", 1))
+        -- a value is stored at its own rank
+        refused("a value of rank 2 stored at rank 1", sm.store, sm, "proposals", 1, "p", csm.value("x", 2))
+        -- the machine's own record: a store replaces what it holds, a vote too
+        assert.is_true(sm:store("votes", 1, "p", csm.value("y", 1)))
+        assert.are.equal("y", sm:get("votes", 1, "p"):identity())
         sm:close()
         refused("machine is closed", sm.store, sm, "votes", 2, "p", csm.value("x", 2))
       end)

@@ -164,7 +164,9 @@ local function burst(run, b, draw, big_values)
       tally(run, want, sm:receive_confirmation(HOSTILE, v))
       local held = want == nil and sm:get("votes", rank, HOSTILE)
       local vote_want = want
-      if held and held:identity() ~= mine then vote_want = "receive vote: received conflicting vote" end
+      if held and held:identity() ~= mine then
+        vote_want = string.format("conflicting vote from '%s' at rank %d", HOSTILE, rank)
+      end
       if tally(run, vote_want, sm:receive_vote(HOSTILE, HOSTILE, v)) then
         run.votes_stored = run.votes_stored + 1
       elseif vote_want and vote_want:match("conflicting") then

@@ -246,7 +246,7 @@ describe("csm.lab", function()
     it("harness.run refuses bad options, naming them", function()
       assert.are.equal("harness: option 'ranks' must be an integer >= 0 (got string \"x\")",
         error_of(harness.run, { ranks = "x" }))
-      assert.are.equal("harness: option 'seed' must be an integer in [-2^53, 2^53] (got 1.5)",
+      assert.are.equal("harness: option 'seed' must be an integer in [0, 2^53] (got 1.5)",
         error_of(harness.run, { seed = 1.5 }))
       assert.are.equal("harness: option 'loss' must be a number in [0, 1] (got 2)",
         error_of(harness.run, { loss = 2 }))

@@ -92,14 +92,16 @@ describe("csm", function()
       assert.are.equal("csm.sim: bad argument #1 'options' (table expected, got number)",
         error_of(csm.sim, 5))
       assert.are.equal("csm.sim: unknown option 'sed'", error_of(csm.sim, { sed = 1 }))
-      assert.are.equal("csm.sim: option 'seed' must be an integer in [-2^53, 2^53] (got string)",
+      assert.are.equal("csm.sim: option 'seed' must be an integer in [0, 2^53] (got string)",
         error_of(csm.sim, { seed = "1" }))
-      assert.are.equal("csm.sim: option 'seed' must be an integer in [-2^53, 2^53] (got 1.5)",
+      assert.are.equal("csm.sim: option 'seed' must be an integer in [0, 2^53] (got 1.5)",
         error_of(csm.sim, { seed = 1.5 }))
       assert.is_truthy(error_of(csm.sim, { seed = 0 / 0 }))
-      assert.are.equal("csm.sim: option 'seed' must be an integer in [-2^53, 2^53] "
+      assert.are.equal("csm.sim: option 'seed' must be an integer in [0, 2^53] "
         .. "(got 1.152921504606847e+18)", error_of(csm.sim, { seed = 2 ^ 60 }))
-      assert.is_nil(error_of(csm.sim, { seed = -7 }))
+      assert.are.equal("csm.sim: option 'seed' must be an integer in [0, 2^53] (got -7)",
+        error_of(csm.sim, { seed = -7 }))
+      assert.is_nil(error_of(csm.sim, { seed = 2 ^ 53 }))
     end)
   end)
 

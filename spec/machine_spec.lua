@@ -245,8 +245,8 @@ describe("csm", function()
     end)
 
     it("takes limits up to 2^53", function()
-      local sm = csm.new(minimal { limits = { rank_window = 2 ^ 53, peers_per_rank = 1,
-                                              identity_bytes = 1, queue = 2 } })
+      local sm = csm.new(minimal { id = "n", limits = { rank_window = 2 ^ 53, peers_per_rank = 1,
+                                                        identity_bytes = 1, queue = 2 } })
       assert.is_true(sm:receive_proposal("p", csm.value("x", 2 ^ 52)))
       assert.are.same({ nil, "identity too long (2 bytes, identity_bytes 1)", "identity" },
         { sm:receive_proposal("pp", csm.value("x", 1)) })

@@ -1,5 +1,6 @@
 /* csm.loop and csm.sim: the real loop (libuv's default loop) and
  * virtual-time worlds; csm.timer: what loop:after returns. */
+#include <math.h>
 #include <string.h>
 #include <uv.h>
 
@@ -221,16 +222,16 @@ static int loop_sim(lua_State *L)
         lua_getfield(L, 1, "seed");
         if (!lua_isnil(L, -1)) {
             double x;
-            if (!csm_is_integer_in(L, -1, -9007199254740992.0, 9007199254740992.0, &x)) {
+            if (!csm_is_integer_in(L, -1, 0, 9007199254740992.0, &x)) {
                 char shown[64];
                 return csm_error(L,
-                                 "csm.sim: option 'seed' must be an integer in [-2^53, 2^53] "
+                                 "csm.sim: option 'seed' must be an integer in [0, 2^53] "
                                  "(got %s)",
                                  lua_type(L, -1) == LUA_TNUMBER
                                      ? csm_number_text(L, -1, shown, sizeof shown)
                                      : luaL_typename(L, -1));
             }
-            seed = (uint64_t)(int64_t)x;
+            seed = (uint64_t)x;
         }
         lua_pop(L, 1);
     }
@@ -270,14 +271,41 @@ static int loop_now(lua_State *L)
     return 1;
 }
 
-/*** A float in [0, 1): in a sim world from its seed.
+/*** A random number, as math.random gives one: with no argument a float
+ * in [0, 1); with n, an integer in [1, n]; with m and n, one in [m, n]. In
+ * a sim world every one comes from its seed.
  * @function loop:random
+ * @tparam[opt] integer m
+ * @tparam[opt] integer n
  * @treturn number
  */
 static int loop_random(lua_State *L)
 {
     csm_loop *loop = check_loop(L, "loop:random");
-    lua_pushnumber(L, csm_scheduler_random(&loop->scheduler));
+    int nargs = lua_gettop(L) - 1;
+    double u = csm_scheduler_random(&loop->scheduler);
+    if (nargs == 0) {
+        lua_pushnumber(L, u);
+        return 1;
+    }
+    double lo = 1, hi;
+    const double bound = 9007199254740992.0;
+    if (!csm_is_integer_in(L, 2, -bound, bound, nargs == 1 ? &hi : &lo))
+        return csm_argerror(L, 2, "loop:random", 1, nargs == 1 ? "n" : "m", "integer expected");
+    if (nargs >= 2 && !csm_is_integer_in(L, 3, -bound, bound, &hi))
+        return csm_argerror(L, 3, "loop:random", 2, "n", "integer expected");
+    if (nargs > 2)
+        return csm_error(L, "loop:random: at most 2 arguments (got %d)", nargs);
+    if (hi < lo)
+        return csm_error(L, "loop:random: empty interval [%s, %s]",
+                         csm_number_text(L, 2, (char[64]){0}, 64),
+                         csm_number_text(L, nargs == 1 ? 2 : 3, (char[64]){0}, 64));
+    double r = lo + floor(u * (hi - lo + 1));
+#if LUA_VERSION_NUM >= 503
+    lua_pushinteger(L, (lua_Integer)r);
+#else
+    lua_pushnumber(L, r);
+#endif
     return 1;
 }
 

@@ -381,14 +381,27 @@ static int machine_start(lua_State *L)
 }
 
 /*** Empties the queue and queues stop; the machine goes through stopping
- * to stopped and tells its listeners.
+ * to stopped and tells its listeners. Every state has a stop transition
+ * unless the machine's transitions removed it; a stopped or stopping
+ * machine has nothing to do.
  * @function Machine:stop
- * @return true, or nil, message and code
+ * @return true, or nil, message and code ("closed"; "state" when the
+ * current state has no stop transition)
  */
 static int machine_stop(lua_State *L)
 {
     csm_lmachine *m = check_machine(L, "sm:stop");
-    return result(L, m, csm_machine_stop(&m->core));
+    int rc = csm_machine_stop(&m->core);
+    if (rc == CSM_ESTATE) {
+        /* name the state: its name is the Lua half's */
+        push_box(L, 1, BOX_FIELDS);
+        lua_getfield(L, -1, "state_names");
+        if (lua_istable(L, -1))
+            lua_rawgeti(L, -1, m->core.state + 1);
+        const char *name = lua_type(L, -1) == LUA_TSTRING ? lua_tostring(L, -1) : "?";
+        snprintf(m->core.error, sizeof m->core.error, "no stop transition from state '%s'", name);
+    }
+    return result(L, m, rc);
 }
 
 /*** The current state's name.
@@ -622,16 +635,17 @@ static int machine_count(lua_State *L)
     return 1;
 }
 
-/*** Stores value under peer in kind's map at rank (whatever the value's own
- * rank), replacing what was there; admitted by the same limits as a
- * receive, but queues no event.
+/*** Stores value under peer in kind's map at rank, the value's own rank
+ * ("rank" otherwise), replacing what was there: the machine's own record
+ * (its vote may change from one attempt to the next), admitted by the same
+ * limits as a receive; queues no event.
  * @function Machine:store
  * @tparam string kind
  * @tparam integer rank
  * @param peer a csm value or a non-empty string
  * @param value a csm value
  * @return true, or nil, message and code ("stale", "far", "full",
- * "identity", "closed")
+ * "identity", "rank", "closed")
  */
 static int machine_store(lua_State *L)
 {

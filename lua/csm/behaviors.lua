@@ -274,6 +274,12 @@ function behaviors.finalizing(sm, ctx, data)
     sm:votes(rank))
   if ctx:cancelled() then return end
   if finalized == nil then return induce_sync(sm, ctx, detail or "no finalized state") end
+  -- a round decides its own rank: a state of another would move the
+  -- machine anywhere (a sync, not finalizing, adopts other ranks)
+  if finalized:rank() ~= rank then
+    return induce_sync(sm, ctx, string.format("finalize_votes returned a state of rank %d deciding rank %d",
+      finalized:rank(), rank))
+  end
   sm:set_next_state(finalized:clone())
   ctx:send_event("aggregation_done")
 end

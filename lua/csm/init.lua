@@ -129,11 +129,21 @@ function csm.new(opts)
     end
   end
   local trace = layout.check_table("trace", opts.trace)
+  for _, k in ipairs(sorted_keys(trace)) do
+    if k ~= "trace" and k ~= "error" then fail("csm.new: trace: unknown field '%s'", tostring(k)) end
+  end
   layout.check_function("trace.trace", trace.trace)
   layout.check_function("trace.error", trace.error)
   local limits = layout.check_table("limits", opts.limits)
   for _, k in ipairs(sorted_keys(limits)) do
     if layout.defaults.limits[k] == nil then fail("csm.new: unknown limit '%s'", tostring(k)) end
+  end
+  -- the machine stores its own entries under its id: one it would refuse
+  -- from a peer would make it refuse itself, round after round
+  local most = limits.identity_bytes
+  if type(most) ~= "number" then most = layout.defaults.limits.identity_bytes end
+  if #id:identity() > most then
+    fail("csm.new: option 'id' is %d bytes, more than limits.identity_bytes (%d)", #id:identity(), most)
   end
   local loop = opts.loop or core.loop()
   if not check.is_world(loop, true) then

@@ -77,6 +77,9 @@ function layout.timing_problem(k, v)
     return string.format("timing.%s must be a finite number >= 0 (got %s)", k, tostring(v))
   end
   if POSITIVE[k] and v == 0 then return string.format("timing.%s must be > 0 (got 0)", k) end
+  if k == "proving_grace" and v % 1 ~= 0 then
+    return string.format("timing.proving_grace must be a whole number of polls (got %s)", tostring(v))
+  end
 end
 
 --- The timing a machine runs with: the defaults, overridden by timing (a
@@ -143,6 +146,11 @@ local function build(states, transitions, timing)
     end
     return event_ids[name]
   end
+  for k in pairs(transitions) do
+    if not (type(k) == "number" and k % 1 == 0 and k >= 1 and k <= #transitions) then
+      fail("csm.new: option 'transitions' must be a list (key %s)", check.show(k))
+    end
+  end
   for i, t in ipairs(transitions) do
     if type(t) ~= "table" then fail("csm.new: transitions[%d] must be a table", i) end
     for _, k in ipairs(sorted_keys(t)) do
@@ -180,6 +188,15 @@ local function build(states, transitions, timing)
     local row = { from = t.from, event = t.event, to = t.to, guarded = false }
     list[#list + 1] = row
     index[t.from .. "\0" .. t.event] = row
+  end
+  -- every custom state can stop, as the built-in ones can (a transition
+  -- with to = false removes that)
+  for i = NBUILTIN + 1, #state_names do
+    local name = state_names[i]
+    local row = { from = name, event = "stop", to = "stopping", guarded = false }
+    list[#list + 1] = row
+    index[name .. "\0stop"] = row
+    built.rows[#built.rows + 1] = { i - 1, event_ids.stop, state_ids.stopping, false }
   end
   for _, t in ipairs(transitions) do
     local from, ev = state_ids[t.from], event_ids[t.event]

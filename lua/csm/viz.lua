@@ -24,15 +24,26 @@ local function label(row)
   return text
 end
 
---- A Mermaid state diagram; the current state is marked.
+--- A Mermaid state diagram; the current state is marked. A state whose
+-- name is not a plain identifier is declared with its name quoted.
 function viz.mermaid(sm)
   check_machine("csm.viz.mermaid", sm)
-  local out = { "stateDiagram-v2", "  [*] --> stopped" }
+  local out = { "stateDiagram-v2" }
+  local ids = {}
+  for i, name in ipairs(sm:states()) do
+    if name:match("^[%a_][%w_]*$") then
+      ids[name] = name
+    else
+      ids[name] = "state" .. i
+      out[#out + 1] = string.format('  state "%s" as %s', (name:gsub('"', "#quot;")), ids[name])
+    end
+  end
+  out[#out + 1] = "  [*] --> " .. ids.stopped
   for _, row in ipairs(rows(sm)) do
-    out[#out + 1] = string.format("  %s --> %s : %s", row.from, row.to, label(row))
+    out[#out + 1] = string.format("  %s --> %s : %s", ids[row.from], ids[row.to], label(row))
   end
   out[#out + 1] = string.format("  classDef current fill:#f9d77e,stroke:#b8860b")
-  out[#out + 1] = string.format("  class %s current", sm:state())
+  out[#out + 1] = string.format("  class %s current", ids[sm:state()])
   return table.concat(out, "\n") .. "\n"
 end
 

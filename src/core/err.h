@@ -15,7 +15,9 @@
     X(CSM_EIDENTITY, "identity", "identity too long")             \
     X(CSM_ECONFLICT, "conflict", "received conflicting vote")     \
     X(CSM_EQUEUE, "queue", "event queue full")                    \
-    X(CSM_EINDEX, "index", "state or event id out of range")
+    X(CSM_EINDEX, "index", "state or event id out of range")      \
+    X(CSM_ERANK, "rank", "stored at a rank not the value's")      \
+    X(CSM_ESTATE, "state", "no such transition from this state")
 
 enum csm_code {
 #define CSM_ERR_ENUM(code, name, text) code,

@@ -230,6 +230,13 @@ int csm_machine_stop(csm_machine *m)
 {
     if (m->closed)
         return CSM_ECLOSED;
+    /* stopped, or on its way there, the stop is dropped as before; any other
+     * state must have a stop transition */
+    if (m->state != CSM_STOPPED && m->state != CSM_STOPPING &&
+        m->table[(size_t)m->state * (size_t)m->nevents + CSM_EV_STOP] < 0) {
+        snprintf(m->error, sizeof m->error, "no stop transition from the current state");
+        return CSM_ESTATE;
+    }
     clear_queue(m);
     return csm_machine_send(m, CSM_EV_STOP);
 }
@@ -293,10 +300,40 @@ int csm_machine_enter(csm_machine *m, int to)
     return CSM_OK;
 }
 
+/* The bytes of s in out (size n) as a message shows them: printable ASCII
+ * as it is, other bytes as \xNN, at most 24 bytes of s (then "..."). */
+#define QUOTED_MAX (24 * 4 + 4)
+static void quote(char *out, size_t n, const char *s, size_t len)
+{
+    size_t o = 0, shown = len > 24 ? 24 : len;
+    for (size_t i = 0; i < shown && o + 5 < n; i++) {
+        unsigned char c = (unsigned char)s[i];
+        if (c >= 0x20 && c < 0x7f && c != '\'' && c != '\\')
+            out[o++] = (char)c;
+        else
+            o += (size_t)snprintf(out + o, n - o, "\\x%02x", c);
+    }
+    if (shown < len && o + 4 < n) {
+        memcpy(out + o, "...", 3);
+        o += 3;
+    }
+    out[o < n ? o : n - 1] = '\0';
+}
+
 static int refuse(csm_machine *m, int code)
 {
     m->refused++;
     return code;
+}
+
+/* Refuses a vote from voter (key) at rank whose identity differs from the
+ * one held. */
+static int conflict(csm_machine *m, const char *key, size_t keylen, uint64_t rank)
+{
+    char voter[QUOTED_MAX];
+    quote(voter, sizeof voter, key, keylen);
+    snprintf(m->error, sizeof m->error, "conflicting vote from '%s' at rank %" PRIu64, voter, rank);
+    return refuse(m, CSM_ECONFLICT);
 }
 
 int csm_machine_admit(csm_machine *m, uint64_t rank, size_t keylen, size_t idlen)
@@ -351,8 +388,7 @@ int csm_machine_receive(csm_machine *m, int kind, const char *key, size_t keylen
     if (held != NULL) {
         if (kind == CSM_VOTES && (held->value->len != value->len ||
                                   memcmp(held->value->identity, value->identity, value->len))) {
-            snprintf(m->error, sizeof m->error, "receive vote: received conflicting vote");
-            return refuse(m, CSM_ECONFLICT);
+            return conflict(m, key, keylen, value->rank);
         }
     } else {
         int old;
@@ -388,6 +424,11 @@ int csm_machine_store(csm_machine *m, int kind, uint64_t rank, const char *key, 
     int rc = csm_machine_admit(m, rank, keylen, value->len);
     if (rc != CSM_OK)
         return rc;
+    if (value->rank != rank) {
+        snprintf(m->error, sizeof m->error,
+                 "a value of rank %" PRIu64 " stored at rank %" PRIu64, value->rank, rank);
+        return refuse(m, CSM_ERANK);
+    }
     int old;
     rc = csm_ledger_put(&m->ledger, kind, rank, key, keylen, value, handle, &old);
     if (rc == CSM_EFULL)

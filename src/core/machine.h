@@ -142,7 +142,9 @@ int csm_machine_set_timeout(csm_machine *m, int state, double seconds, int event
  * an id out of range. */
 int csm_machine_send(csm_machine *m, int event);
 
-/* Empties the queue, then queues stop. */
+/* Empties the queue, then queues stop (which a stopped or stopping machine
+ * drops). Returns CSM_OK, CSM_ECLOSED, or CSM_ESTATE when the current state
+ * is another without a stop transition (m->error says so). */
 int csm_machine_stop(csm_machine *m);
 
 /* Cancels everything at once and leaves the machine stopped and closed. */
@@ -173,9 +175,11 @@ int csm_machine_receive(csm_machine *m, int kind, const char *key, size_t keylen
                         const csm_value *value, int handle, int *stored,
                         csm_release_fn release, void *ud);
 
-/* Stores value under key at rank (whatever the value's own rank),
- * replacing what was there; admitted as above. Returns CSM_OK, a refusal
- * with m->error set, CSM_ECLOSED or CSM_ENOMEM. */
+/* Stores value under key at rank, which must be the value's rank
+ * (CSM_ERANK otherwise), replacing what was there: a store is the
+ * machine's own record (its vote may change from one attempt to the next),
+ * not a peer's message, so no vote conflicts. Admitted as above. Returns
+ * CSM_OK, a refusal with m->error set, CSM_ECLOSED or CSM_ENOMEM. */
 int csm_machine_store(csm_machine *m, int kind, uint64_t rank, const char *key, size_t keylen,
                       const csm_value *value, int handle, csm_release_fn release, void *ud);
 

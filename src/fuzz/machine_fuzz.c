@@ -306,7 +306,7 @@ static void hold(fz_machine *fm, int handle)
 static int is_refusal(int rc)
 {
     return rc == CSM_ESTALE || rc == CSM_EFAR || rc == CSM_EFULL || rc == CSM_EIDENTITY ||
-           rc == CSM_ECONFLICT;
+           rc == CSM_ECONFLICT || rc == CSM_ERANK;
 }
 
 /* What csm_machine_admit decides, restated. */
@@ -476,13 +476,16 @@ static void send(fz_machine *fm, int event)
 {
     csm_machine *m = &fm->m;
     int closed = m->closed, full = m->queue_len >= m->limits.queue;
+    int bad = event < 0 || event >= m->nevents;
     size_t qlen = m->queue_len;
     unsigned long failures = fz_failures;
     int rc = csm_machine_send(m, event);
     if (rc == CSM_ENOMEM)
         FZ_CHECK(fz_failures != failures && m->queue_len == qlen);
     else
-        FZ_CHECK(rc == (closed ? CSM_ECLOSED : full ? CSM_EQUEUE : CSM_OK));
+        FZ_CHECK(rc == (closed ? CSM_ECLOSED : bad ? CSM_EINDEX : full ? CSM_EQUEUE : CSM_OK));
+    if (rc != CSM_OK)
+        FZ_CHECK(m->queue_len == qlen);
 }
 
 static void set_active(fz_machine *fm, int has, uint64_t rank)
@@ -507,6 +510,8 @@ static void store(fz_machine *fm, int kind, uint64_t rank, int handle, const cha
         FZ_CHECK(fz_failures != failures && expect == CSM_OK);
     else if (expect != CSM_OK)
         FZ_CHECK(rc == expect);
+    else if (v->rank != rank)
+        FZ_CHECK(rc == CSM_ERANK); /* a value is stored at its own rank */
     else if (held == NULL && count >= m->limits.peers_per_rank)
         FZ_CHECK(rc == CSM_EFULL);
     else
@@ -830,9 +835,12 @@ static void run_op(fz *z, uint8_t op)
     }
     csm_machine *m = fm ? &fm->m : NULL;
     switch (op) {
-    case FZ_SEND:
-        send(fm, get8(z) % m->nevents); /* the binding refuses other ids */
+    case FZ_SEND: {
+        /* ids past the machine's events too: the core refuses them */
+        uint8_t sel = get8(z);
+        send(fm, (sel & 0x80) ? m->nevents + (sel & 0x3f) - 8 : sel % m->nevents);
         break;
+    }
     case FZ_START:
         send(fm, CSM_EV_START);
         break;
@@ -908,8 +916,13 @@ static void run_op(fz *z, uint8_t op)
     }
     case FZ_STOP: {
         int closed = m->closed, full = m->limits.queue == 0;
+        int no_stop = m->state != CSM_STOPPED && m->state != CSM_STOPPING &&
+                      m->table[(size_t)m->state * (size_t)m->nevents + CSM_EV_STOP] < 0;
+        size_t qlen = m->queue_len;
         int rc = csm_machine_stop(m);
-        FZ_CHECK(rc == (closed ? CSM_ECLOSED : full ? CSM_EQUEUE : CSM_OK));
+        FZ_CHECK(rc == (closed ? CSM_ECLOSED : no_stop ? CSM_ESTATE : full ? CSM_EQUEUE : CSM_OK));
+        if (rc == CSM_ESTATE)
+            FZ_CHECK(m->queue_len == qlen); /* refused: nothing changed */
         if (rc == CSM_OK)
             FZ_CHECK(m->queue_len == 1 && m->queue[m->queue_head] == CSM_EV_STOP);
         break;
@@ -928,10 +941,14 @@ static void run_op(fz *z, uint8_t op)
         int from = get8(z) % m->nstates, event = get8(z) % m->nevents;
         int to = get8(z) % m->nstates;
         uint8_t flags = get8(z);
-        if (flags & 1)
-            csm_machine_clear_transition(m, from, event);
-        else
-            csm_machine_set_transition(m, from, event, to, flags & 2);
+        if (flags & 4) /* an id out of range: refused, nothing changes */
+            to = (flags & 8) ? -1 - (flags >> 4) : m->nstates + (flags >> 4);
+        if (flags & 1) {
+            FZ_CHECK(csm_machine_clear_transition(m, from, event) == CSM_OK);
+        } else {
+            int rc = csm_machine_set_transition(m, from, event, to, flags & 2);
+            FZ_CHECK(rc == ((flags & 4) ? CSM_EINDEX : CSM_OK));
+        }
         break;
     }
     case FZ_SET_TIMEOUT: {

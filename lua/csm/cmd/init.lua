@@ -22,6 +22,12 @@ cmd.VIOLATED = 1
 --- Exit status: a usage error.
 cmd.USAGE = 2
 
+-- A bound as a message shows it.
+local function bound(x)
+  if x == 2 ^ 53 then return "2^53" end
+  return string.format("%.14g", x)
+end
+
 -- The number text reads as (finite), checked against [min, max]; or nil and
 -- why, naming the option. what is "an integer" or "a number".
 local function convert(option, text, what, min, max)
@@ -35,7 +41,8 @@ local function convert(option, text, what, min, max)
   end
   if (min and n < min) or (max and n > max) then
     return nil, string.format("%s: %s out of range (%s)", option, text,
-      min and max and string.format("%s to %s", min, max) or min and (">= " .. min) or ("<= " .. max))
+      min and max and string.format("%s to %s", bound(min), bound(max)) or min and (">= " .. bound(min))
+      or ("<= " .. bound(max)))
   end
   return n
 end
@@ -58,7 +65,7 @@ end
 
 --- Adds --seed (of the sim world: an integer, default 1) to command c.
 function cmd.seed_option(c)
-  c:option("--seed", "Seed of the sim world.", "1"):convert(cmd.integer("--seed", -2 ^ 53, 2 ^ 53))
+  c:option("--seed", "Seed of the sim world (0 to 2^53).", "1"):convert(cmd.integer("--seed", 0, 2 ^ 53))
 end
 
 --- A converter for a probability option: a number in [0, 1].

@@ -55,7 +55,7 @@ function harness.config(c)
   for k, v in pairs(c) do out[k] = v end
   -- every node publishes to every other: beyond this a run takes hours
   check.integer(fname, "nodes", out.nodes, 1, MAX_NODES)
-  check.integer(fname, "seed", out.seed, -2 ^ 53, 2 ^ 53)
+  check.integer(fname, "seed", out.seed, 0, 2 ^ 53)
   check.integer(fname, "ranks", out.ranks, 0)
   check.number(fname, "time", out.time, 0)
   for _, k in ipairs { "latency", "jitter", "crash_at" } do check.number(fname, k, out[k], 0) end

@@ -1,0 +1,197 @@
+-- The engine's edges: nothing a Lua program does crashes, leaks or hangs
+-- csm. One describe per edge found; the lifetime, livelock and luv edges
+-- have their own below.
+local csm = require "csm"
+local support = require "support"
+
+local error_of = support.error_of
+
+-- A machine that stays in loading, on a fresh world.
+local function quiet(opts)
+  local o = { id = "n1", loop = csm.sim { seed = 1 }, initial = csm.value("g", 0),
+              states = { loading = { behavior = false } } }
+  for k, v in pairs(opts or {}) do o[k] = v end
+  return csm.new(o), o.loop
+end
+
+describe("csm's edges", function()
+  describe("internals", function()
+    it("are on no machine's or loop's methods", function()
+      local sm, world = quiet()
+      for name in pairs(getmetatable(sm).__index) do
+        assert.is_falsy(name:find("^_"), "sm:" .. name)
+      end
+      for name in pairs(getmetatable(world).__index) do
+        assert.is_falsy(name:find("^_"), "loop:" .. name)
+      end
+      assert.is_nil(sm._data)
+      assert.is_nil(world._post)
+    end)
+
+    it("are handed out once, to csm", function()
+      assert.are.equal("csm.core.internals: already taken (csm.core is csm's own: require \"csm\")",
+        error_of(require("csm.core").internals))
+    end)
+
+    it("cannot make the core read out of bounds, however they are misused", function()
+      local internal = require("csm.internal").machine
+      local sm = quiet()
+      local fields = internal.data(sm)
+      fields.event_ids = { start = 999, stop = -3, induce_sync = 1.5 }
+      assert.are.equal("sm:send_event: event 'start' has an id out of range",
+        error_of(sm.send_event, sm, "start"))
+      assert.are.equal("sm:send_event: event 'stop' has an id out of range",
+        error_of(sm.send_event, sm, "stop"))
+      fields.event_ids = nil
+      assert.are.equal("sm:send_event: the machine's event names are missing",
+        error_of(sm.send_event, sm, "x"))
+      fields.state_names = nil
+      assert.are.equal("sm:state: the machine's state names are missing", error_of(sm.state, sm))
+      assert.are.equal("sm:_set_transition: state id out of range",
+        error_of(internal.set_transition, sm, 99, 0, 0))
+      assert.are.equal("sm:_set_transition: event id out of range",
+        error_of(internal.set_transition, sm, 0, 2 ^ 40, 0))
+      assert.are.equal("sm:_enter: state id out of range", error_of(internal.enter, sm, -1, 0))
+      assert.are.equal("sm:_taken: edge out of range", error_of(internal.taken, sm, 1e9))
+      assert.are.equal("sm:_set_timeout: event id out of range",
+        error_of(internal.set_timeout, sm, 0, 1, 9999))
+      assert.are.equal("csm.new: the number of states out of range",
+        error_of(internal.machine, csm.sim(), 1e9, 30, nil))
+      sm:close()
+    end)
+  end)
+
+  describe("an id longer than limits.identity_bytes", function()
+    it("is refused by csm.new", function()
+      assert.are.equal("csm.new: option 'id' is 300 bytes, more than limits.identity_bytes (256)",
+        error_of(csm.new, { id = string.rep("x", 300), loop = csm.sim() }))
+      assert.are.equal("csm.new: option 'id' is 5 bytes, more than limits.identity_bytes (4)",
+        error_of(csm.new, { id = "n0001", loop = csm.sim(), limits = { identity_bytes = 4 } }))
+      assert.is_nil(error_of(csm.new, { id = "n001", loop = csm.sim(), limits = { identity_bytes = 4 } }))
+    end)
+  end)
+
+  describe("stop", function()
+    it("stops a machine in a custom state: every state has a stop edge", function()
+      local world = csm.sim { seed = 1 }
+      local sm = csm.new { id = "a", loop = world, states = { waiting = { behavior = false } },
+        transitions = { { from = "stopped", event = "go", to = "waiting" } } }
+      sm:send_event("go")
+      world:run("nowait")
+      assert.are.equal("waiting", sm:state())
+      assert.is_true(sm:stop())
+      world:run_for(1)
+      assert.are.equal("stopped", sm:state())
+    end)
+
+    it("refuses, with code state, where the machine's transitions removed the edge", function()
+      local world = csm.sim { seed = 1 }
+      local sm = csm.new { id = "a", loop = world, states = { waiting = { behavior = false } },
+        transitions = { { from = "stopped", event = "go", to = "waiting" },
+                        { from = "waiting", event = "stop", to = false } } }
+      sm:send_event("go")
+      world:run("nowait")
+      assert.are.same({ nil, "no stop transition from state 'waiting'", "state" }, { sm:stop() })
+      assert.are.equal("waiting", sm:state())
+      sm:close()
+    end)
+  end)
+
+  describe("a closed machine", function()
+    it("refuses every change, as it refuses receives", function()
+      local sm = quiet()
+      sm:close()
+      local closed = { nil, "machine is closed", "closed" }
+      assert.are.same(closed, { sm:set_active_state(csm.value("x", 3)) })
+      assert.are.same(closed, { sm:set_next_state(csm.value("x", 1)) })
+      assert.are.same(closed, { sm:set_collected(csm.value("x", 1)) })
+      assert.are.same(closed, { sm:set_next_provers({ "a" }) })
+      assert.are.same(closed, { sm:set_chosen_proposer("a") })
+      assert.are.same(closed, { sm:prune(1) })
+      assert.are.same(closed, { sm:store("votes", 1, "p", csm.value("x", 1)) })
+      assert.are.same(closed, { sm:receive_vote("p", "q", csm.value("x", 1)) })
+      assert.are.equal("g", sm:active_state():identity())
+    end)
+  end)
+
+  describe("the smaller ones", function()
+    it("csm.new refuses unknown trace fields, transitions with a hash part, a fractional grace", function()
+      assert.are.equal("csm.new: trace: unknown field 'bogus'",
+        error_of(csm.new, { id = "a", loop = csm.sim(), trace = { bogus = print } }))
+      assert.are.equal("csm.new: option 'transitions' must be a list (key string \"x\")",
+        error_of(csm.new, { id = "a", loop = csm.sim(), transitions = { x = {} } }))
+      assert.are.equal("csm.new: timing.proving_grace must be a whole number of polls (got 1.5)",
+        error_of(csm.new, { id = "a", loop = csm.sim(), timing = { proving_grace = 1.5 } }))
+    end)
+
+    it("finalize_votes returning a state of another rank is a provider error", function()
+      local sm, world, log = support.machine {
+        overrides = { voting = { finalize_votes = function() return csm.value("far", 40), "n1" end } },
+      }
+      sm:start()
+      -- (the machine retries at once, for ever: stop at the first error)
+      world:run_until(function() return #log.errors > 0 end, 3)
+      local found
+      for _, e in ipairs(log.errors) do
+        found = found or e:find("finalize_votes returned a state of rank 40 deciding rank 1", 1, true)
+      end
+      assert.is_truthy(found, table.concat(log.errors, "\n"))
+      assert.are.equal(0, sm:active_state():rank())
+      sm:close()
+    end)
+
+    it("the conflicting-vote refusal names the voter and the rank", function()
+      local sm = quiet()
+      assert.is_true(sm:receive_vote("p", "n7", csm.value("x", 2)))
+      assert.are.same({ nil, "conflicting vote from 'n7' at rank 2", "conflict" },
+        { sm:receive_vote("p", "n7", csm.value("y", 2)) })
+      local odd = "a\0b'" .. string.rep("z", 40)
+      assert.is_true(sm:receive_vote("p", odd, csm.value("x", 3)))
+      assert.are.same({ nil, "conflicting vote from 'a\\x00b\\x27zzzzzzzzzzzzzzzzzzzz...' at rank 3",
+        "conflict" }, { sm:receive_vote("p", odd, csm.value("y", 3)) })
+    end)
+
+    it("tostring(sm) shows the id and the state", function()
+      local sm = quiet()
+      assert.are.equal('csm.machine("n1", stopped)', tostring(sm))
+      sm:close()
+      assert.are.equal('csm.machine("n1", stopped, closed)', tostring(sm))
+    end)
+
+    it("loop:random(n) and (m, n) give integers, as math.random does", function()
+      local world = csm.sim { seed = 5 }
+      local seen = {}
+      for _ = 1, 200 do
+        local r = world:random(6)
+        assert.is_true(r >= 1 and r <= 6 and r % 1 == 0)
+        seen[r] = true
+        local s = world:random(-2, 2)
+        assert.is_true(s >= -2 and s <= 2 and s % 1 == 0)
+      end
+      for r = 1, 6 do assert.is_true(seen[r]) end
+      assert.are.equal("loop:random: empty interval [3, 1]", error_of(world.random, world, 3, 1))
+      assert.are.equal("loop:random: bad argument #1 'n' (integer expected, got number)",
+        error_of(world.random, world, 1.5))
+      -- the same seed, the same numbers
+      local a, b = csm.sim { seed = 9 }, csm.sim { seed = 9 }
+      for _ = 1, 10 do assert.are.equal(a:random(1000), b:random(1000)) end
+    end)
+
+    it("mermaid quotes a state name that is not an identifier", function()
+      local world = csm.sim { seed = 1 }
+      local sm = csm.new { id = "a", loop = world, states = { ["wait here"] = { behavior = false } },
+        transitions = { { from = "stopped", event = "go", to = "wait here" } } }
+      local text = csm.viz.mermaid(sm)
+      assert.is_truthy(text:find('state "wait here" as state12', 1, true), text)
+      assert.is_truthy(text:find("stopped --> state12 : go", 1, true), text)
+    end)
+
+    it("scripts/env.sh works under dash too", function()
+      local pipe = assert(io.popen("cd " .. support.quote(support.root)
+        .. " && /bin/sh -c '. scripts/env.sh && echo \"$LUA_PATH\"' 2>&1"))
+      local out = pipe:read("*a")
+      pipe:close()
+      assert.is_truthy(out:find("/lua/?.lua;", 1, true), out)
+    end)
+  end)
+end)
