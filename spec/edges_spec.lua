@@ -114,6 +114,51 @@ describe("csm's edges", function()
     end)
   end)
 
+  describe("a livelock in virtual time", function()
+    it("raises after the world's bound of steps at one instant, naming the machine and its state", function()
+      -- one node whose providers take no time: its rounds never let time move on
+      local sm, world = support.machine { loop = csm.sim { seed = 1, steps_per_instant = 20000 } }
+      sm:start()
+      local err = error_of(world.run_for, world, 3)
+      assert.is_truthy(err:find("^loop:run_for: no virtual time passed in 20000 steps at t = 1"), err)
+      assert.is_truthy(err:find("machine 'n1' in state '%a+' ran last"), err)
+      assert.is_truthy(err:find("csm.sim{steps_per_instant = n} sets the bound", 1, true), err)
+      -- the world runs again, and raises again
+      assert.is_truthy(error_of(world.run_until, world, function() return false end, 3)
+        :find("^loop:run_until: no virtual time passed in 20000 steps"))
+      sm:close()
+    end)
+
+    it("names a loop:after callback that re-arms itself at once", function()
+      local world = csm.sim { seed = 1, steps_per_instant = 5000 }
+      local function again() world:after(0, again) end
+      again()
+      local err = error_of(world.run, world)
+      assert.is_truthy(err:find("^loop:run: no virtual time passed in 5000 steps at t = 0"), err)
+      assert.is_truthy(err:find("a loop:after callback ran last", 1, true), err)
+    end)
+
+    it("is bounded at 1,000,000 steps by default, and math.huge lifts the bound", function()
+      local world = csm.sim { seed = 1, steps_per_instant = math.huge }
+      local n = 0
+      local function again() n = n + 1; if n < 30000 then world:after(0, again) end end
+      again()
+      world:run()
+      assert.are.equal(30000, n)
+      assert.are.equal("csm.sim: option 'steps_per_instant' must be an integer >= 1 or math.huge",
+        error_of(csm.sim, { steps_per_instant = 0 }))
+    end)
+
+    it("lets time that moves, however slowly, go on", function()
+      local world = csm.sim { seed = 1, steps_per_instant = 100 }
+      local n = 0
+      local function again() n = n + 1; world:after(1e-6, again) end
+      again()
+      world:run_for(0.01)
+      assert.is_true(n > 1000)
+    end)
+  end)
+
   describe("the smaller ones", function()
     it("csm.new refuses unknown trace fields, transitions with a hash part, a fractional grace", function()
       assert.are.equal("csm.new: trace: unknown field 'bogus'",

@@ -1,6 +1,7 @@
 /* csm.loop and csm.sim: the real loop (libuv's default loop) and
  * virtual-time worlds; csm.timer: what loop:after returns. */
 #include <math.h>
+#include <stdio.h>
 #include <string.h>
 #include <uv.h>
 
@@ -42,6 +43,32 @@ static int nothing(lua_State *L)
 {
     (void)L;
     return 0;
+}
+
+static void on_deferred(csm_task *task);
+static void on_ltimer(csm_timer *timer);
+
+/* Raises, naming fname, when the run stopped because no virtual time
+ * passed in the world's bound of steps, with what ran last. */
+static void raise_livelock(lua_State *L, csm_loop *loop, const char *fname)
+{
+    csm_scheduler *s = &loop->scheduler;
+    if (!s->livelocked)
+        return;
+    s->livelocked = 0;
+    if (!csm_machine_push_blame(L, s)) {
+        if (s->last_task != NULL && s->last_task_cb == on_deferred)
+            lua_pushliteral(L, "the loop's posted functions (ctx wake-ups) ran last");
+        else if (s->last_timer != NULL && s->last_timer_cb == on_ltimer)
+            lua_pushliteral(L, "a loop:after callback ran last");
+        else
+            lua_pushliteral(L, "nothing of csm's ran last");
+    }
+    char steps[32];
+    snprintf(steps, sizeof steps, "%llu", (unsigned long long)s->instant_limit);
+    csm_error(L, "%s: no virtual time passed in %s steps at t = %f s; %s (csm.sim{steps_per_instant "
+                 "= n} sets the bound)",
+              fname, steps, s->now, lua_tostring(L, -1));
 }
 
 /* Raises the error a callback left, if any. */
@@ -206,14 +233,15 @@ static int loop_real(lua_State *L)
 /* csm.sim{seed = n}: a new virtual-time world. */
 static int loop_sim(lua_State *L)
 {
-    uint64_t seed = 0;
+    uint64_t seed = 0, instant_limit = CSM_INSTANT_LIMIT;
     if (!lua_isnoneornil(L, 1)) {
         if (!lua_istable(L, 1))
             return csm_argerror(L, 1, "csm.sim", 1, "options", "table expected");
         lua_pushnil(L);
         while (lua_next(L, 1) != 0) {
             lua_pop(L, 1);
-            if (lua_type(L, -1) != LUA_TSTRING || strcmp(lua_tostring(L, -1), "seed") != 0) {
+            if (lua_type(L, -1) != LUA_TSTRING || (strcmp(lua_tostring(L, -1), "seed") != 0 &&
+                                                   strcmp(lua_tostring(L, -1), "steps_per_instant") != 0)) {
                 const char *k = lua_type(L, -1) == LUA_TSTRING ? lua_tostring(L, -1)
                                                               : luaL_typename(L, -1);
                 return csm_error(L, "csm.sim: unknown option '%s'", k);
@@ -234,9 +262,22 @@ static int loop_sim(lua_State *L)
             seed = (uint64_t)x;
         }
         lua_pop(L, 1);
+        lua_getfield(L, 1, "steps_per_instant");
+        if (!lua_isnil(L, -1)) {
+            double x;
+            if (lua_type(L, -1) == LUA_TNUMBER && lua_tonumber(L, -1) == HUGE_VAL)
+                instant_limit = 0; /* no bound */
+            else if (csm_is_integer_in(L, -1, 1, 9007199254740992.0, &x))
+                instant_limit = (uint64_t)x;
+            else
+                return csm_error(L, "csm.sim: option 'steps_per_instant' must be an integer >= 1 "
+                                    "or math.huge");
+        }
+        lua_pop(L, 1);
     }
     csm_loop *loop = new_loop(L);
     csm_scheduler_init_sim(&loop->scheduler, seed);
+    loop->scheduler.instant_limit = instant_limit;
     luaL_setmetatable(L, CSM_LOOP_MT);
     return 1;
 }
@@ -417,6 +458,7 @@ static int loop_run(lua_State *L)
     check_open(L, loop, "loop:run");
     int more = csm_scheduler_run(&loop->scheduler, mode);
     raise_failure(L, loop);
+    raise_livelock(L, loop, "loop:run");
     lua_pushboolean(L, more);
     return 1;
 }
@@ -438,6 +480,7 @@ static int loop_run_for(lua_State *L)
         ;
     csm_run_end(&run);
     raise_failure(L, loop);
+    raise_livelock(L, loop, "loop:run_for");
     return 0;
 }
 
@@ -479,6 +522,7 @@ static int loop_run_until(lua_State *L)
     if (ok < 0)
         return lua_error(L);
     raise_failure(L, loop);
+    raise_livelock(L, loop, "loop:run_until");
     lua_pushboolean(L, ok);
     return 1;
 }

@@ -763,6 +763,43 @@ static int machine_ranks(lua_State *L)
     return 1;
 }
 
+/* ---- livelocks ---- */
+
+int csm_machine_push_blame(lua_State *L, csm_scheduler *s)
+{
+    csm_lmachine *m = NULL;
+    if (s->last_task != NULL && s->last_task_cb == on_drive)
+        m = (csm_lmachine *)((char *)s->last_task - offsetof(csm_machine, task));
+    else if (s->last_timer != NULL && s->last_timer_cb == csm_machine_timeout_cb())
+        m = (csm_lmachine *)((char *)s->last_timer - offsetof(csm_machine, timeout));
+    if (m == NULL)
+        return 0;
+    /* a busy machine is anchored; one that is gone cannot be named */
+    csm_push_anchored(L, &m->self_ref);
+    if (!csm_testudata(L, -1, CSM_UP_MACHINE_MT, CSM_MACHINE_MT)) {
+        lua_pop(L, 1);
+        lua_pushliteral(L, "a machine, since stopped, ran last");
+        return 1;
+    }
+    int self = lua_gettop(L);
+    push_box(L, self, BOX_FIELDS);
+    lua_getfield(L, -1, "id");
+    const char *id = "?";
+    if (csm_test_value(L, -1))
+        id = csm_test_value(L, -1)->identity;
+    lua_getfield(L, -2, "state_names");
+    const char *state = "?";
+    if (lua_istable(L, -1)) {
+        lua_rawgeti(L, -1, m->core.state + 1);
+        if (lua_type(L, -1) == LUA_TSTRING)
+            state = lua_tostring(L, -1);
+    }
+    lua_pushfstring(L, "machine '%s' in state '%s' ran last", id, state);
+    lua_replace(L, self);
+    lua_settop(L, self);
+    return 1;
+}
+
 /* ---- module functions ---- */
 
 /* core.set_drive(fn): the Lua function a machine's ready task runs. */

@@ -58,6 +58,10 @@ void csm_loop_fail(csm_loop *loop, lua_State *T);
 
 /* ---- machine.c: csm.machine ---- */
 
+/* When what s ran last was a machine's (its task, or its state timeout),
+ * pushes "machine 'id' in state 'name' ran last" and returns 1; else 0. */
+int csm_machine_push_blame(lua_State *L, csm_scheduler *s);
+
 /* Adds builtin to the module table on top and the machine's internal
  * functions (its constructor, the driver's primitives...) to
  * internals.machine; sets the machine's methods the first time. */

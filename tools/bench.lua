@@ -163,7 +163,8 @@ end, "wall clock")
 
 local function sim_cluster(n, ranks)
   return function()
-    local world = csm.sim { seed = 1 }
+    -- zero latency: every round at one virtual instant, by design
+    local world = csm.sim { seed = 1, steps_per_instant = math.huge }
     local nodes, network = lab_cluster.new { protocol = reference, n = n, world = world }
     for _, node in ipairs(nodes) do node:start() end
     world:run_until(function() return nodes[1].height >= 1 end, 100)

@@ -82,6 +82,11 @@ static void on_timeout(csm_timer *timer)
         csm_machine_send(m, event);
 }
 
+csm_timer_cb csm_machine_timeout_cb(void)
+{
+    return on_timeout;
+}
+
 int csm_machine_init(csm_machine *m, csm_scheduler *s, int nstates, int nevents,
                      const csm_limits *limits, csm_task_cb drive)
 {
@@ -277,6 +282,7 @@ int csm_machine_next(csm_machine *m, int *event, int *to, int *guarded)
         *event = ev;
         *to = m->table[i];
         *guarded = m->guarded[i];
+        csm_scheduler_count_step(m->scheduler);
         return 1;
     }
     return 0;

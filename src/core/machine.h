@@ -188,6 +188,10 @@ int csm_machine_store(csm_machine *m, int kind, uint64_t rank, const char *key, 
 void csm_machine_set_active(csm_machine *m, int has, uint64_t rank,
                             csm_release_fn release, void *ud);
 
+/* The callback of every machine's state timeout: a timer with it is the
+ * timeout member of a csm_machine. */
+csm_timer_cb csm_machine_timeout_cb(void);
+
 /* Whether the machine should stay alive without references: it is not
  * closed, and it is running or has events waiting. */
 int csm_machine_busy(const csm_machine *m);

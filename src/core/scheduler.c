@@ -55,6 +55,21 @@ void csm_scheduler_init_sim(csm_scheduler *s, uint64_t seed)
 {
     init_common(s, CSM_SIM);
     seed_rng(s, seed);
+    s->instant_limit = CSM_INSTANT_LIMIT;
+}
+
+void csm_scheduler_count_step(csm_scheduler *s)
+{
+    if (s->kind != CSM_SIM)
+        return;
+    if (s->now != s->instant) {
+        s->instant = s->now;
+        s->instant_steps = 0;
+    }
+    if (++s->instant_steps > s->instant_limit && s->instant_limit > 0) {
+        s->livelocked = 1;
+        s->stopped = 1;
+    }
 }
 
 /* csm's libuv handles keep handle->data NULL and find their owner through
@@ -176,6 +191,12 @@ int csm_scheduler_run_ready(csm_scheduler *s)
         return 0;
     csm_task *task = s->ready.next;
     csm_scheduler_unpost(s, task);
+    if (s->kind == CSM_SIM) {
+        s->last_task = task;
+        s->last_task_cb = task->cb;
+        s->last_timer = NULL;
+        csm_scheduler_count_step(s);
+    }
     task->cb(task);
     return 1;
 }
@@ -260,6 +281,10 @@ int csm_scheduler_advance(csm_scheduler *s, double limit)
     t->active = 0;
     if (t->due > s->now)
         s->now = t->due;
+    s->last_task = NULL;
+    s->last_timer = t;
+    s->last_timer_cb = t->cb;
+    csm_scheduler_count_step(s);
     t->cb(t);
     return 1;
 }
@@ -392,6 +417,8 @@ static void sim_iteration(csm_scheduler *s)
 int csm_scheduler_run(csm_scheduler *s, int mode)
 {
     s->stopped = 0;
+    s->livelocked = 0;
+    s->instant_steps = 0;
     if (s->kind == CSM_REAL) {
         static const uv_run_mode uv_modes[] = {UV_RUN_DEFAULT, UV_RUN_ONCE, UV_RUN_NOWAIT};
         return uv_run(s->uv_loop, uv_modes[mode]);
@@ -420,6 +447,8 @@ int csm_run_begin(csm_run *run, csm_scheduler *s, double seconds)
     memset(run, 0, sizeof *run);
     run->scheduler = s;
     s->stopped = 0;
+    s->livelocked = 0;
+    s->instant_steps = 0;
     if (s->kind == CSM_SIM) {
         run->limit = s->now + seconds;
         return CSM_OK;

@@ -48,13 +48,28 @@ struct csm_scheduler {
     size_t batch;               /* sim: ready tasks left in this iteration */
     uint64_t rng[4];            /* xoshiro256** state */
     int stopped;                /* a stop was asked for: runs return */
+    /* sim: a run that never lets time move on is a livelock */
+    double instant;             /* the virtual time steps are counted at */
+    uint64_t instant_steps;     /* steps run at it */
+    uint64_t instant_limit;     /* the most steps at one instant; 0: no bound */
+    int livelocked;             /* the limit was passed: runs return */
+    csm_task *last_task;        /* what ran last (a task, else a timer), and its */
+    csm_timer *last_timer;      /* callback: the owner may be gone by the time */
+    csm_task_cb last_task_cb;   /* anyone looks, so read the pointers, never */
+    csm_timer_cb last_timer_cb; /* what they point to */
     void *uv_loop;              /* real: the uv_loop_t it runs on */
     void *uv_idle;              /* real: keeps the loop polling while tasks are ready */
     int close_loop;             /* real: csm closes uv_loop at the end */
     uint64_t hr_base;           /* real: uv_hrtime() at creation */
 };
 
-/* Sets up a sim scheduler whose random numbers come from seed. */
+/* The most steps a sim run takes at one virtual instant, by default. */
+#define CSM_INSTANT_LIMIT 1000000
+
+/* Sets up a sim scheduler whose random numbers come from seed; at most
+ * CSM_INSTANT_LIMIT steps may run at one virtual instant (instant_limit
+ * may be changed: 0 for no bound). Past it the run stops and livelocked
+ * is set, with last_task or last_timer what ran last. */
 void csm_scheduler_init_sim(csm_scheduler *s, uint64_t seed);
 
 /* Sets up a real scheduler on uv_loop (a uv_loop_t: libuv's default loop,
@@ -91,6 +106,11 @@ int csm_scheduler_advance(csm_scheduler *s, double limit);
  * done, one per step; when nothing is due or ready, time jumps to the next
  * timer (not past limit, when limit >= 0). Returns 1 if something ran. */
 int csm_scheduler_step(csm_scheduler *s, double limit);
+
+/* Sim: counts one step at the current virtual instant (every task and
+ * timer that runs is one; a machine counts each event it takes too).
+ * Past instant_limit steps at one instant the run stops, livelocked. */
+void csm_scheduler_count_step(csm_scheduler *s);
 
 /* Sim: whether anything is left to do: a ready task or an armed timer. */
 int csm_scheduler_pending(const csm_scheduler *s);

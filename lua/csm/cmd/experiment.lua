@@ -52,6 +52,9 @@ The same seed gives the same run, byte for byte in --trace.]])
   c:option("--view-timeout", "Seconds before a node gives up an attempt (> 0).")
     :convert(cmd.number("--view-timeout", 0))
   c:option("--timing", "Timing overrides, name=seconds,...")
+  c:option("--steps-per-instant", "Steps at one virtual instant before the run is a livelock "
+    .. "(default 1,000,000; a run at zero latency may need more).")
+    :convert(cmd.integer("--steps-per-instant", 1))
   c:option("--trace", "Write every transition and message as JSON lines to FILE.")
   c:option("--svg", "Write a timeline of every node's states to FILE.")
 end
@@ -164,6 +167,7 @@ function experiment.config(args)
     partitions = experiment.partitions(args.partition, net.names(args.nodes)),
     crash_at = args.crash_at, restart_after = args.restart_after, view_timeout = args.view_timeout,
     timing = experiment.timing(args.timing), trace = args.trace,
+    steps_per_instant = args.steps_per_instant,
   }
 end
 

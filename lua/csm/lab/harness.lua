@@ -42,7 +42,7 @@ local DEFAULTS = {
 }
 
 local OPTIONS = { byzantine = true, restart_after = true, timing = true, view_timeout = true,
-                  trace = true, svg = true }
+                  trace = true, svg = true, steps_per_instant = true }
 for k in pairs(DEFAULTS) do OPTIONS[k] = true end
 
 --- Checks a configuration and fills in the defaults; raises naming the
@@ -61,6 +61,9 @@ function harness.config(c)
   for _, k in ipairs { "latency", "jitter", "crash_at" } do check.number(fname, k, out[k], 0) end
   for _, k in ipairs { "loss", "duplicate", "reorder" } do check.number(fname, k, out[k], 0, 1) end
   check.number(fname, "restart_after", out.restart_after, 0, nil, true)
+  if out.steps_per_instant ~= math.huge then
+    check.integer(fname, "steps_per_instant", out.steps_per_instant, 1, nil, true)
+  end
   check.number(fname, "view_timeout", out.view_timeout, 0, nil, true)
   if out.view_timeout == 0 then fail("harness: option 'view_timeout' must be > 0 (got 0)") end
   check.type(fname, "timing", out.timing, "table", true)
@@ -130,7 +133,7 @@ Run.__index = Run
 local function new_run(c)
   local self = setmetatable({ c = c, clock = os.clock(), nodes = {}, index = {}, lanes = {},
     agreement = checker.agreement(), honest_total = 0, honest_done = 0 }, Run)
-  self.world = csm.sim { seed = c.seed }
+  self.world = csm.sim { seed = c.seed, steps_per_instant = c.steps_per_instant }
   self.network = net.new(self.world, { latency = c.latency, jitter = c.jitter, loss = c.loss,
     duplicate = c.duplicate, reorder = c.reorder })
   self.names = net.names(c.nodes)
