@@ -2,20 +2,19 @@ package = "csm"
 version = "scm-1"
 source = { url = "git+file:///dev/null" }
 description = {
-  summary = "A round-based consensus state machine for Lua, with a libuv core and a sim world",
+  summary = "A round-based consensus state machine for Lua, with a C core, luv's loop and a sim world",
   detailed = [[
-csm runs a BFT round faithfully on libuv's loop, or runs many nodes in
+csm runs a BFT round faithfully on luv's loop (libuv), or runs many nodes in
 virtual time, reproducibly, in one process. Providers (sync, leader,
 proving, voting, quorum, finalization, liveness) are Lua tables.
 ]],
   license = "MIT",
 }
--- lua-argparse (the command's options) and lua-luv (diagram's PNG) come
--- from Debian (scripts/setup.sh installs them); LuaRocks users can add
--- "argparse" and "luv" from the rocks server.
+-- lua-argparse (the command's options) and lua-luv (the real loop, and the
+-- diagram's PNG) come from Debian (scripts/setup.sh installs them);
+-- LuaRocks users can add "argparse" and "luv" from the rocks server.
 dependencies = { "lua >= 5.1" }
 external_dependencies = {
-  LIBUV = { header = "uv.h" },
   UTHASH = { header = "uthash.h" },
 }
 build = {

@@ -9,7 +9,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-scripts/install.sh clang libclang-rt-14-dev cmake pkg-config libuv1-dev uthash-dev liblua5.4-dev
+scripts/install.sh clang libclang-rt-14-dev cmake pkg-config uthash-dev liblua5.4-dev
 
 CC=clang cmake -S . -B build/fuzz -DCSM_FUZZ=ON -DCSM_LUA=5.4 -DCMAKE_BUILD_TYPE=Debug >/dev/null
 cmake --build build/fuzz --target csm_fuzz -j2 >/dev/null

@@ -6,7 +6,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 scripts/install.sh build-essential cmake pkg-config lua5.4 liblua5.4-dev luajit libluajit-5.1-dev \
-  libuv1-dev uthash-dev lua-busted lua-check luarocks lua-luv lua-cjson lua-argparse \
+  uthash-dev lua-busted lua-check luarocks lua-luv lua-cjson lua-argparse \
   librsvg2-bin graphviz valgrind
 
 for lua in 5.4 luajit; do

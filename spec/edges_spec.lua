@@ -159,6 +159,118 @@ describe("csm's edges", function()
     end)
   end)
 
+  describe("luv on the real loop", function()
+    -- A machine that sleeps on the real loop, and a timer: csm's wake-ups on
+    -- luv's loop are then all in use (a ready task and an armed timer).
+    local BUSY = [[
+local loop = csm.loop()
+local fired = {}
+loop:after(0.002, function() fired[#fired + 1] = "timer" end)
+local sm = csm.new { id = "w", loop = loop,
+  states = { work = { behavior = function(_, ctx) assert(ctx:sleep(0.003)); ctx:send_event("done") end } },
+  transitions = { { from = "stopped", event = "start", to = "work" },
+                  { from = "work", event = "done", to = "stopped" } } }
+assert(sm:start())
+]]
+
+    for _, order in ipairs { "csm", "luv" } do
+      it("may be walked and closed handle by handle when " .. order .. " is loaded first", function()
+        local first = order == "csm" and 'local csm = require "csm"; local uv = require "luv"\n'
+          or 'local uv = require "luv"; local csm = require "csm"\n'
+        local out, status = support.run_source(first .. BUSY .. [[
+local n = 0
+uv.walk(function(h) n = n + 1; assert(tostring(h):match("^uv_")) end)
+print("walked " .. n)
+-- a luv program that closes every handle it sees, as one does on exit
+uv.walk(function(h) if not h:is_closing() then h:close() end end)
+assert(uv.run() == false)
+-- csm makes its handles anew when it next needs them
+assert(loop:run_until(function() return #fired == 1 and sm:state() == "stopped" end, 5))
+-- and again, from inside one of csm's callbacks
+loop:after(0.001, function() uv.walk(function(h) if not h:is_closing() then h:close() end end) end)
+loop:after(0.004, function() fired[#fired + 1] = "after the walk" end)
+assert(loop:run_until(function() return #fired == 2 end, 5))
+uv.run()
+print("done " .. fired[2])
+]])
+        assert.are.equal(0, status, out)
+        assert.are.equal("walked 2\ndone after the walk\n", out)
+      end)
+    end
+
+    it("reports a csm callback's error under uv.run() as luv reports its own", function()
+      local program = [[
+local uv = require "luv"
+local csm = require "csm"
+local which = ...
+if which == "csm" then
+  csm.loop():after(0.002, function() error("boom from " .. which) end)
+else
+  local t = uv.new_timer()
+  t:start(2, 0, function() error("boom from " .. which) end)
+end
+uv.run()
+print("not reached")
+]]
+      local luv_out, luv_status = support.run_source(program, "luv")
+      local out, status = support.run_source(program, "csm")
+      assert.is_truthy(luv_out:find("^Uncaught Error: [^\n]*boom from luv\n"), luv_out)
+      assert.is_truthy(out:find("^Uncaught Error: [^\n]*boom from csm\n"), out)
+      assert.are.equal(luv_status, status)
+      assert.is_nil(out:find("not reached", 1, true))
+    end)
+
+    it("keeps luv's loop running for the rest under a host that goes on after errors", function()
+      -- csm_luv_host handles luv's callback errors as an editor does: it
+      -- reports each and returns to the loop
+      local host = support.build_dir() .. "/csm_luv_host"
+      local out, status = support.run_source([[
+local csm = require "csm"
+local uv = require "luv"
+local ticks, seen = 0, {}
+local t = uv.new_timer()
+t:start(1, 1, function() ticks = ticks + 1; if ticks == 20 then t:close() end end)
+local loop = csm.loop()
+loop:after(0.002, function() error("boom from csm") end)
+loop:after(0.010, function() seen[#seen + 1] = "later" end)
+uv.run()
+print(ticks, seen[1], host_errors())
+]], nil, host)
+      assert.are.equal(0, status, out)
+      assert.is_truthy(out:find("host: a callback raised: [^\n]*boom from csm"), out)
+      assert.is_truthy(out:find("20\tlater\t1\n", 1, true), out)
+    end)
+
+    it("raises a callback's error from the csm run that drove it, and luv's loop goes on", function()
+      local uv = require "luv"
+      local loop = csm.loop()
+      loop:after(0.001, function() error("boom", 0) end)
+      local err = error_of(loop.run_for, loop, 1)
+      assert.is_truthy(err and err:find("^boom"), err)
+      local fired = 0
+      local t = uv.new_timer()
+      t:start(1, 0, function()
+        fired = fired + 1
+        t:close()
+      end)
+      uv.run()
+      assert.are.equal(1, fired)
+    end)
+
+    it("refuses a run of csm's inside luv's running loop, naming the function", function()
+      local uv = require "luv"
+      local loop = csm.loop()
+      local err
+      local t = uv.new_timer()
+      t:start(0, 0, function()
+        t:close()
+        err = error_of(loop.run_for, loop, 0.01)
+      end)
+      uv.run()
+      assert.is_truthy(err and err:find("^loop:run_for: "), err)
+    end)
+  end)
+
   describe("the smaller ones", function()
     it("csm.new refuses unknown trace fields, transitions with a hash part, a fractional grace", function()
       assert.are.equal("csm.new: trace: unknown field 'bogus'",

@@ -40,16 +40,42 @@ end
 
 --- Runs a program of the repository (path from its root, e.g. "bin/csm")
 -- under the specs' interpreter with args (a shell-quoted string), from the
--- root; returns its output (stdout and stderr) and exit status.
-function support.run(program, args)
+-- root; returns its output (stdout and stderr) and exit status. host runs it
+-- instead of the interpreter (a path from the root, e.g. support.host()).
+function support.run(program, args, host)
   local cmd = string.format("cd %s && LUA_PATH=%s LUA_CPATH=%s %s %s %s 2>&1; echo \"exit=$?\"",
     support.quote(support.root), support.quote(package.path), support.quote(package.cpath),
-    support.interpreter, program, args or "")
+    host or support.interpreter, program, args or "")
   local pipe = assert(io.popen(cmd))
   local out = pipe:read("*a")
   pipe:close()
   local status = tonumber(out:match("exit=(%d+)%s*$"))
   return (out:gsub("exit=%d+%s*$", "")), status
+end
+
+--- Runs the Lua source as a program (from a temporary file), as support.run
+-- runs one; returns its output and exit status.
+function support.run_source(source, args, host)
+  local path = os.tmpname()
+  local fh = assert(io.open(path, "w"))
+  fh:write(source)
+  fh:close()
+  local out, status = support.run(path, args, host)
+  os.remove(path)
+  return out, status
+end
+
+--- The build directory csm.core is loaded from (e.g. "build/5.4").
+function support.build_dir()
+  for entry in package.cpath:gmatch("[^;]+") do
+    local dir = entry:match("^(.-)/%?%.so$")
+    local fh = dir and io.open(dir .. "/csm/core.so")
+    if fh then
+      fh:close()
+      return dir
+    end
+  end
+  error("no csm/core.so on package.cpath")
 end
 
 --- Providers for one node: a one-node protocol that finalizes every rank

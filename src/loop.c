@@ -1,9 +1,8 @@
-/* csm.loop and csm.sim: the real loop (libuv's default loop) and
+/* csm.loop and csm.sim: the real loop (on luv's loop) and
  * virtual-time worlds; csm.timer: what loop:after returns. */
 #include <math.h>
 #include <stdio.h>
 #include <string.h>
-#include <uv.h>
 
 #include "private.h"
 
@@ -39,12 +38,6 @@ void csm_loop_fail(csm_loop *loop, lua_State *T)
     csm_scheduler_stop(&loop->scheduler);
 }
 
-static int nothing(lua_State *L)
-{
-    (void)L;
-    return 0;
-}
-
 static void on_deferred(csm_task *task);
 static void on_ltimer(csm_timer *timer);
 
@@ -76,14 +69,9 @@ static void raise_failure(lua_State *L, csm_loop *loop)
 {
     if (loop->error_ref == LUA_NOREF)
         return;
-    /* LuaJIT keeps the callback thread as its current one until the VM is
-     * entered again on L; throwing before that crashes a later trace exit
-     * (LuaJIT/LuaJIT#1066) */
-    lua_pushcfunction(L, nothing);
-    lua_call(L, 0, 0);
     csm_push_anchored(L, &loop->error_ref);
     csm_unanchor(L, &loop->error_ref);
-    lua_error(L);
+    csm_raise(L);
 }
 
 /* ---- loop:_post(fn): Lua functions run in order on the ready list ---- */
@@ -174,44 +162,206 @@ static csm_loop *new_loop(lua_State *L)
     return loop;
 }
 
-/* luv keeps its loop in a luv_ctx_t (luv.h) under this registry key; the
- * loop pointer is its first field. */
-#define LUV_CONTEXT_KEY "luv_context"
+/* ---- the real loop: csm's scheduler woken through luv ----
+ *
+ * The real loop runs on luv's loop through two of luv's own handles, made
+ * with luv's Lua API: a timer ("kick") armed for the earliest csm timer and
+ * an idle ("spin") started while tasks are ready. csm keeps no libuv
+ * handle of its own there, so luv can walk and close every handle it sees.
+ * A handle a luv program closed is made anew the next time csm needs it.
+ * The table the loop anchors (luv_ref) holds uv (the luv module), kick and
+ * spin, their callbacks (on_kick, on_spin) and a sentinel per handle (see
+ * push_handle). */
 
-typedef struct luv_context {
-    uv_loop_t *loop;
-    lua_State *L;
-    void *pcall;
-    int mode;
-    void *extra;
-    char spare[192]; /* room should luv's context grow */
-} luv_context;
-
-/* The loop to run on: luv's when luv is already loaded, else libuv's
- * default loop, which is then offered to luv (as luv_set_loop does) so a
- * later require "luv" runs on it too. */
-static uv_loop_t *shared_loop(lua_State *L, csm_binding *b, int *is_default)
+/* Pushes field name of the loop's luv table. */
+static void push_luv_field(lua_State *T, csm_loop *loop, const char *name)
 {
-    lua_getfield(L, LUA_REGISTRYINDEX, LUV_CONTEXT_KEY);
-    luv_context *ctx = lua_touserdata(L, -1);
-    lua_pop(L, 1);
-    *is_default = 0;
-    if (ctx != NULL && ctx->loop != NULL)
-        return ctx->loop;
-    *is_default = 1;
-    uv_loop_t *loop = uv_default_loop();
-    if (ctx == NULL) {
-        ctx = lua_newuserdata(L, sizeof *ctx);
-        memset(ctx, 0, sizeof *ctx);
-        lua_setfield(L, LUA_REGISTRYINDEX, LUV_CONTEXT_KEY);
-    }
-    ctx->loop = loop;
-    ctx->L = b->L;
-    ctx->mode = -1;
-    return loop;
+    csm_push_anchored(T, &loop->luv_ref);
+    lua_getfield(T, -1, name);
+    lua_remove(T, -2);
 }
 
-/* csm.loop(): the real loop, one per Lua state. */
+/* Pushes luv's function name (uv.name). */
+static void push_uv(lua_State *T, csm_loop *loop, const char *name)
+{
+    push_luv_field(T, loop, "uv");
+    lua_getfield(T, -1, name);
+    lua_remove(T, -2);
+}
+
+/* Calls method name of the handle on top with nargs arguments above it
+ * (all popped), protected; returns whether it returned a true value. */
+static int handle_call(lua_State *T, const char *name, int nargs)
+{
+    lua_getfield(T, -1 - nargs, name);
+    lua_insert(T, -2 - nargs);
+    int ok = lua_pcall(T, nargs + 1, 1, 0) == 0 && lua_toboolean(T, -1);
+    lua_pop(T, 1);
+    return ok;
+}
+
+/* The sentinel of a handle: made just after it, so Lua's closing
+ * finalizes it first (finalizers run newest first) and marks luv gone
+ * before luv's handles go. A sentinel replaced with its handle is let go
+ * of without marking anything. */
+typedef struct luv_sentinel {
+    csm_loop *loop;
+} luv_sentinel;
+
+static int sentinel_gc(lua_State *L)
+{
+    luv_sentinel *sentinel = lua_touserdata(L, 1);
+    if (sentinel->loop != NULL)
+        sentinel->loop->luv_gone = 1;
+    return 0;
+}
+
+/* Pushes the loop's handle name ("kick" or "spin"), making it anew with
+ * uv.maker when there is none or a luv program closed it. Returns 0 for
+ * the one already there, 1 for a new one (not started), -1 when none
+ * could be made (nothing pushed). */
+static int push_handle(lua_State *T, csm_loop *loop, const char *name, const char *maker)
+{
+    push_luv_field(T, loop, name);
+    if (!lua_isnil(T, -1)) {
+        lua_pushvalue(T, -1);
+        lua_getfield(T, -1, "is_closing");
+        lua_insert(T, -2);
+        if (lua_pcall(T, 1, 1, 0) == 0 && lua_type(T, -1) == LUA_TBOOLEAN && !lua_toboolean(T, -1)) {
+            lua_pop(T, 1);
+            return 0;
+        }
+        lua_pop(T, 1);
+    }
+    lua_pop(T, 1);
+    push_uv(T, loop, maker);
+    if (lua_pcall(T, 0, 1, 0) != 0 || !lua_isuserdata(T, -1)) {
+        lua_pop(T, 1);
+        return -1;
+    }
+    csm_push_anchored(T, &loop->luv_ref);
+    lua_pushvalue(T, -2);
+    lua_setfield(T, -2, name);
+    /* the old handle's sentinel marks nothing once let go of */
+    lua_pushfstring(T, "%s_sentinel", name);
+    lua_pushvalue(T, -1);
+    lua_rawget(T, -3);
+    luv_sentinel *old = lua_touserdata(T, -1);
+    if (old != NULL)
+        old->loop = NULL;
+    lua_pop(T, 1);
+    luv_sentinel *sentinel = lua_newuserdata(T, sizeof *sentinel);
+    sentinel->loop = loop;
+    lua_createtable(T, 0, 1);
+    lua_pushcfunction(T, sentinel_gc);
+    lua_setfield(T, -2, "__gc");
+    lua_setmetatable(T, -2);
+    lua_rawset(T, -3);
+    lua_pop(T, 1);
+    return 1;
+}
+
+/* Brings the luv handles in line with what the scheduler needs: spin
+ * started while tasks are ready, kick armed for the earliest timer (one
+ * armed earlier is left: it fires, finds nothing due and is armed again). */
+static void sync_wake(csm_loop *loop)
+{
+    csm_scheduler *s = &loop->scheduler;
+    if (loop->closed || loop->luv_gone || loop->luv_ref == LUA_NOREF)
+        return;
+    lua_State *T = csm_callback_state(loop->binding);
+    int top = lua_gettop(T);
+    int want_spin = s->ready_len > 0;
+    if (want_spin || loop->spin_on) {
+        int made = push_handle(T, loop, "spin", "new_idle");
+        if (made >= 0) {
+            if (made)
+                loop->spin_on = 0;
+            if (want_spin && !loop->spin_on) {
+                push_luv_field(T, loop, "on_spin");
+                loop->spin_on = handle_call(T, "start", 1);
+            } else if (!want_spin && loop->spin_on) {
+                handle_call(T, "stop", 0);
+                loop->spin_on = 0;
+            }
+        }
+    }
+    lua_settop(T, top);
+    double due;
+    int want_kick = csm_scheduler_next_due(s, &due);
+    if (want_kick || loop->kick_at != HUGE_VAL) {
+        int made = push_handle(T, loop, "kick", "new_timer");
+        if (made >= 0) {
+            if (made)
+                loop->kick_at = HUGE_VAL;
+            if (want_kick && !(loop->kick_at <= due)) {
+                /* luv's timers count whole milliseconds: round up, so the
+                 * kick is not early by more than libuv's clock is */
+                double ms = ceil((due - csm_scheduler_now(s)) * 1000.0);
+                lua_pushnumber(T, ms > 0 ? (ms < 1e15 ? ms : 1e15) : 0);
+                lua_pushinteger(T, 0);
+                push_luv_field(T, loop, "on_kick");
+                loop->kick_at = handle_call(T, "start", 3) ? due : HUGE_VAL;
+            } else if (!want_kick) {
+                handle_call(T, "stop", 0);
+                loop->kick_at = HUGE_VAL;
+            }
+        }
+    }
+    lua_settop(T, top);
+}
+
+static void on_wake(csm_scheduler *s)
+{
+    sync_wake((csm_loop *)s);
+}
+
+/* After csm ran in a luv callback: the handles are brought in line; under
+ * a run of csm's, a stop or an error stops luv's loop (the run raises the
+ * error); under a luv program's uv.run(), an error is raised here, so luv
+ * reports it as it reports its own callbacks' errors, and the loop goes on
+ * running the rest. */
+static int after_drive(lua_State *L, csm_loop *loop)
+{
+    csm_scheduler *s = &loop->scheduler;
+    sync_wake(loop);
+    if (loop->runs > 0) {
+        if (s->stopped || loop->error_ref != LUA_NOREF) {
+            push_uv(L, loop, "stop");
+            lua_call(L, 0, 0);
+        }
+        return 0;
+    }
+    s->stopped = 0; /* a loop:stop() under uv.run() stopped luv's loop itself */
+    if (loop->error_ref != LUA_NOREF) {
+        csm_push_anchored(L, &loop->error_ref);
+        csm_unanchor(L, &loop->error_ref);
+        return csm_raise(L);
+    }
+    return 0;
+}
+
+/* luv's callbacks: the loop is their upvalue. */
+static int on_kick(lua_State *L)
+{
+    csm_loop *loop = lua_touserdata(L, lua_upvalueindex(1));
+    if (loop->closed)
+        return 0;
+    loop->kick_at = HUGE_VAL;
+    csm_scheduler_fire_due(&loop->scheduler);
+    return after_drive(L, loop);
+}
+
+static int on_spin(lua_State *L)
+{
+    csm_loop *loop = lua_touserdata(L, lua_upvalueindex(1));
+    if (loop->closed)
+        return 0;
+    csm_scheduler_run_batch(&loop->scheduler);
+    return after_drive(L, loop);
+}
+
+/* csm.loop(): the real loop, one per Lua state, on luv's loop. */
 static int loop_real(lua_State *L)
 {
     csm_binding *b = csm_binding_get(L);
@@ -219,15 +369,57 @@ static int loop_real(lua_State *L)
         csm_push_anchored(L, &b->real_ref);
         return 1;
     }
-    int is_default;
-    uv_loop_t *uv_loop = shared_loop(L, b, &is_default);
+    lua_getglobal(L, "require");
+    lua_pushliteral(L, "luv");
+    if (lua_pcall(L, 1, 1, 0) != 0 || !lua_istable(L, -1)) {
+        const char *why = lua_isstring(L, -1) ? lua_tostring(L, -1) : "not a table";
+        return csm_error(L,
+                         "csm.loop: the real loop runs on luv's loop, and require \"luv\" failed "
+                         "(Debian: apt-get install lua-luv): %s",
+                         why);
+    }
+    int uv = lua_gettop(L);
     csm_loop *loop = new_loop(L);
-    if (csm_scheduler_init_real(&loop->scheduler, uv_loop, is_default) != CSM_OK)
-        return csm_error(L, "csm.loop: cannot set up the libuv loop");
+    csm_scheduler_init_real(&loop->scheduler, on_wake);
+    loop->kick_at = HUGE_VAL;
+    loop->luv_ref = LUA_NOREF;
     luaL_setmetatable(L, CSM_LOOP_MT);
+    lua_createtable(L, 0, 8);
+    lua_pushvalue(L, uv);
+    lua_setfield(L, -2, "uv");
+    lua_pushvalue(L, -2);
+    lua_pushcclosure(L, on_kick, 1);
+    lua_setfield(L, -2, "on_kick");
+    lua_pushvalue(L, -2);
+    lua_pushcclosure(L, on_spin, 1);
+    lua_setfield(L, -2, "on_spin");
+    loop->luv_ref = csm_anchor(L, &loop->luv_ref);
     lua_pushvalue(L, -1);
     b->real_ref = csm_anchor(L, &b->real_ref);
     return 1;
+}
+
+/* Calls uv.run(mode) for a run of csm's, protected. Returns what uv.run
+ * returned (1 or 0), or -1 with a message naming fname on top when luv
+ * raised or refused. */
+static int luv_run(lua_State *L, csm_loop *loop, const char *mode, const char *fname)
+{
+    sync_wake(loop);
+    push_uv(L, loop, "run");
+    lua_pushstring(L, mode);
+    loop->runs++;
+    int status = lua_pcall(L, 1, 2, 0);
+    loop->runs--;
+    if (status != 0 || lua_isnil(L, -2)) {
+        const char *why = lua_isstring(L, -1) ? lua_tostring(L, -1) : "failed";
+        lua_pushfstring(L, "%s: uv.run: %s", fname, why);
+        lua_replace(L, -3);
+        lua_pop(L, 1);
+        return -1;
+    }
+    int more = lua_toboolean(L, -2);
+    lua_pop(L, 2);
+    return more;
 }
 
 /* csm.sim{seed = n}: a new virtual-time world. */
@@ -289,6 +481,7 @@ static int loop_gc(lua_State *L)
         loop->closed = 1;
         csm_scheduler_close(&loop->scheduler);
         csm_unanchor(L, &loop->error_ref);
+        csm_unanchor(L, &loop->luv_ref);
     }
     return 0;
 }
@@ -368,6 +561,10 @@ static int loop_stop(lua_State *L)
 {
     csm_loop *loop = check_loop(L, "loop:stop");
     csm_scheduler_stop(&loop->scheduler);
+    if (loop->scheduler.kind == CSM_REAL && !loop->closed) {
+        push_uv(L, loop, "stop");
+        lua_call(L, 0, 0);
+    }
     return 0;
 }
 
@@ -427,10 +624,23 @@ static int loop_after(lua_State *L)
 
 /* ---- running ---- */
 
-static void check_open(lua_State *L, csm_loop *loop, const char *fname)
+/* Raises, naming fname, unless a run may start: the loop is open and,
+ * for the real loop, luv's loop is not running (libuv's uv_run is not
+ * reentrant: no run starts inside one of its callbacks). */
+static void check_runnable(lua_State *L, csm_loop *loop, const char *fname)
 {
     if (loop->closed)
         csm_error(L, "%s: the loop is closed", fname);
+    if (loop->scheduler.kind != CSM_REAL)
+        return;
+    push_uv(L, loop, "loop_mode");
+    lua_call(L, 0, 1);
+    if (!lua_isnil(L, -1))
+        csm_error(L,
+                  "%s: luv's loop is running (mode \"%s\"): a run cannot start inside one of "
+                  "its callbacks",
+                  fname, lua_isstring(L, -1) ? lua_tostring(L, -1) : "?");
+    lua_pop(L, 1);
 }
 
 static const char *const run_modes[] = {"default", "once", "nowait", NULL};
@@ -455,12 +665,34 @@ static int loop_run(lua_State *L)
             return csm_argerror(L, 2, "loop:run", 1, "mode",
                                 "\"default\", \"once\" or \"nowait\" expected");
     }
-    check_open(L, loop, "loop:run");
-    int more = csm_scheduler_run(&loop->scheduler, mode);
+    check_runnable(L, loop, "loop:run");
+    int more;
+    if (loop->scheduler.kind == CSM_REAL) {
+        loop->scheduler.stopped = 0;
+        more = luv_run(L, loop, run_modes[mode], "loop:run");
+        loop->scheduler.stopped = 0;
+        if (more < 0) {
+            raise_failure(L, loop);
+            return csm_raise(L);
+        }
+    } else {
+        more = csm_scheduler_run(&loop->scheduler, mode);
+    }
     raise_failure(L, loop);
     raise_livelock(L, loop, "loop:run");
     lua_pushboolean(L, more);
     return 1;
+}
+
+/* A real run's step: one iteration of luv's loop (a sim's step is the
+ * scheduler's). Returns 1 to go on, 0 when luv's loop has no active handle
+ * left (not even csm's: one could not be made), -1 with a message on top
+ * when uv.run failed: both end the run. */
+static int step_real(lua_State *L, csm_loop *loop, const char *fname)
+{
+    if (loop->scheduler.kind != CSM_REAL)
+        return 1;
+    return luv_run(L, loop, "once", fname);
 }
 
 /*** Runs for seconds: in a sim world, no timer past the limit fires and
@@ -472,14 +704,17 @@ static int loop_run_for(lua_State *L)
 {
     csm_loop *loop = check_loop(L, "loop:run_for");
     double seconds = check_seconds(L, 1, "loop:run_for", "seconds");
-    check_open(L, loop, "loop:run_for");
+    check_runnable(L, loop, "loop:run_for");
     csm_run run;
     if (csm_run_begin(&run, &loop->scheduler, seconds) != CSM_OK)
         return csm_error(L, "loop:run_for: %s", csm_strerror(CSM_ENOMEM));
-    while (csm_run_step(&run))
+    int st = 1;
+    while (csm_run_step(&run) && (st = step_real(L, loop, "loop:run_for")) > 0)
         ;
     csm_run_end(&run);
     raise_failure(L, loop);
+    if (st < 0)
+        return csm_raise(L);
     raise_livelock(L, loop, "loop:run_for");
     return 0;
 }
@@ -508,19 +743,22 @@ static int loop_run_until(lua_State *L)
     if (lua_type(L, 2) != LUA_TFUNCTION)
         return csm_argerror(L, 2, "loop:run_until", 1, "predicate", "function expected");
     double timeout = check_seconds(L, 2, "loop:run_until", "timeout_seconds");
-    check_open(L, loop, "loop:run_until");
+    check_runnable(L, loop, "loop:run_until");
     /* a predicate that already holds runs nothing (and arms no deadline) */
     int ok = check_predicate(L, 2);
     if (ok == 0) {
         csm_run run;
         if (csm_run_begin(&run, &loop->scheduler, timeout) != CSM_OK)
             return csm_error(L, "loop:run_until: %s", csm_strerror(CSM_ENOMEM));
-        while (ok == 0 && csm_run_step(&run))
+        int st = 1;
+        while (ok == 0 && csm_run_step(&run) && (st = step_real(L, loop, "loop:run_until")) > 0)
             ok = check_predicate(L, 2);
         csm_run_end(&run);
+        if (st < 0)
+            ok = -1; /* the message is on top, as a predicate's error is */
     }
     if (ok < 0)
-        return lua_error(L);
+        return csm_raise(L);
     raise_failure(L, loop);
     raise_livelock(L, loop, "loop:run_until");
     lua_pushboolean(L, ok);
@@ -576,7 +814,7 @@ static int loop_tostring(lua_State *L)
     if (loop->scheduler.kind == CSM_SIM)
         lua_pushfstring(L, "csm.sim (t=%f)", loop->scheduler.now);
     else
-        lua_pushliteral(L, "csm.loop (libuv default loop)");
+        lua_pushliteral(L, "csm.loop (on luv's loop)");
     return 1;
 }
 

@@ -42,6 +42,12 @@ typedef struct csm_loop {
     csm_task deferred;   /* runs the Lua functions loop:_post queued */
     int error_ref;       /* the first error a callback raised, or LUA_NOREF */
     int closed;
+    /* the real loop: it wakes through luv handles on luv's loop */
+    int luv_ref;         /* anchors { uv = luv, kick = timer, spin = idle, ... } */
+    double kick_at;      /* when the kick timer is armed for (HUGE_VAL: not armed) */
+    int spin_on;         /* the spin idle handle is started */
+    int runs;            /* csm run functions driving luv's loop now */
+    int luv_gone;        /* Lua is closing and luv's handles are finalized */
 } csm_loop;
 
 /* Adds loop and sim to the module table on top and the loop's internal

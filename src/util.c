@@ -43,13 +43,30 @@ void csm_setfuncs(lua_State *L, const luaL_Reg *l)
     luaL_setfuncs(L, l, CSM_NUPVALUES);
 }
 
+static int nothing(lua_State *L)
+{
+    (void)L;
+    return 0;
+}
+
+int csm_raise(lua_State *L)
+{
+    /* After a call on another thread (the callback thread, luv's), LuaJIT
+     * keeps that one as its current thread until the VM is entered again
+     * on L; throwing before that corrupts a later trace exit
+     * (LuaJIT/LuaJIT#1066). A call of nothing enters it. */
+    lua_pushcfunction(L, nothing);
+    lua_call(L, 0, 0);
+    return lua_error(L);
+}
+
 int csm_error(lua_State *L, const char *fmt, ...)
 {
     va_list ap;
     va_start(ap, fmt);
     lua_pushvfstring(L, fmt, ap);
     va_end(ap);
-    return lua_error(L);
+    return csm_raise(L);
 }
 
 int csm_argerror(lua_State *L, int idx, const char *fname, int n, const char *name,

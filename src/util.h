@@ -108,6 +108,9 @@ static inline void csm_unanchor(lua_State *L, int *field)
     *field = LUA_NOREF;
 }
 
+/* Raises the error on top of L (every raise of csm's goes through it). */
+int csm_raise(lua_State *L);
+
 /* Raises the formatted message (lua_pushfstring's formats) as it is: no
  * position is prepended, so no error names a file and line of csm's own,
  * whichever Lua file called the function that raised. */

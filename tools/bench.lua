@@ -14,7 +14,7 @@
 --   self_transition   voting --voting_timeout--> voting with a no-op Lua
 --                     behaviour, events sent in batches of 32 and handled by
 --                     the loop. transitions/s.
---   real_cluster      the minimal protocol, 4 honest nodes on the real loop (libuv),
+--   real_cluster      the minimal protocol, 4 honest nodes on the real loop (luv),
 --                     the default timings, zero-latency in-process
 --                     delivery; rounds finalized per second of wall time.
 --   sim_cluster_N     the reference protocol with N nodes on

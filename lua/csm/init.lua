@@ -40,7 +40,7 @@ csm.peer = core.peer
 -- @treturn boolean
 csm.is_value = core.is_value
 
---- The real loop: libuv's default loop, shared with luv (one per Lua state).
+--- The real loop, on luv's loop (one per Lua state; loads luv).
 -- @function loop
 -- @treturn loop
 csm.loop = core.loop

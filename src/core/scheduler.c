@@ -3,7 +3,7 @@
 #include <math.h>
 #include <string.h>
 #include <stdlib.h>
-#include <uv.h>
+#include <time.h>
 
 #include "err.h"
 
@@ -72,74 +72,33 @@ void csm_scheduler_count_step(csm_scheduler *s)
     }
 }
 
-/* csm's libuv handles keep handle->data NULL and find their owner through
- * the wrapper instead: luv's teardown closes every handle on its loop and
- * skips those whose data is NULL, rather than reading them as its own. */
-typedef struct idle_handle {
-    uv_idle_t uv;
-    csm_scheduler *owner;
-} idle_handle;
+static uint64_t monotonic_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
 
-typedef struct timer_handle {
-    uv_timer_t uv;
-    csm_timer *owner;
-} timer_handle;
-
-static void on_idle(uv_idle_t *idle);
-
-int csm_scheduler_init_real(csm_scheduler *s, void *uv_loop, int close_loop)
+void csm_scheduler_init_real(csm_scheduler *s, csm_wake_cb wake)
 {
     init_common(s, CSM_REAL);
-    s->uv_loop = uv_loop;
-    s->close_loop = close_loop;
-    if (s->uv_loop == NULL)
-        return CSM_ENOMEM;
-    idle_handle *idle = malloc(sizeof *idle);
-    if (idle == NULL)
-        return CSM_ENOMEM;
-    uv_idle_init(s->uv_loop, &idle->uv);
-    idle->uv.data = NULL;
-    idle->owner = s;
-    s->uv_idle = idle;
-    s->hr_base = uv_hrtime();
-    seed_rng(s, s->hr_base);
-    return CSM_OK;
+    s->wake = wake;
+    s->clock_base = monotonic_ns();
+    seed_rng(s, s->clock_base);
 }
 
-static void free_handle(uv_handle_t *h)
+/* Tells a real scheduler's driver to look again. */
+static void notify(csm_scheduler *s)
 {
-    free(h);
-}
-
-static void count_foreign(uv_handle_t *h, void *arg)
-{
-    if (uv_is_active(h) && !uv_is_closing(h))
-        (*(int *)arg)++;
+    if (s->wake != NULL && !s->driving)
+        s->wake(s);
 }
 
 void csm_scheduler_close(csm_scheduler *s)
 {
     while (s->ready.next != &s->ready)
         csm_scheduler_unpost(s, s->ready.next);
-    if (s->uv_idle != NULL) {
-        idle_handle *idle = s->uv_idle;
-        idle->owner = NULL;
-        if (!uv_is_closing((uv_handle_t *)&idle->uv))
-            uv_close((uv_handle_t *)&idle->uv, free_handle);
-        s->uv_idle = NULL;
-        /* Let the close callbacks of csm's handles free them, unless some
-         * other user of the default loop (luv) still has live handles: then
-         * its own teardown runs the loop. */
-        int foreign = 0;
-        uv_walk(s->uv_loop, count_foreign, &foreign);
-        if (foreign == 0) {
-            uv_run(s->uv_loop, UV_RUN_NOWAIT);
-            /* luv closes a loop it made itself; csm closes the default one
-             * (UV_EBUSY while others still hold handles) */
-            if (s->close_loop)
-                uv_loop_close(s->uv_loop);
-        }
-    }
+    s->wake = NULL;
     /* timers still armed may be closed later (a Lua finalizer that runs
      * after the loop's): they must not reach for the freed heap */
     for (size_t i = 0; i < s->heap_len; i++)
@@ -153,7 +112,7 @@ double csm_scheduler_now(csm_scheduler *s)
 {
     if (s->kind == CSM_SIM)
         return s->now;
-    return (double)(uv_hrtime() - s->hr_base) / 1e9;
+    return (double)(monotonic_ns() - s->clock_base) / 1e9;
 }
 
 /* ---- the ready list ---- */
@@ -167,8 +126,8 @@ void csm_scheduler_post(csm_scheduler *s, csm_task *task)
     task->next = &s->ready;
     s->ready.prev->next = task;
     s->ready.prev = task;
-    if (s->ready_len++ == 0 && s->uv_idle != NULL)
-        uv_idle_start(&((idle_handle *)s->uv_idle)->uv, on_idle);
+    if (s->ready_len++ == 0)
+        notify(s);
 }
 
 void csm_scheduler_unpost(csm_scheduler *s, csm_task *task)
@@ -181,8 +140,6 @@ void csm_scheduler_unpost(csm_scheduler *s, csm_task *task)
     task->prev = task->next = NULL;
     if (s->batch > --s->ready_len)
         s->batch = s->ready_len;
-    if (s->ready_len == 0 && s->uv_idle != NULL)
-        uv_idle_stop(&((idle_handle *)s->uv_idle)->uv);
 }
 
 int csm_scheduler_run_ready(csm_scheduler *s)
@@ -201,19 +158,7 @@ int csm_scheduler_run_ready(csm_scheduler *s)
     return 1;
 }
 
-/* Real loop: run the tasks that were ready when the iteration began, so
- * tasks that keep re-posting cannot starve I/O and timers. */
-static void on_idle(uv_idle_t *idle)
-{
-    csm_scheduler *s = ((idle_handle *)idle)->owner;
-    size_t n = s->ready_len;
-    while (n-- > 0 && !s->stopped && csm_scheduler_run_ready(s))
-        ;
-    if (s->stopped)
-        uv_stop(s->uv_loop);
-}
-
-/* ---- sim timers: a binary min-heap on (due, seq) ---- */
+/* ---- timers: a binary min-heap on (due, seq) ---- */
 
 static int before(const csm_timer *a, const csm_timer *b)
 {
@@ -312,57 +257,30 @@ void csm_timer_init(csm_scheduler *s, csm_timer *timer, csm_timer_cb cb)
     timer->cb = cb;
 }
 
-static void on_uv_timer(uv_timer_t *h)
-{
-    csm_timer *timer = ((timer_handle *)h)->owner;
-    timer->active = 0;
-    timer->cb(timer);
-    if (timer->scheduler->stopped)
-        uv_stop(timer->scheduler->uv_loop);
-}
-
 int csm_timer_start(csm_timer *timer, double seconds)
 {
     csm_scheduler *s = timer->scheduler;
     if (!(seconds > 0))
         seconds = 0;
-    if (s->kind == CSM_SIM) {
-        if (timer->active)
-            heap_remove(s, timer);
-        if (s->heap_len == s->heap_cap) {
-            size_t cap = s->heap_cap ? 2 * s->heap_cap : 16;
-            csm_timer **heap = realloc(s->heap, cap * sizeof *heap);
-            if (heap == NULL) {
-                timer->active = 0;
-                return CSM_ENOMEM;
-            }
-            s->heap = heap;
-            s->heap_cap = cap;
-        }
-        timer->due = s->now + seconds;
-        timer->seq = s->seq++;
-        timer->active = 1;
-        heap_set(s, s->heap_len++, timer);
-        heap_up(s, timer->slot);
-        return CSM_OK;
-    }
-    if (timer->uv == NULL) {
-        timer_handle *h = malloc(sizeof *h);
-        if (h == NULL)
+    if (timer->active)
+        heap_remove(s, timer);
+    if (s->heap_len == s->heap_cap) {
+        size_t cap = s->heap_cap ? 2 * s->heap_cap : 16;
+        csm_timer **heap = realloc(s->heap, cap * sizeof *heap);
+        if (heap == NULL) {
+            timer->active = 0;
             return CSM_ENOMEM;
-        uv_timer_init(s->uv_loop, &h->uv);
-        h->uv.data = NULL;
-        h->owner = timer;
-        timer->uv = h;
+        }
+        s->heap = heap;
+        s->heap_cap = cap;
     }
-    /* libuv caches the loop time per iteration; refresh it so a timer armed
-     * after long work is not early. */
-    uv_update_time(s->uv_loop);
-    double ms = ceil(seconds * 1000.0);
-    if (ms > 1e15)
-        ms = 1e15;
-    uv_timer_start(&((timer_handle *)timer->uv)->uv, on_uv_timer, (uint64_t)ms, 0);
+    timer->due = csm_scheduler_now(s) + seconds;
+    timer->seq = s->seq++;
     timer->active = 1;
+    heap_set(s, s->heap_len++, timer);
+    heap_up(s, timer->slot);
+    if (timer->slot == 0)
+        notify(s);
     return CSM_OK;
 }
 
@@ -371,22 +289,15 @@ void csm_timer_stop(csm_timer *timer)
     if (!timer->active)
         return;
     timer->active = 0;
-    if (timer->scheduler->kind == CSM_SIM)
-        heap_remove(timer->scheduler, timer);
-    else
-        uv_timer_stop(&((timer_handle *)timer->uv)->uv);
+    csm_scheduler *s = timer->scheduler;
+    heap_remove(s, timer);
+    if (s->heap_len == 0)
+        notify(s);
 }
 
 void csm_timer_close(csm_timer *timer)
 {
     csm_timer_stop(timer);
-    if (timer->uv != NULL) {
-        timer_handle *h = timer->uv;
-        h->owner = NULL;
-        if (!uv_is_closing((uv_handle_t *)&h->uv))
-            uv_close((uv_handle_t *)&h->uv, free_handle);
-        timer->uv = NULL;
-    }
 }
 
 /* ---- runs ---- */
@@ -399,8 +310,37 @@ int csm_scheduler_pending(const csm_scheduler *s)
 void csm_scheduler_stop(csm_scheduler *s)
 {
     s->stopped = 1;
-    if (s->kind == CSM_REAL)
-        uv_stop(s->uv_loop);
+}
+
+int csm_scheduler_next_due(const csm_scheduler *s, double *due)
+{
+    if (s->heap_len == 0)
+        return 0;
+    *due = s->heap[0]->due;
+    return 1;
+}
+
+void csm_scheduler_fire_due(csm_scheduler *s)
+{
+    double now = csm_scheduler_now(s);
+    uint64_t armed_before = s->seq;
+    s->driving++;
+    while (!s->stopped && s->heap_len > 0 && s->heap[0]->due <= now &&
+           s->heap[0]->seq < armed_before) {
+        csm_timer *t = s->heap[0];
+        heap_remove(s, t);
+        t->active = 0;
+        t->cb(t);
+    }
+    s->driving--;
+}
+
+void csm_scheduler_run_batch(csm_scheduler *s)
+{
+    s->driving++;
+    for (size_t n = s->ready_len; n > 0 && !s->stopped; n--)
+        csm_scheduler_run_ready(s);
+    s->driving--;
 }
 
 /* Sim: one iteration, as libuv's: the timers due by now, then the tasks
@@ -419,10 +359,8 @@ int csm_scheduler_run(csm_scheduler *s, int mode)
     s->stopped = 0;
     s->livelocked = 0;
     s->instant_steps = 0;
-    if (s->kind == CSM_REAL) {
-        static const uv_run_mode uv_modes[] = {UV_RUN_DEFAULT, UV_RUN_ONCE, UV_RUN_NOWAIT};
-        return uv_run(s->uv_loop, uv_modes[mode]);
-    }
+    if (s->kind == CSM_REAL)
+        return csm_scheduler_pending(s);
     if (mode == CSM_RUN_DEFAULT) {
         while (!s->stopped && csm_scheduler_step(s, -1))
             ;
@@ -439,7 +377,6 @@ static void on_deadline(csm_timer *timer)
 {
     csm_run *run = (csm_run *)((char *)timer - offsetof(csm_run, deadline));
     run->expired = 1;
-    uv_stop(timer->scheduler->uv_loop);
 }
 
 int csm_run_begin(csm_run *run, csm_scheduler *s, double seconds)
@@ -465,10 +402,8 @@ int csm_run_step(csm_run *run)
     csm_scheduler *s = run->scheduler;
     if (s->stopped || run->expired)
         return 0;
-    if (s->kind == CSM_REAL) {
-        uv_run(s->uv_loop, UV_RUN_ONCE);
+    if (s->kind == CSM_REAL)
         return 1;
-    }
     if (csm_scheduler_step(s, run->limit))
         return 1;
     if (s->now < run->limit)

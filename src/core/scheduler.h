@@ -1,9 +1,11 @@
 /* The scheduler: timers and runnable tasks on one of two clocks.
  *
- * A real scheduler runs on libuv's default loop (shared with luv); a sim
- * scheduler keeps virtual time that advances only when nothing is runnable,
- * jumping to the next timer. Both run ready tasks in FIFO order and timers
- * in (due time, arming order), so a sim run is deterministic. */
+ * A real scheduler keeps monotonic time and is driven from outside: an
+ * event loop (the binding uses luv's) calls csm_scheduler_fire_due and
+ * csm_scheduler_run_batch when the wake hook asked it to. A sim scheduler
+ * keeps virtual time that advances only when nothing is runnable, jumping
+ * to the next timer. Both run ready tasks in FIFO order and timers in (due
+ * time, arming order), so a sim run is deterministic. */
 #ifndef CSM_SCHEDULER_H
 #define CSM_SCHEDULER_H
 
@@ -16,6 +18,7 @@ typedef struct csm_task csm_task;
 
 typedef void (*csm_timer_cb)(csm_timer *timer);
 typedef void (*csm_task_cb)(csm_task *task);
+typedef void (*csm_wake_cb)(csm_scheduler *s);
 
 /* A runnable unit, linked into the ready list; embed it in its owner. */
 struct csm_task {
@@ -28,10 +31,9 @@ struct csm_task {
 struct csm_timer {
     csm_scheduler *scheduler;
     csm_timer_cb cb;
-    double due;           /* sim: virtual due time */
-    uint64_t seq;         /* sim: arming order, breaks ties */
-    size_t slot;          /* sim: index in the heap while active */
-    void *uv;             /* real: the uv_timer_t, made on first start */
+    double due;           /* when it fires, on the scheduler's clock */
+    uint64_t seq;         /* arming order, breaks ties */
+    size_t slot;          /* index in the heap while active */
     int active;
 };
 
@@ -40,7 +42,7 @@ enum csm_scheduler_kind { CSM_REAL, CSM_SIM };
 struct csm_scheduler {
     int kind;
     double now;                 /* sim: virtual seconds */
-    csm_timer **heap;           /* sim: min-heap on (due, seq) */
+    csm_timer **heap;           /* min-heap on (due, seq) */
     size_t heap_len, heap_cap;
     uint64_t seq;
     csm_task ready;             /* sentinel of the ready list */
@@ -57,10 +59,9 @@ struct csm_scheduler {
     csm_timer *last_timer;      /* callback: the owner may be gone by the time */
     csm_task_cb last_task_cb;   /* anyone looks, so read the pointers, never */
     csm_timer_cb last_timer_cb; /* what they point to */
-    void *uv_loop;              /* real: the uv_loop_t it runs on */
-    void *uv_idle;              /* real: keeps the loop polling while tasks are ready */
-    int close_loop;             /* real: csm closes uv_loop at the end */
-    uint64_t hr_base;           /* real: uv_hrtime() at creation */
+    csm_wake_cb wake;           /* real: told when the wake-up needed may have changed */
+    int driving;                /* real: inside fire_due or run_batch (wake is not called) */
+    uint64_t clock_base;        /* real: monotonic nanoseconds at creation */
 };
 
 /* The most steps a sim run takes at one virtual instant, by default. */
@@ -72,13 +73,25 @@ struct csm_scheduler {
  * is set, with last_task or last_timer what ran last. */
 void csm_scheduler_init_sim(csm_scheduler *s, uint64_t seed);
 
-/* Sets up a real scheduler on uv_loop (a uv_loop_t: libuv's default loop,
- * or luv's); close_loop: csm closes that loop when done with it, if nobody
- * else holds handles on it. Returns CSM_OK or CSM_ENOMEM. */
-int csm_scheduler_init_real(csm_scheduler *s, void *uv_loop, int close_loop);
+/* Sets up a real scheduler. wake is called (outside fire_due and
+ * run_batch) when the first task is posted to an empty ready list, when a
+ * timer becomes the earliest, and when the last timer is stopped: its
+ * driver then looks again at ready_len and csm_scheduler_next_due. */
+void csm_scheduler_init_real(csm_scheduler *s, csm_wake_cb wake);
 
-/* Releases what init made; every timer must be stopped or closed first. A
- * real scheduler closes libuv's default loop when nobody else uses it. */
+/* Real: whether a timer is armed; *due gets the earliest due time. */
+int csm_scheduler_next_due(const csm_scheduler *s, double *due);
+
+/* Real: fires, in order, the timers due by now that were armed before the
+ * call (a timer re-armed by a callback waits for the next call); stops
+ * early when a stop is asked for. */
+void csm_scheduler_fire_due(csm_scheduler *s);
+
+/* Real: runs the tasks that were ready at the call (tasks they post wait
+ * for the next call); stops early when a stop is asked for. */
+void csm_scheduler_run_batch(csm_scheduler *s);
+
+/* Releases what init made; timers closed later stay harmless. */
 void csm_scheduler_close(csm_scheduler *s);
 
 /* Seconds: virtual in a sim, monotonic since creation in a real one. */
@@ -120,18 +133,19 @@ void csm_scheduler_stop(csm_scheduler *s);
 
 enum csm_run_mode { CSM_RUN_DEFAULT, CSM_RUN_ONCE, CSM_RUN_NOWAIT };
 
-/* Runs as libuv's uv_run does in that mode, after clearing an earlier
- * stop. Sim: DEFAULT steps until nothing is left (or a stop); ONCE is one
- * iteration (the timers due by now, then the tasks ready at that point),
- * after a jump to the next timer when nothing is due or ready; NOWAIT is
- * one iteration without the jump. Returns whether work remains (real: what
- * uv_run returns). */
+/* Sim: runs as libuv's uv_run does in that mode, after clearing an
+ * earlier stop. DEFAULT steps until nothing is left (or a stop); ONCE is
+ * one iteration (the timers due by now, then the tasks ready at that
+ * point), after a jump to the next timer when nothing is due or ready;
+ * NOWAIT is one iteration without the jump. Returns whether work remains.
+ * (A real scheduler runs as its driver runs.) */
 int csm_scheduler_run(csm_scheduler *s, int mode);
 
 /* A run bounded by time: csm_run_begin, csm_run_step until it returns 0
  * (or the caller is satisfied), csm_run_end. Sim: no timer past the limit
  * fires, and time stands at the limit when nothing is left before it.
- * Real: a deadline timer ends the run. */
+ * Real: a deadline timer ends the run; the caller drives its event loop
+ * one iteration between steps. */
 typedef struct csm_run {
     csm_scheduler *scheduler;
     double limit;         /* sim: the virtual time not to pass */
@@ -144,9 +158,10 @@ typedef struct csm_run {
  * armed (then there is nothing to end). */
 int csm_run_begin(csm_run *run, csm_scheduler *s, double seconds);
 
-/* One step: sim, one scheduler step; real, one libuv iteration. Returns 1
- * when something may have run (check what you wait for, then step again),
- * 0 when the run is over: stopped, past its limit, or nothing left. */
+/* One step: sim, one scheduler step; real, nothing (the caller's loop
+ * iteration is the step). Returns 1 when the run goes on (check what you
+ * wait for, then step again), 0 when it is over: stopped, past its limit,
+ * or (sim) nothing left. */
 int csm_run_step(csm_run *run);
 
 /* Ends a run; releases its deadline. */
@@ -162,8 +177,7 @@ int csm_timer_start(csm_timer *timer, double seconds);
 /* Disarms timer; harmless when it is not armed. */
 void csm_timer_stop(csm_timer *timer);
 
-/* Disarms timer and releases what start made; the timer may be freed
- * afterwards. */
+/* Disarms timer; it may be freed afterwards. */
 void csm_timer_close(csm_timer *timer);
 
 #endif
