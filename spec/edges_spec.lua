@@ -129,6 +129,17 @@ describe("csm's edges", function()
       sm:close()
     end)
 
+    it("names the machine whose behaviour sleeps for no time, for ever", function()
+      local world = csm.sim { seed = 1, steps_per_instant = 3000 }
+      local sm = csm.new { id = "spinner", loop = world, states = { loading = { behavior = function(_, ctx)
+        while true do ctx:sleep(0) end
+      end } } }
+      sm:start()
+      local err = error_of(world.run_for, world, 5)
+      assert.is_truthy(err:find("machine 'spinner' in state 'loading' ran last", 1, true), err)
+      sm:close()
+    end)
+
     it("names a loop:after callback that re-arms itself at once", function()
       local world = csm.sim { seed = 1, steps_per_instant = 5000 }
       local function again() world:after(0, again) end
@@ -156,6 +167,158 @@ describe("csm's edges", function()
       again()
       world:run_for(0.01)
       assert.is_true(n > 1000)
+    end)
+  end)
+
+  describe("lifetimes", function()
+    local function full_gc()
+      collectgarbage("collect")
+      collectgarbage("collect")
+    end
+
+    -- Everything is made inside functions, so no register of the spec's
+    -- holds it when the collector scans the stack (LuaJIT scans a frame's
+    -- every slot).
+    local function dropped_world(weak)
+      local world = csm.sim { seed = 1 }
+      world:after(10, function() end)
+      world:after(0, function() end)
+      local sm = csm.new { id = "n1", loop = world, states = { loading = { behavior = function(_, ctx)
+        ctx:sleep(1e9)
+      end } } }
+      assert(sm:start())
+      world:run_for(1)
+      weak.world, weak.sm = world, sm
+    end
+
+    it("collects a dropped sim world with timers armed and a machine busy", function()
+      local weak = setmetatable({}, { __mode = "v" })
+      dropped_world(weak)
+      full_gc()
+      assert.is_nil(weak.world)
+      assert.is_nil(weak.sm)
+    end)
+
+    local function closed_sleeper(world, weak, i, how)
+      local sm
+      sm = csm.new { id = "n" .. i, loop = world, states = { loading = { behavior = function(_, ctx)
+        if how == "sleep" then
+          ctx:sleep(1e9)
+        elseif how == "await" then
+          ctx:await(function() end) -- a resolve nobody calls
+        elseif how == "spawn" then
+          ctx:spawn(function() ctx:wait(1e9) end)
+          ctx:wait(1e9)
+        else -- closes itself, then keeps waiting
+          sm:close()
+          while true do ctx:sleep(1) end
+        end
+      end } } }
+      assert(sm:start())
+      world:run("nowait")
+      if how ~= "self" then sm:close() end
+      weak[i] = sm
+    end
+
+    for _, how in ipairs { "sleep", "await", "spawn", "self" } do
+      it("collects a closed machine that was in ctx:" .. how .. ", while its world lives", function()
+        local world = csm.sim { seed = 2 }
+        local weak = setmetatable({}, { __mode = "v" })
+        closed_sleeper(world, weak, 1, how)
+        world:run_for(5)
+        full_gc()
+        assert.is_nil(weak[1])
+        assert.is_false(world:run())
+      end)
+    end
+
+    it("lets a closed machine's behaviour clean up once; a wait after that never returns", function()
+      local world = csm.sim { seed = 6 }
+      local seen = {}
+      local sm = csm.new { id = "n1", loop = world, states = { loading = { behavior = function(_, ctx)
+        local ok, why = ctx:sleep(1e9)
+        seen[#seen + 1] = tostring(ok) .. " " .. tostring(why)
+        while true do -- ignores the cancel: parks at its next wait
+          seen[#seen + 1] = "again"
+          ctx:sleep(1)
+        end
+      end } } }
+      assert(sm:start())
+      world:run_for(1)
+      sm:close()
+      world:run_for(10)
+      assert.are.same({ "nil canceled", "again" }, seen)
+    end)
+
+    it("keeps a flat heap over thousands of closed sleeping machines", function()
+      local world = csm.sim { seed = 3 }
+      local weak = setmetatable({}, { __mode = "v" })
+      local function batch(from)
+        for i = from, from + 499 do closed_sleeper(world, weak, i, "sleep") end
+        world:run("nowait")
+      end
+      batch(1)
+      full_gc()
+      local base = collectgarbage("count")
+      for b = 1, 5 do batch(b * 500 + 1) end
+      full_gc()
+      assert.is_nil(next(weak))
+      -- 2,500 machines more: a leak of even 0.1 KiB each would show
+      assert.is_true(collectgarbage("count") - base < 100, collectgarbage("count") - base)
+    end)
+
+    it("keeps a flat heap over hundreds of harness.run calls", function()
+      local harness = require "csm.lab.harness"
+      for i = 1, 20 do harness.run { nodes = 4, ranks = 3, seed = i } end
+      full_gc()
+      local base = collectgarbage("count")
+      for i = 1, 200 do harness.run { nodes = 4, ranks = 3, seed = i } end
+      full_gc()
+      -- each run held about 80 KiB for good before worlds were collectable
+      assert.is_true(collectgarbage("count") - base < 200, collectgarbage("count") - base)
+    end)
+
+    describe("world:close", function()
+      it("closes the world's machines and timers; later calls raise, naming the method", function()
+        local world = csm.sim { seed = 4 }
+        local fired = 0
+        local timer = world:after(1, function() fired = fired + 1 end)
+        local sm = csm.new { id = "n1", loop = world, states = { loading = { behavior = function(_, ctx)
+          ctx:sleep(1e9)
+        end } } }
+        assert(sm:start())
+        world:run_for(0.5)
+        world:close()
+        assert.is_true(sm:closed())
+        assert.is_false(timer:active())
+        assert.are.equal(0, fired)
+        assert.are.equal(0.5, world:now()) -- reads still answer
+        assert.are.equal("loop:run: the loop is closed", error_of(world.run, world))
+        assert.are.equal("loop:run_for: the loop is closed", error_of(world.run_for, world, 1))
+        assert.are.equal("loop:run_until: the loop is closed",
+          error_of(world.run_until, world, function() return true end, 1))
+        assert.are.equal("loop:after: the loop is closed", error_of(world.after, world, 1, print))
+        assert.are.equal("csm.new: option 'loop' is closed", error_of(csm.new, { id = "n2", loop = world }))
+        assert.are.same({ nil, "machine is closed", "closed" }, { sm:start() })
+        timer:cancel() -- harmless
+        world:close() -- and so is a second close
+      end)
+
+      it("may be called from one of the world's own callbacks", function()
+        local world = csm.sim { seed = 5 }
+        local after = 0
+        world:after(1, function() world:close() end)
+        world:after(2, function() after = after + 1 end)
+        world:run()
+        assert.are.equal(0, after)
+        assert.are.equal(1, world:now())
+      end)
+
+      it("is refused on the real loop, which lives as long as the Lua state", function()
+        local loop = csm.loop()
+        assert.are.equal("loop:close: the real loop lives as long as the Lua state (close its "
+          .. "machines instead)", error_of(loop.close, loop))
+      end)
     end)
   end)
 

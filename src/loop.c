@@ -13,8 +13,55 @@
 typedef struct csm_ltimer {
     csm_timer timer;
     csm_loop *loop;
-    int self_ref;         /* anchors the timer while it is armed */
+    int anchored;         /* the world holds the timer while it is armed */
+    const void *owner;    /* the machine whose behaviour armed it, or NULL */
 } csm_ltimer;
+
+/* What a loop holds is in its user value, the world table W:
+ *   [1] head, [2] tail, [3..] the FIFO of functions loop:_post queued;
+ *   W.error     the first error a callback raised;
+ *   W.machines  its machines (weak keys), for loop:close;
+ *   W[light(p)] an armed timer's or a busy machine's userdata, p its address.
+ * Nothing of a sim world's is anchored in the registry, so a world dropped
+ * with timers armed and machines busy is collected whole. The registry's
+ * weak map (worlds_key) finds W from the loop's address while it lives. */
+static char worlds_key;
+
+void csm_loop_push_world(lua_State *L, csm_loop *loop)
+{
+    lua_pushlightuserdata(L, &worlds_key);
+    lua_rawget(L, LUA_REGISTRYINDEX);
+    lua_pushlightuserdata(L, loop);
+    lua_rawget(L, -2);
+    lua_remove(L, -2);
+}
+
+void csm_loop_hold(lua_State *L, csm_loop *loop, void *key, int idx)
+{
+    if (idx != 0)
+        idx = lua_absindex(L, idx);
+    csm_loop_push_world(L, loop);
+    if (lua_istable(L, -1)) {
+        lua_pushlightuserdata(L, key);
+        if (idx != 0)
+            lua_pushvalue(L, idx);
+        else
+            lua_pushnil(L);
+        lua_rawset(L, -3);
+    }
+    lua_pop(L, 1);
+}
+
+int csm_loop_push_held(lua_State *L, csm_loop *loop, const void *key)
+{
+    csm_loop_push_world(L, loop);
+    if (!lua_istable(L, -1))
+        return 0; /* nil stays pushed */
+    lua_pushlightuserdata(L, (void *)key); /* only a key: never written through */
+    lua_rawget(L, -2);
+    lua_remove(L, -2);
+    return !lua_isnil(L, -1);
+}
 
 csm_loop *csm_test_loop(lua_State *L, int idx)
 {
@@ -31,11 +78,37 @@ static csm_loop *check_loop(lua_State *L, const char *fname)
 
 void csm_loop_fail(csm_loop *loop, lua_State *T)
 {
-    if (loop->error_ref == LUA_NOREF)
-        loop->error_ref = csm_anchor(T, &loop->error_ref);
-    else
+    csm_loop_push_world(T, loop);
+    if (lua_istable(T, -1)) {
+        lua_getfield(T, -1, "error");
+        if (lua_isnil(T, -1)) {
+            lua_pushvalue(T, -3);
+            lua_setfield(T, -3, "error");
+        }
         lua_pop(T, 1);
+    }
+    lua_pop(T, 2);
     csm_scheduler_stop(&loop->scheduler);
+}
+
+/* Pushes the error a callback left and returns 1 (the loop forgets it), or
+ * returns 0 with nothing pushed. */
+static int take_failure(lua_State *L, csm_loop *loop)
+{
+    csm_loop_push_world(L, loop);
+    if (!lua_istable(L, -1)) {
+        lua_pop(L, 1);
+        return 0;
+    }
+    lua_getfield(L, -1, "error");
+    if (lua_isnil(L, -1)) {
+        lua_pop(L, 2);
+        return 0;
+    }
+    lua_pushnil(L);
+    lua_setfield(L, -3, "error");
+    lua_remove(L, -2);
+    return 1;
 }
 
 static void on_deferred(csm_task *task);
@@ -49,7 +122,8 @@ static void raise_livelock(lua_State *L, csm_loop *loop, const char *fname)
     if (!s->livelocked)
         return;
     s->livelocked = 0;
-    if (!csm_machine_push_blame(L, s)) {
+    const void *owner = s->last_timer_cb == on_ltimer ? loop->last_owner : NULL;
+    if (!csm_machine_push_blame(L, s, owner)) {
         if (s->last_task != NULL && s->last_task_cb == on_deferred)
             lua_pushliteral(L, "the loop's posted functions (ctx wake-ups) ran last");
         else if (s->last_timer != NULL && s->last_timer_cb == on_ltimer)
@@ -67,11 +141,8 @@ static void raise_livelock(lua_State *L, csm_loop *loop, const char *fname)
 /* Raises the error a callback left, if any. */
 static void raise_failure(lua_State *L, csm_loop *loop)
 {
-    if (loop->error_ref == LUA_NOREF)
-        return;
-    csm_push_anchored(L, &loop->error_ref);
-    csm_unanchor(L, &loop->error_ref);
-    csm_raise(L);
+    if (take_failure(L, loop))
+        csm_raise(L);
 }
 
 /* ---- loop:_post(fn): Lua functions run in order on the ready list ---- */
@@ -83,10 +154,11 @@ static void on_deferred(csm_task *task)
     csm_loop *loop = (csm_loop *)((char *)task - offsetof(csm_loop, deferred));
     csm_binding *b = loop->binding;
     lua_State *T = csm_callback_state(b);
-    /* the FIFO is reached through the anchored loop in the registry */
-    lua_pushlightuserdata(T, loop);
-    lua_rawget(T, LUA_REGISTRYINDEX);
-    csm_getuservalue(T, -1);
+    csm_loop_push_world(T, loop);
+    if (!lua_istable(T, -1)) {
+        lua_pop(T, 1);
+        return;
+    }
     int fifo = lua_gettop(T);
     lua_rawgeti(T, fifo, 1);
     lua_rawgeti(T, fifo, 2);
@@ -109,18 +181,15 @@ static void on_deferred(csm_task *task)
     tail = lua_tointeger(T, -1);
     lua_pop(T, 2);
     if (head == tail) {
-        /* drained: restart the indexes and drop the anchor */
+        /* drained: restart the indexes */
         lua_pushinteger(T, 3);
         lua_rawseti(T, fifo, 1);
         lua_pushinteger(T, 3);
         lua_rawseti(T, fifo, 2);
-        lua_pushlightuserdata(T, loop);
-        lua_pushnil(T);
-        lua_rawset(T, LUA_REGISTRYINDEX);
-    } else {
+    } else if (!loop->closed) {
         csm_scheduler_post(&loop->scheduler, &loop->deferred);
     }
-    lua_pop(T, 2);
+    lua_pop(T, 1);
 }
 
 static int loop_post(lua_State *L)
@@ -128,6 +197,8 @@ static int loop_post(lua_State *L)
     csm_loop *loop = check_loop(L, "loop:_post");
     if (lua_type(L, 2) != LUA_TFUNCTION)
         return csm_argerror(L, 2, "post", 1, "fn", "function expected");
+    if (loop->closed)
+        return 0; /* a wake-up for a closed world's machines: nobody waits */
     csm_getuservalue(L, 1);
     lua_rawgeti(L, -1, 2);
     lua_Integer tail = lua_tointeger(L, -1);
@@ -136,10 +207,6 @@ static int loop_post(lua_State *L)
     lua_rawseti(L, -2, (int)tail);
     lua_pushinteger(L, tail + 1);
     lua_rawseti(L, -2, 2);
-    /* anchor the loop while functions wait */
-    lua_pushlightuserdata(L, loop);
-    lua_pushvalue(L, 1);
-    lua_rawset(L, LUA_REGISTRYINDEX);
     csm_scheduler_post(&loop->scheduler, &loop->deferred);
     return 0;
 }
@@ -151,13 +218,25 @@ static csm_loop *new_loop(lua_State *L)
     csm_loop *loop = csm_newuserdata(L, sizeof *loop);
     memset(loop, 0, sizeof *loop);
     loop->binding = csm_binding_get(L);
-    loop->error_ref = LUA_NOREF;
     loop->deferred.cb = on_deferred;
-    lua_createtable(L, 4, 0);
+    lua_createtable(L, 4, 2);
     lua_pushinteger(L, 3);
     lua_rawseti(L, -2, 1);
     lua_pushinteger(L, 3);
     lua_rawseti(L, -2, 2);
+    lua_newtable(L);
+    lua_createtable(L, 0, 1);
+    lua_pushliteral(L, "k");
+    lua_setfield(L, -2, "__mode");
+    lua_setmetatable(L, -2);
+    lua_setfield(L, -2, "machines");
+    /* the weak map: loop address -> world table */
+    lua_pushlightuserdata(L, &worlds_key);
+    lua_rawget(L, LUA_REGISTRYINDEX);
+    lua_pushlightuserdata(L, loop);
+    lua_pushvalue(L, -3);
+    lua_rawset(L, -3);
+    lua_pop(L, 1);
     csm_setuservalue(L, -2);
     return loop;
 }
@@ -326,18 +405,16 @@ static int after_drive(lua_State *L, csm_loop *loop)
     csm_scheduler *s = &loop->scheduler;
     sync_wake(loop);
     if (loop->runs > 0) {
-        if (s->stopped || loop->error_ref != LUA_NOREF) {
+        /* a callback's error stopped the scheduler too */
+        if (s->stopped) {
             push_uv(L, loop, "stop");
             lua_call(L, 0, 0);
         }
         return 0;
     }
     s->stopped = 0; /* a loop:stop() under uv.run() stopped luv's loop itself */
-    if (loop->error_ref != LUA_NOREF) {
-        csm_push_anchored(L, &loop->error_ref);
-        csm_unanchor(L, &loop->error_ref);
+    if (take_failure(L, loop))
         return csm_raise(L);
-    }
     return 0;
 }
 
@@ -480,7 +557,6 @@ static int loop_gc(lua_State *L)
     if (!loop->closed) {
         loop->closed = 1;
         csm_scheduler_close(&loop->scheduler);
-        csm_unanchor(L, &loop->error_ref);
         csm_unanchor(L, &loop->luv_ref);
     }
     return 0;
@@ -581,14 +657,45 @@ static void on_ltimer(csm_timer *timer)
     csm_ltimer *t = (csm_ltimer *)timer;
     csm_binding *b = t->loop->binding;
     lua_State *T = csm_callback_state(b);
-    csm_push_anchored(T, &t->self_ref);
-    csm_unanchor(T, &t->self_ref);
+    if (!t->anchored || !csm_loop_push_held(T, t->loop, t)) {
+        lua_pop(T, 1);
+        return;
+    }
+    t->anchored = 0;
+    t->loop->last_owner = t->owner;
+    csm_loop_hold(T, t->loop, t, 0);
     csm_getuservalue(T, -1);
     lua_rawgeti(T, -1, 2);
     lua_remove(T, -2);
     lua_remove(T, -2);
     if (csm_pcall(b, 0, 0) != 0)
         csm_loop_fail(t->loop, T);
+}
+
+/* Arms a timer of loop's calling the function at index fn after seconds;
+ * owner is the machine whose behaviour arms it (NULL: none). Pushes it. */
+static int arm_timer(lua_State *L, csm_loop *loop, const char *fname, double seconds, int fn,
+                     const void *owner)
+{
+    if (loop->closed)
+        return csm_error(L, "%s: the loop is closed", fname);
+    csm_ltimer *t = csm_newuserdata(L, sizeof *t);
+    csm_timer_init(&loop->scheduler, &t->timer, on_ltimer);
+    t->loop = loop;
+    t->anchored = 0;
+    t->owner = owner;
+    luaL_setmetatable(L, CSM_TIMER_MT);
+    lua_createtable(L, 2, 0);
+    lua_pushvalue(L, 1);
+    lua_rawseti(L, -2, 1);
+    lua_pushvalue(L, fn);
+    lua_rawseti(L, -2, 2);
+    csm_setuservalue(L, -2);
+    if (csm_timer_start(&t->timer, seconds) != CSM_OK)
+        return csm_error(L, "%s: %s", fname, csm_strerror(CSM_ENOMEM));
+    csm_loop_hold(L, loop, t, -1);
+    t->anchored = 1;
+    return 1;
 }
 
 /*** Calls fn once after seconds; an error fn raises stops the loop and is
@@ -604,22 +711,20 @@ static int loop_after(lua_State *L)
     double seconds = check_seconds(L, 1, "loop:after", "seconds");
     if (lua_type(L, 3) != LUA_TFUNCTION)
         return csm_argerror(L, 3, "loop:after", 2, "fn", "function expected");
-    csm_ltimer *t = csm_newuserdata(L, sizeof *t);
-    csm_timer_init(&loop->scheduler, &t->timer, on_ltimer);
-    t->loop = loop;
-    t->self_ref = LUA_NOREF;
-    luaL_setmetatable(L, CSM_TIMER_MT);
-    lua_createtable(L, 2, 0);
-    lua_pushvalue(L, 1);
-    lua_rawseti(L, -2, 1);
-    lua_pushvalue(L, 3);
-    lua_rawseti(L, -2, 2);
-    csm_setuservalue(L, -2);
-    if (csm_timer_start(&t->timer, seconds) != CSM_OK)
-        return csm_error(L, "loop:after: %s", csm_strerror(CSM_ENOMEM));
-    lua_pushvalue(L, -1);
-    t->self_ref = csm_anchor(L, &t->self_ref);
-    return 1;
+    return arm_timer(L, loop, "loop:after", seconds, 3, NULL);
+}
+
+/* internal.loop.after_for(loop, seconds, fn, sm): loop:after for a timer of
+ * sm's behaviour, so that a livelock it causes names sm. */
+static int loop_after_for(lua_State *L)
+{
+    csm_loop *loop = check_loop(L, "after_for");
+    double seconds = check_seconds(L, 1, "after_for", "seconds");
+    if (lua_type(L, 3) != LUA_TFUNCTION)
+        return csm_argerror(L, 3, "after_for", 2, "fn", "function expected");
+    if (lua_type(L, 4) != LUA_TUSERDATA)
+        return csm_argerror(L, 4, "after_for", 3, "sm", "machine expected");
+    return arm_timer(L, loop, "loop:after", seconds, 3, lua_touserdata(L, 4));
 }
 
 /* ---- running ---- */
@@ -765,6 +870,79 @@ static int loop_run_until(lua_State *L)
     return 1;
 }
 
+/*** Closes a sim world: closes its machines (as sm:close does), disarms its
+ * timers and drops the functions it queued. Afterwards after, run,
+ * run_for and run_until raise, csm.new refuses the world, and now, random
+ * and close still answer. The real loop lives as long as the Lua state: it
+ * cannot be closed.
+ * @function loop:close
+ */
+static int loop_close(lua_State *L)
+{
+    csm_loop *loop = check_loop(L, "loop:close");
+    if (loop->scheduler.kind == CSM_REAL)
+        return csm_error(L, "loop:close: the real loop lives as long as the Lua state (close its "
+                            "machines instead)");
+    if (loop->closed)
+        return 0;
+    csm_getuservalue(L, 1);
+    int world = lua_gettop(L);
+    /* its machines first: closing one may disarm timers of its own */
+    lua_getfield(L, world, "machines");
+    lua_newtable(L);
+    int list = lua_gettop(L), n = 0;
+    lua_pushnil(L);
+    while (lua_next(L, list - 1) != 0) {
+        lua_pop(L, 1);
+        lua_pushvalue(L, -1);
+        lua_rawseti(L, list, ++n);
+    }
+    for (int i = 1; i <= n; i++) {
+        lua_rawgeti(L, list, i);
+        lua_getfield(L, -1, "close");
+        if (lua_isfunction(L, -1)) {
+            lua_pushvalue(L, -2);
+            lua_call(L, 1, 0);
+        } else {
+            lua_pop(L, 1);
+        }
+        lua_pop(L, 1);
+    }
+    lua_settop(L, world);
+    loop->closed = 1;
+    csm_scheduler_stop(&loop->scheduler);
+    /* then whatever else it holds: timers (and machines being collected) */
+    lua_pushnil(L);
+    while (lua_next(L, world) != 0) {
+        if (lua_type(L, -2) == LUA_TLIGHTUSERDATA) {
+            csm_ltimer *t = luaL_testudata(L, -1, CSM_TIMER_MT);
+            if (t != NULL) {
+                csm_timer_stop(&t->timer);
+                t->anchored = 0;
+            }
+            lua_pushvalue(L, -2);
+            lua_pushnil(L);
+            lua_rawset(L, world); /* clearing a field during next is allowed */
+        }
+        lua_pop(L, 1);
+    }
+    lua_pushnil(L);
+    lua_setfield(L, world, "error");
+    lua_rawgeti(L, world, 2);
+    lua_Integer tail = lua_tointeger(L, -1);
+    lua_pop(L, 1);
+    for (lua_Integer i = 3; i < tail; i++) {
+        lua_pushnil(L);
+        lua_rawseti(L, world, (int)i);
+    }
+    lua_pushinteger(L, 3);
+    lua_rawseti(L, world, 1);
+    lua_pushinteger(L, 3);
+    lua_rawseti(L, world, 2);
+    csm_scheduler_close(&loop->scheduler);
+    return 0;
+}
+
 /* ---- timers ---- */
 
 static csm_ltimer *check_timer(lua_State *L, const char *fname)
@@ -786,7 +964,10 @@ static int timer_cancel(lua_State *L)
 {
     csm_ltimer *t = check_timer(L, "timer:cancel");
     csm_timer_stop(&t->timer);
-    csm_unanchor(L, &t->self_ref);
+    if (t->anchored) {
+        t->anchored = 0;
+        csm_loop_hold(L, t->loop, t, 0);
+    }
     return 0;
 }
 
@@ -827,12 +1008,14 @@ static const luaL_Reg loop_methods[] = {
     {"run", loop_run},
     {"run_for", loop_run_for},
     {"run_until", loop_run_until},
+    {"close", loop_close},
     {NULL, NULL},
 };
 
 /* What only csm's own Lua half calls. */
 static const luaL_Reg internal_functions[] = {
     {"post", loop_post},
+    {"after_for", loop_after_for},
     {NULL, NULL},
 };
 
@@ -850,6 +1033,19 @@ static const luaL_Reg constructors[] = {
 
 void csm_open_loop(lua_State *L, int first, int internals)
 {
+    lua_pushlightuserdata(L, &worlds_key);
+    lua_rawget(L, LUA_REGISTRYINDEX);
+    int have = lua_istable(L, -1);
+    lua_pop(L, 1);
+    if (!have) {
+        lua_pushlightuserdata(L, &worlds_key);
+        lua_newtable(L);
+        lua_createtable(L, 0, 1);
+        lua_pushliteral(L, "v");
+        lua_setfield(L, -2, "__mode");
+        lua_setmetatable(L, -2);
+        lua_rawset(L, LUA_REGISTRYINDEX);
+    }
     csm_setfuncs(L, constructors);
     lua_pushvalue(L, internals);
     lua_newtable(L);

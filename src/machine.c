@@ -18,7 +18,7 @@
 typedef struct csm_lmachine {
     csm_machine core;
     csm_loop *loop;
-    int self_ref;     /* anchors a busy machine in the registry */
+    int anchored;     /* its world holds a busy machine */
     int freed;
     uint8_t *exit_hooked; /* per state: Lua runs an on_exit hook when leaving it */
     uint64_t *taken;      /* per from * nevents + event: transitions made */
@@ -57,15 +57,17 @@ static csm_lmachine *check_machine(lua_State *L, const char *fname)
     return m;
 }
 
-/* Keeps a machine with work referenced, and lets an idle one go. */
+/* Its world holds a machine with work, and lets an idle one go: a busy
+ * machine lives as long as its world. */
 static void sync_anchor(lua_State *L, csm_lmachine *m, int idx)
 {
     int busy = csm_machine_busy(&m->core);
-    if (busy && m->self_ref == LUA_NOREF) {
-        lua_pushvalue(L, idx);
-        m->self_ref = csm_anchor(L, &m->self_ref);
-    } else if (!busy && m->self_ref != LUA_NOREF) {
-        csm_unanchor(L, &m->self_ref);
+    if (busy && !m->anchored) {
+        csm_loop_hold(L, m->loop, m, idx);
+        m->anchored = 1;
+    } else if (!busy && m->anchored) {
+        csm_loop_hold(L, m->loop, m, 0);
+        m->anchored = 0;
     }
 }
 
@@ -89,9 +91,12 @@ static void on_drive(csm_task *task)
     csm_lmachine *m = (csm_lmachine *)((char *)task - offsetof(csm_machine, task));
     csm_binding *b = m->loop->binding;
     lua_State *T = csm_callback_state(b);
-    if (m->self_ref == LUA_NOREF || b->drive_ref == LUA_NOREF)
+    if (!m->anchored || b->drive_ref == LUA_NOREF)
         return;
-    csm_push_anchored(T, &m->self_ref);
+    if (!csm_loop_push_held(T, m->loop, m)) {
+        lua_pop(T, 1);
+        return;
+    }
     int self = lua_gettop(T);
     m->core.driving = 1;
     csm_push_anchored(T, &b->drive_ref);
@@ -151,8 +156,9 @@ static int machine_new(lua_State *L)
     }
     csm_lmachine *m = csm_newuserdata(L, sizeof *m);
     memset(m, 0, sizeof *m);
+    if (loop->closed)
+        return csm_error(L, "csm.new: option 'loop' is closed");
     m->loop = loop;
-    m->self_ref = LUA_NOREF;
     m->freed = 1;
     luaL_setmetatable(L, CSM_MACHINE_MT);
     lua_createtable(L, 2, 0);
@@ -163,6 +169,13 @@ static int machine_new(lua_State *L)
     lua_newtable(L);
     lua_rawseti(L, -2, BOX_REFS);
     csm_setuservalue(L, -2);
+    /* the world knows its machines, for loop:close */
+    csm_loop_push_world(L, loop);
+    lua_getfield(L, -1, "machines");
+    lua_pushvalue(L, -3);
+    lua_pushboolean(L, 1);
+    lua_rawset(L, -3);
+    lua_pop(L, 2);
     if (csm_machine_init(&m->core, &loop->scheduler, nstates, nevents, &limits, on_drive) !=
         CSM_OK)
         return csm_error(L, "csm: %s", csm_strerror(CSM_ENOMEM));
@@ -187,7 +200,10 @@ static int machine_free(lua_State *L)
     m->exit_hooked = NULL;
     free(m->taken);
     m->taken = NULL;
-    csm_unanchor(L, &m->self_ref);
+    if (m->anchored) {
+        m->anchored = 0;
+        csm_loop_hold(L, m->loop, m, 0);
+    }
     return 0;
 }
 
@@ -765,17 +781,20 @@ static int machine_ranks(lua_State *L)
 
 /* ---- livelocks ---- */
 
-int csm_machine_push_blame(lua_State *L, csm_scheduler *s)
+int csm_machine_push_blame(lua_State *L, csm_scheduler *s, const void *owner)
 {
-    csm_lmachine *m = NULL;
+    const csm_lmachine *m = NULL;
     if (s->last_task != NULL && s->last_task_cb == on_drive)
         m = (csm_lmachine *)((char *)s->last_task - offsetof(csm_machine, task));
     else if (s->last_timer != NULL && s->last_timer_cb == csm_machine_timeout_cb())
         m = (csm_lmachine *)((char *)s->last_timer - offsetof(csm_machine, timeout));
+    else
+        m = owner;
     if (m == NULL)
         return 0;
-    /* a busy machine is anchored; one that is gone cannot be named */
-    csm_push_anchored(L, &m->self_ref);
+    /* a busy machine is held by its world, under its address; one that is
+     * gone cannot be named (nor m read: its memory may be reused) */
+    csm_loop_push_held(L, (csm_loop *)s, m);
     if (!csm_testudata(L, -1, CSM_UP_MACHINE_MT, CSM_MACHINE_MT)) {
         lua_pop(L, 1);
         lua_pushliteral(L, "a machine, since stopped, ran last");

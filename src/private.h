@@ -40,14 +40,14 @@ typedef struct csm_loop {
     csm_scheduler scheduler;
     csm_binding *binding;
     csm_task deferred;   /* runs the Lua functions loop:_post queued */
-    int error_ref;       /* the first error a callback raised, or LUA_NOREF */
-    int closed;
+    int closed;          /* by loop:close or its finalizer */
     /* the real loop: it wakes through luv handles on luv's loop */
     int luv_ref;         /* anchors { uv = luv, kick = timer, spin = idle, ... } */
     double kick_at;      /* when the kick timer is armed for (HUGE_VAL: not armed) */
     int spin_on;         /* the spin idle handle is started */
     int runs;            /* csm run functions driving luv's loop now */
     int luv_gone;        /* Lua is closing and luv's handles are finalized */
+    const void *last_owner; /* the machine whose timer fired last, or NULL */
 } csm_loop;
 
 /* Adds loop and sim to the module table on top and the loop's internal
@@ -58,15 +58,28 @@ void csm_open_loop(lua_State *L, int first, int internals);
 /* The loop at idx, or NULL. */
 csm_loop *csm_test_loop(lua_State *L, int idx);
 
+/* Pushes the loop's world table (its user value: see loop.c), or nil once
+ * the loop is being collected. */
+void csm_loop_push_world(lua_State *L, csm_loop *loop);
+
+/* The world holds the value at idx under key (an address of the holder's
+ * own), or lets go of what it held there when idx is 0. */
+void csm_loop_hold(lua_State *L, csm_loop *loop, void *key, int idx);
+
+/* Pushes what the world holds under key (nil if nothing) and returns
+ * whether it held something. */
+int csm_loop_push_held(lua_State *L, csm_loop *loop, const void *key);
+
 /* Remembers the first error of a callback (popped from the callback
  * thread) and stops the loop; its run raises it. */
 void csm_loop_fail(csm_loop *loop, lua_State *T);
 
 /* ---- machine.c: csm.machine ---- */
 
-/* When what s ran last was a machine's (its task, or its state timeout),
- * pushes "machine 'id' in state 'name' ran last" and returns 1; else 0. */
-int csm_machine_push_blame(lua_State *L, csm_scheduler *s);
+/* When what s ran last was a machine's (its task, its state timeout, or,
+ * owner not NULL, a timer of its behaviour's: owner is the machine), pushes
+ * "machine 'id' in state 'name' ran last" and returns 1; else 0. */
+int csm_machine_push_blame(lua_State *L, csm_scheduler *s, const void *owner);
 
 /* Adds builtin to the module table on top and the machine's internal
  * functions (its constructor, the driver's primitives...) to

@@ -5,7 +5,8 @@
 -- @module csm.ctx
 
 local check = require "csm.check"
-local post = require("csm.internal").loop.post
+local internal_loop = require("csm.internal").loop
+local post, after_for = internal_loop.post, internal_loop.after_for
 
 local coroutine_create, coroutine_resume, coroutine_yield =
   coroutine.create, coroutine.resume, coroutine.yield
@@ -188,6 +189,22 @@ function tasks.cancel(ctx)
   if ctx.waiters then ctx.waiters = nil end
 end
 
+--- Abandons ctx: its machine was closed. Its blocked tasks resume once
+-- with nil, "canceled", as when a state is left, so they can clean up; any
+-- wait of theirs after that never returns. Nothing is left running, and the
+-- machine is collected once unreferenced, whatever its behaviour does.
+-- @local
+function tasks.abandon(ctx)
+  tasks.cancel(ctx)
+  ctx.abandoned = true
+end
+
+-- A wait of an abandoned ctx's: the task blocks for good.
+local function park(task)
+  block(task, "abandoned")
+  return coroutine_yield()
+end
+
 --- Starts the main task of ctx (a new behaviour run).
 -- @local
 tasks.start = start
@@ -224,14 +241,15 @@ end
 function Ctx:sleep(seconds)
   check_seconds(self, "ctx:sleep", seconds)
   local task = running_task(self, "ctx:sleep")
+  if self.abandoned then return park(task) end
   if self.cancelled_ then return nil, "canceled" end
   local token = block(task, "sleep")
-  task.timer = self.loop:after(seconds, function()
+  task.timer = after_for(self.loop, seconds, function()
     if task.token == token and task.blocked == "sleep" then
       task.timer = nil
       resume(task, true)
     end
-  end)
+  end, self.sm)
   return coroutine_yield()
 end
 
@@ -243,6 +261,7 @@ function Ctx:await(fn)
     check.argerror("ctx:await", 1, "fn", "function expected", fn)
   end
   local task = running_task(self, "ctx:await")
+  if self.abandoned then return park(task) end
   if self.cancelled_ then return nil, "canceled" end
   local token = task.token + 1
   task.token = token
@@ -269,6 +288,7 @@ end
 function Ctx:wait(seconds)
   check_seconds(self, "ctx:wait", seconds)
   local task = running_task(self, "ctx:wait")
+  if self.abandoned then return park(task) end
   if self.cancelled_ then return nil, "canceled" end
   if self.wake_pending then
     self.wake_pending = false
@@ -276,7 +296,7 @@ function Ctx:wait(seconds)
   end
   local token = block(task, "wait")
   append(self, "waiters", task)
-  task.timer = self.loop:after(seconds, function()
+  task.timer = after_for(self.loop, seconds, function()
     if task.token == token and task.blocked == "wait" then
       task.timer = nil
       local list = self.waiters or {}
@@ -285,7 +305,7 @@ function Ctx:wait(seconds)
       end
       resume(task, "timeout")
     end
-  end)
+  end, self.sm)
   return coroutine_yield()
 end
 

@@ -68,7 +68,10 @@ tasks.fatal = machine.fatal
 -- sm:send_event(event) is C (src/machine.c): it is the hottest call.
 
 --- Cancels everything at once: the machine is left stopped, listeners are
--- not told, and start is refused from now on.
+-- not told, and start is refused from now on. Its behaviour's waits return
+-- nil, "canceled" once, so it can clean up; a wait after that never
+-- returns, so nothing of the machine's is left running and it is collected
+-- once unreferenced.
 function Machine:close()
   local fields = fields_of(self, "sm:close")
   local ctx = fields.ctx
@@ -76,7 +79,7 @@ function Machine:close()
   internal.close(self)
   if ctx then
     fields.ctx = nil
-    tasks.cancel(ctx)
+    tasks.abandon(ctx)
   end
 end
 

@@ -234,7 +234,8 @@ function Run:finish()
   r.messages = self.network.stats
   report.finish(r, self.nodes, self.agreement)
   r.lanes, r.names = self.lanes, self.names
-  for _, node in ipairs(self.nodes) do node.sm:close() end
+  -- the run is over: its machines and timers go with its world
+  self.world:close()
   -- the run is done: a file that could not be written is said beside it
   local ok, err, code = true, nil, nil
   if self.log then ok, err, code = self.log:close() end
