@@ -79,7 +79,7 @@ describe("the csm command", function()
       local out, status = csm("experiment --nodes 4 --byzantine 1:equivocate --ranks 25 "
         .. "--partition '2:60:2|2' --trace " .. quote(trace) .. " --svg " .. quote(svg))
       assert.are.equal(0, status)
-      assert.is_truthy(out:find("4 nodes (1 equivocate)", 1, true))
+      assert.is_truthy(out:find("4 reference nodes (1 equivocate)", 1, true))
       assert.is_truthy(out:find("1 partition(s)", 1, true))
       assert.is_truthy(out:find("trace: " .. trace, 1, true))
       assert.is_truthy(out:find("timeline: " .. svg, 1, true))
@@ -170,6 +170,44 @@ describe("the csm command", function()
       assert.is_truthy(out:find("Usage: csm experiment", 1, true))
       assert.is_truthy(out:find("--byzantine", 1, true))
       assert.is_truthy(out:find("Byzantine kinds:", 1, true))
+    end)
+  end)
+
+  describe("experiment --protocol", function()
+    it("runs the minimal protocol by name, and a planted bug from a file, which breaks agreement", function()
+      local out, status = csm("experiment --protocol minimal --partition '0:30:2|2' --ranks 5")
+      assert.are.equal(0, status, out)
+      assert.is_truthy(out:find("csm experiment: 4 minimal nodes", 1, true), out)
+      assert.is_truthy(out:find("agreement: ok", 1, true), out)
+      out, status = csm("experiment --protocol examples/protocols/broken_quorum.lua --partition '0:30:2|2' "
+        .. "--ranks 5")
+      assert.are.equal(1, status, out)
+      assert.is_truthy(out:find("csm experiment: 4 broken_quorum nodes", 1, true), out)
+      assert.is_truthy(out:find("agreement VIOLATED at rank 1: ", 1, true), out)
+    end)
+
+    it("refuses a protocol it cannot load or run, naming it", function()
+      usage_error("bin/csm", "experiment --protocol paxos", "--protocol: unknown protocol 'paxos' (shipped: "
+        .. "minimal, reference; or a FILE.lua)")
+      usage_error("bin/csm", "experiment --protocol /nonexistent/p.lua", "--protocol: cannot load",
+        "/nonexistent/p.lua")
+      local file = tmpname() .. ".lua"
+      temporaries[#temporaries + 1] = file
+      local function write(text)
+        local fh = assert(io.open(file, "w"))
+        fh:write(text)
+        fh:close()
+      end
+      write("return 42")
+      usage_error("bin/csm", "experiment --protocol " .. quote(file), "must return a protocol module table "
+        .. "(it returned number)")
+      write("error('no such thing')")
+      usage_error("bin/csm", "experiment --protocol " .. quote(file), "raised: ", "no such thing")
+      write("return { name = 'empty' }")
+      usage_error("bin/csm", "experiment --protocol " .. quote(file),
+        "harness: option 'protocol': field 'node' must be a function (got nil)")
+      usage_error("bin/csm", "experiment --protocol minimal --byzantine 1:equivocate",
+        "harness: protocol 'minimal' has no byzantine role 'equivocate'")
     end)
   end)
 

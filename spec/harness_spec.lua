@@ -76,6 +76,57 @@ end
 local PARTITION = { at = 2, duration = 60, groups = { { "n01", "n02" }, { "n03", "n04" } } }
 
 describe("csm.harness", function()
+
+  describe("with any protocol", function()
+    local minimal = require "csm.protocols.minimal"
+
+    it("runs the minimal protocol, by name or as a module, with silent and crashed nodes", function()
+      for _, protocol in ipairs { "minimal", minimal } do
+        local r = harness.run { protocol = protocol, nodes = 4, ranks = 10, seed = 3 }
+        assert.is_true(r.agreement and r.progress)
+        assert.are.equal(10, r.rounds)
+      end
+      local r = harness.run { protocol = "minimal", nodes = 4, ranks = 5, seed = 3,
+        byzantine = { silent = 1 } }
+      assert.is_true(r.agreement and r.progress)
+      assert.are.equal("stopped", r.nodes[1].state) -- never started
+      r = harness.run { protocol = "minimal", nodes = 4, ranks = 60, seed = 3, byzantine = { crash = 1 },
+        crash_at = 0.5, restart_after = 1 }
+      assert.is_true(r.agreement and r.progress, harness.format(r))
+    end)
+
+    it("reports two honest nodes finalizing one identity with different contents", function()
+      -- n02 records a copy of every state it finalizes with another parent
+      local forked = { name = "forked" }
+      function forked.node(options)
+        if options.name == "n02" then
+          local report = options.on_finalize
+          options.on_finalize = function(node, rank, state)
+            report(node, rank, csm.value(state:identity(), rank, { parent = "elsewhere" }))
+          end
+        end
+        return minimal.node(options)
+      end
+      local r = harness.run { protocol = forked, nodes = 4, ranks = 3, seed = 1 }
+      assert.is_false(r.agreement)
+      assert.is_truthy(harness.format(r):find("agreement VIOLATED at rank 1: n0%d and n0%d finalized 1/n0%d "
+        .. "with different contents %(digests differ%)"), harness.format(r))
+    end)
+
+    it("refuses a protocol that is not one, naming what is wrong", function()
+      assert.are.equal("harness: unknown protocol 'x' (shipped: minimal, reference; or a module table)",
+        support.error_of(harness.run, { protocol = "x" }))
+      assert.are.equal("harness: option 'protocol' must be a module table (got 5)",
+        support.error_of(harness.run, { protocol = 5 }))
+      assert.are.equal("harness: option 'protocol': field 'digest' must be a function (got string \"d\")",
+        support.error_of(harness.run, { protocol = { node = minimal.node, digest = "d" } }))
+      assert.are.equal("harness: protocol 'minimal' has no byzantine role 'double_vote'",
+        support.error_of(harness.run, { protocol = "minimal", byzantine = { double_vote = 1 } }))
+      assert.are.equal("harness: protocol 'junk': node() must return a table with sm (a csm machine) and "
+        .. "start (got table)", support.error_of(harness.run, { protocol = { name = "junk",
+          node = function() return {} end } }))
+    end)
+  end)
   after_each(function()
     for i = #cleanups, 1, -1 do cleanups[i]() end
     cleanups = {}
@@ -393,7 +444,8 @@ describe("csm.harness", function()
     it("describes the run and says that agreement and progress hold", function()
       local r = harness.run { nodes = 4, ranks = 10, byzantine = { equivocate = 1 }, seed = 3 }
       local text = harness.format(r)
-      assert.is_truthy(text:find("csm experiment: 4 nodes (1 equivocate), seed 3, target 10 ranks", 1, true))
+      assert.is_truthy(text:find("csm experiment: 4 reference nodes (1 equivocate), seed 3, target 10 ranks",
+        1, true))
       assert.is_truthy(text:find("\nn01    equivocate ", 1, true))
       assert.is_truthy(text:find("\nn02    honest ", 1, true))
       assert.is_truthy(text:find("round latency (virtual): mean ", 1, true))

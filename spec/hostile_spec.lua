@@ -73,7 +73,7 @@ local function cluster(seed)
       role = name == HOSTILE and "silent" or "honest", initial = csm.value("genesis", 0),
       timing = { scale = SCALE }, on_finalize = on_finalize }
     run.finalized[name] = {}
-    if name ~= HOSTILE then run.nodes[#run.nodes + 1] = node end
+    if name ~= HOSTILE then run.nodes[#run.nodes + 1] = node else run.hostile = node.endpoint end
   end
   network:crash(HOSTILE)
   run.network = network
@@ -385,10 +385,10 @@ describe("csm", function()
         for _, r in ipairs { rank, rank + 1 } do
           for _, a in ipairs(attempts) do
             local id = string.format("%d.%s:%s-%d", r, tostring(a), HOSTILE, b)
-            network:publish(HOSTILE, { kind = "prevote", rank = r, attempt = a, id = id })
-            network:publish(HOSTILE, { kind = "vote", proposer = HOSTILE, attempt = a,
+            run.hostile:publish({ kind = "prevote", rank = r, attempt = a, id = id })
+            run.hostile:publish({ kind = "vote", proposer = HOSTILE, attempt = a,
               value = csm.value(id, r, { attempt = a }) })
-            network:publish(HOSTILE, { kind = "proposal",
+            run.hostile:publish({ kind = "proposal",
               value = csm.value(id, r, { attempt = a, proposer = HOSTILE, offer = a }) })
           end
         end

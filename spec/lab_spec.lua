@@ -101,9 +101,32 @@ describe("csm.lab", function()
       assert.is_nil(agreement:observe("n01", 3, "a"))
       assert.is_nil(agreement:observe("n02", 3, "a"))
       local v = agreement:observe("n03", 3, "b")
-      assert.are.same({ rank = 3, nodes = { "n01", "n03" }, identities = { "a", "b" } }, v)
+      assert.are.same({ rank = 3, nodes = { "n01", "n03" }, identities = { "a", "b" }, digests = {} }, v)
       assert.is_false(agreement:ok())
       assert.are.equal("rank 3: n01 finalized a, n03 finalized b", checker.describe(v))
+    end)
+
+    it("reports one identity finalized with different contents, by digest", function()
+      local agreement = checker.agreement()
+      local a = csm.value("7.0:n02", 7, { parent = "6.0:n01" })
+      local b = csm.value("7.0:n02", 7, { parent = "6.1:n03" })
+      assert.is_nil(agreement:observe("n01", 7, a:identity(), checker.digest(a)))
+      assert.is_nil(agreement:observe("n02", 7, a:identity(), checker.digest(csm.value("7.0:n02", 7,
+        { parent = "6.0:n01" }))))
+      local v = agreement:observe("n03", 7, b:identity(), checker.digest(b))
+      assert.are.same({ "n01", "n03" }, v.nodes)
+      assert.are_not.equal(v.digests[1], v.digests[2])
+      assert.are.equal("rank 7: n01 and n03 finalized 7.0:n02 with different contents (digests differ)",
+        checker.describe(v))
+      -- the digest is canonical: table order does not matter, types do
+      assert.are.equal(checker.digest(csm.value("x", 1, { a = 1, b = { 2, "3" } })),
+        checker.digest(csm.value("x", 1, { b = { 2, "3" }, a = 1 })))
+      assert.are_not.equal(checker.digest(csm.value("x", 1, { a = 1 })),
+        checker.digest(csm.value("x", 1, { a = "1" })))
+      assert.are.equal("checker.digest: bad argument #1 'state' (csm value expected, got string)",
+        error_of(checker.digest, "x"))
+      assert.are.equal("agreement:observe: bad argument #4 'digest' (string or nil expected, got number)",
+        error_of(agreement.observe, agreement, "n01", 8, "x", 5))
     end)
 
     it("forgets ranks below one, so a long run stays bounded", function()
@@ -149,7 +172,7 @@ describe("csm.lab", function()
         error_of(cluster.new, { protocol = reference, n = 4 }))
       assert.are.equal("cluster.new: option 'protocol' must be a table (got nil)",
         error_of(cluster.new, { n = 4, world = world }))
-      assert.are.equal("cluster.new: option 'network' must be a network (join, publish, send; got 5)",
+      assert.are.equal("cluster.new: option 'network' must be a network (with join; got 5)",
         error_of(cluster.new, { protocol = reference, n = 4, world = world, network = 5 }))
       assert.are.equal("cluster.new: unknown option 'nodes'",
         error_of(cluster.new, { protocol = reference, nodes = 4, world = world }))
@@ -272,7 +295,7 @@ describe("csm.lab", function()
         error_of(reference.node, {}))
       assert.are.equal("reference.node: option 'world' must be a csm loop (got nil)",
         error_of(reference.node, { name = "a", names = { "a" } }))
-      assert.are.equal("reference.node: option 'network' must be a network (join, publish, send; got table)",
+      assert.are.equal("reference.node: option 'network' must be a network (with join; got table)",
         error_of(reference.node, { name = "a", names = { "a" }, world = world, network = {} }))
       assert.are.equal("reference.node: option 'name' ('b') is not in 'names'",
         error_of(reference.node, { name = "b", names = { "a" }, world = world, network = network }))

@@ -46,6 +46,50 @@ local function finalized(c, n)
 end
 
 describe("csm.protocols.minimal", function()
+  describe("node", function()
+    local net = require "csm.lab.net"
+
+    it("runs over a lab network, each node a machine of its own, and finalizes in agreement", function()
+      local world = csm.sim { seed = 4 }
+      local network = net.new(world, { latency = 0.01 })
+      local names, nodes, seen = net.names(4), {}, {}
+      for i, name in ipairs(names) do
+        nodes[i] = minimal.node { name = name, names = names, world = world, network = network,
+          initial = csm.value("genesis", 0),
+          on_finalize = function(node, rank, state)
+            seen[#seen + 1] = { node.name, rank, state:identity() }
+          end }
+      end
+      for _, node in ipairs(nodes) do node:start() end
+      assert.is_true(world:run_until(function() return checker.reached(nodes, 5) end, 60))
+      assert.is_true(checker.logs_agree(nodes))
+      assert.is_true(#seen >= 20)
+      assert.are.equal(3, nodes[1].sm:minimum_provers())
+      world:close()
+    end)
+
+    it("refuses bad options, naming them", function()
+      local world = csm.sim { seed = 1 }
+      local network = net.new(world)
+      local ok = { name = "a", names = { "a", "b" }, world = world, network = network }
+      local function with(k, v)
+        local o = {}
+        for key, value in pairs(ok) do o[key] = value end
+        o[k] = v
+        return o
+      end
+      assert.are.equal("minimal.node: unknown option 'view_timeout'",
+        support.error_of(minimal.node, with("view_timeout", 3)))
+      assert.are.equal("minimal.node: option 'name' ('z') is not in 'names'",
+        support.error_of(minimal.node, with("name", "z")))
+      assert.are.equal("minimal.node: option 'network' must be a network (with join; got 5)",
+        support.error_of(minimal.node, with("network", 5)))
+      assert.are.equal("minimal.node: option 'quorum' must be an integer in [1, 2] (got 3)",
+        support.error_of(minimal.node, with("quorum", 3)))
+      assert.are.equal(1, minimal.node(with("quorum", 1)).quorum)
+    end)
+  end)
+
   describe("cluster", function()
     it("builds N machines on one loop with a 2f+1 quorum", function()
       local c = minimal.cluster { nodes = 7 }

@@ -7,9 +7,11 @@ local EPS = 1e-9
 
 -- A network on a fresh world with nodes joined by name; every delivery is
 -- logged as { t, from, to, msg } in log (all nodes) and log[name] (one node).
+-- Its channels are unauthenticated, so the specs of routing and faults send
+-- as any node (the "wire" specs use endpoints).
 local function fixture(params, names, seed)
   local world = csm.sim { seed = seed or 1 }
-  local network = net.new(world, params)
+  local network = net.new(world, params, { unauthenticated = true })
   local log = { by = {} }
   for _, name in ipairs(names or { "a", "b", "c" }) do
     log.by[name] = {}
@@ -89,13 +91,111 @@ describe("csm.net", function()
                         "0.10000000000000001 a>b 2", "0.10000000000000001 a>c 2" }, lines(log))
     end)
 
-    it("passes the message table itself to the handler", function()
+    it("hands every receiver a copy of its own", function()
       local network, world, log = fixture()
-      local msg = { kind = "ping" }
+      local msg = { kind = "ping", value = csm.value("v", 1, { list = { 1, 2 } }) }
       network:publish("a", msg)
       world:run()
-      assert.are.equal(msg, log.by.b[1].msg)
-      assert.are.equal(msg, log.by.c[1].msg)
+      local b, c = log.by.b[1].msg, log.by.c[1].msg
+      assert.are.same(msg.kind, b.kind)
+      assert.are_not.equal(msg, b)
+      assert.are_not.equal(b, c)
+      assert.are_not.equal(b.value.payload, c.value.payload)
+      assert.are.same({ 1, 2 }, c.value.payload.list)
+    end)
+  end)
+
+  describe("as a wire", function()
+    -- a network whose senders are authenticated, as net.new makes by default
+    local function wired()
+      local world = csm.sim { seed = 1 }
+      local network = net.new(world, { latency = 0.01 })
+      local got, ep = {}, {}
+      for _, name in ipairs { "a", "b", "c" } do
+        got[name] = {}
+        ep[name] = network:join(name, function(from, msg)
+          table.insert(got[name], { from = from, msg = msg })
+        end)
+      end
+      return network, world, ep, got
+    end
+
+    it("sends through the endpoint join returns, as its node only", function()
+      local network, world, ep, got = wired()
+      ep.a:publish { kind = "hello" }
+      ep.b:send("c", { kind = "direct" })
+      world:run()
+      assert.are.same({ { from = "a", msg = { kind = "hello" } } }, got.b)
+      assert.are.same({ { from = "a", msg = { kind = "hello" } }, { from = "b", msg = { kind = "direct" } } },
+        got.c)
+      assert.are.same({ "a", "b", "c" }, ep.a:nodes())
+      -- nobody speaks for another on an authenticated network
+      assert.are.equal("network:send: this network authenticates senders: a node sends through the "
+        .. "endpoint network:join returned (net.new(world, params, { unauthenticated = true }) lets anyone "
+        .. "claim any sender)", support.error_of(network.send, network, "a", "b", { kind = "forged" }))
+      assert.is_truthy(support.error_of(network.publish, network, "a", {}):find("^network:publish: this "
+        .. "network authenticates senders"))
+      assert.are.equal("endpoint:send: bad self (network endpoint expected, got table)",
+        support.error_of(ep.a.send, {}, "b", {}))
+    end)
+
+    it("keeps what a receiver does to its copy from the sender and the others", function()
+      local world = csm.sim { seed = 1 }
+      local network = net.new(world)
+      local seen = {}
+      local vote = { kind = "vote", value = csm.value("x", 3, { attempt = 1 }), extra = { n = 1 } }
+      local a = network:join("a", function() end)
+      network:join("b", function(_, msg) msg.extra.n = 99; msg.kind = "rewritten" end)
+      network:join("c", function(_, msg) seen[#seen + 1] = msg end)
+      a:publish(vote)
+      local held = vote
+      vote.extra.n = 2 -- the sender changes its table after sending: what is on the wire stays
+      world:run()
+      assert.are.equal("vote", seen[1].kind)
+      assert.are.equal(1, seen[1].extra.n)
+      assert.are.equal(1, seen[1].value.attempt)
+      assert.are.equal(2, held.extra.n)
+      assert.are.equal("vote", held.kind)
+    end)
+
+    it("refuses, at the sender, a message that is not plain data", function()
+      local _, _, ep = wired()
+      local cyclic = { kind = "loop" }
+      cyclic.self = cyclic
+      local deep = {}
+      local t = deep
+      for _ = 1, net.max_depth + 1 do t.next = {}; t = t.next end
+      local cases = {
+        { { kind = "f", fn = print }, "msg.fn is a function" },
+        { { kind = "co", list = { 1, coroutine.create(print) } }, "msg.list[2] is a thread" },
+        { setmetatable({}, {}), "msg is a table with a metatable" },
+        { cyclic, "msg.self.self.self", "(or is cyclic)" },
+        { { [{}] = 1 }, "msg has a key of type table" },
+        { { value = csm.value("v", 1, { f = print }) }, "msg.value.payload.f is a function" },
+        { { loop = csm.sim { seed = 1 } }, "msg.loop is a userdata" },
+        { deep, "nests deeper than " .. net.max_depth .. " tables" },
+      }
+      for _, case in ipairs(cases) do
+        local err = support.error_of(ep.a.publish, ep.a, case[1])
+        assert.is_truthy(err:find("^endpoint:publish: bad argument #1 'msg' %(") , err)
+        assert.is_truthy(err:find(case[2], 1, true), err)
+        assert.is_truthy(err:find(case[3] or "", 1, true), err)
+        assert.is_truthy(err:find("a message is plain data", 1, true), err)
+      end
+      assert.is_truthy(support.error_of(ep.a.send, ep.a, "b", { print }):find(
+        "^endpoint:send: bad argument #2 'msg' %(msg%[1%] is a function"))
+      assert.are.equal("endpoint:send: bad argument #2 'msg' (message expected, got nil)",
+        support.error_of(ep.a.send, ep.a, "b"))
+      local copy, why = net.copy { a = { 1, "x", true }, v = csm.value("v", 2) }
+      assert.are.same({ 1, "x", true }, copy.a)
+      assert.are.equal(csm.value("v", 2), copy.v)
+      assert.is_nil(why)
+      assert.are.same({ nil, "msg.f is a function" }, { net.copy { f = print } })
+      -- a table met twice is copied twice, as a wire would
+      local shared = { 1 }
+      local dag = net.copy { a = shared, b = shared }
+      assert.are.same({ 1 }, dag.b)
+      assert.are_not.equal(dag.a, dag.b)
     end)
   end)
 

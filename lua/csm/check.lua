@@ -115,6 +115,37 @@ function check.type(fname, name, v, want, optional)
   return v
 end
 
+--- Checks the options every protocol node takes (name, names, world,
+-- network: see docs/lab.md, Protocols); returns the index of name in names.
+function check.node_options(fname, o)
+  check.type(fname, "name", o.name, "string")
+  check.type(fname, "names", o.names, "table")
+  local index, seen = nil, {}
+  for i, name in ipairs(o.names) do
+    if type(name) ~= "string" or name == "" then
+      fail("%s: option 'names' must list non-empty strings (item %d is %s)", fname, i, show(name))
+    end
+    if seen[name] then fail("%s: option 'names' lists '%s' twice", fname, name) end
+    seen[name] = true
+    if name == o.name then index = i end
+  end
+  if index == nil then fail("%s: option 'name' ('%s') is not in 'names'", fname, o.name) end
+  if not check.is_world(o.world, true) then
+    fail("%s: option 'world' must be a csm loop (got %s)", fname, show(o.world))
+  end
+  check.network(fname, o.network)
+  return index
+end
+
+--- Checks a network option: a table with join (the lab's network, or a
+-- transport with its interface); returns it.
+function check.network(fname, network)
+  if type(network) ~= "table" or type(network.join) ~= "function" then
+    fail("%s: option 'network' must be a network (with join; got %s)", fname, show(network))
+  end
+  return network
+end
+
 --- Checks that v is one of the strings of list (an array); returns v.
 function check.one_of(fname, name, v, list, optional)
   if v == nil and optional then return nil end

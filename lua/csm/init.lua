@@ -11,7 +11,7 @@ local core = require "csm.core"
 local internal = require("csm.internal").machine
 local check = require "csm.check"
 local layout = require "csm.layout"
-require "csm.machine"
+local machine = require "csm.machine"
 require "csm.results"
 require "csm.driver"
 
@@ -39,6 +39,12 @@ csm.peer = core.peer
 -- @param x
 -- @treturn boolean
 csm.is_value = core.is_value
+
+--- Whether x is a csm machine.
+-- @function is_machine
+-- @param x
+-- @treturn boolean
+csm.is_machine = machine.is_machine
 
 --- The real loop, on luv's loop (one per Lua state; loads luv).
 -- @function loop

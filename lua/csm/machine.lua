@@ -17,6 +17,12 @@ local machine = {}
 local MACHINE = internal.metatable()
 local Machine = MACHINE.__index
 
+--- Whether x is a csm machine.
+-- @local
+function machine.is_machine(x)
+  return getmetatable(x) == MACHINE
+end
+
 -- machine -> its Lua fields, so methods need no C call to reach them. Weak
 -- both ways: the fields refer back to the machine.
 local lua_fields = setmetatable({}, { __mode = "kv" })

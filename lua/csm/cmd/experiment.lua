@@ -1,7 +1,7 @@
---- `csm experiment`: one run of the reference protocol in the lab — N
--- nodes on a sim world and a simulated network, byzantine peers, loss,
--- partitions and crashes — with a report, and a trace and a timeline on
--- request. Exit status 1 when an invariant (agreement, progress) was
+--- `csm experiment`: one run of a protocol (the reference one unless
+-- --protocol names another) in the lab — N nodes on a sim world and a
+-- simulated network, byzantine peers, loss, partitions and crashes — with
+-- a report, and a trace and a timeline on request. Exit status 1 when an invariant (agreement, progress) was
 -- violated.
 -- @module csm.cmd.experiment
 
@@ -14,11 +14,12 @@ local timeline = require "csm.lab.timeline"
 
 local experiment = {}
 
-experiment.summary = "Run the reference protocol on a simulated network and report."
+experiment.summary = "Run a protocol (the reference one by default) on a simulated network and report."
 
 function experiment.add(c)
   c:description([[
-Runs N reference nodes on a sim world and a simulated network, stops when
+Runs N nodes of a protocol (--protocol: the reference protocol unless told)
+on a sim world and a simulated network, stops when
 every honest node has finalized --ranks ranks (or after --time virtual
 seconds), and prints a report: ranks finalized per node, refusals, round
 latency, messages, wall time, and the invariants agreement and progress.]])
@@ -30,7 +31,11 @@ Partitions: --partition AT:DURATION:GROUPS, GROUPS as sizes ("2|2") or
 names ("n01,n02|n03,n04"); nodes are named n01, n02, ...; nodes in no
 group form one more group.
 Timing: --timing voting=2,vote_resend=0.1,scale=0.01 (see the guide).
+Protocols: reference, minimal, or FILE.lua, a Lua file that returns a
+protocol module (docs/lab.md, "Protocols"); equivocate and double_vote are
+roles a protocol must offer, silent and crash work with any.
 The same seed gives the same run, byte for byte in --trace.]])
+  c:option("--protocol", "reference, minimal, or FILE.lua returning a protocol module.", "reference")
   c:option("--nodes", "Number of nodes.", "4"):convert(cmd.integer("--nodes", 1, harness.max_nodes))
   c:option("--byzantine", "COUNT:KIND, e.g. 5:equivocate (repeatable, or comma-separated).")
     :count("*")
@@ -152,6 +157,27 @@ function experiment.timing(text)
   return timing
 end
 
+--- The protocol module --protocol names: a shipped one's name, or a Lua
+-- file that returns a module (a usage error when it cannot be loaded).
+function experiment.protocol(text)
+  if harness.protocols[text] then return text end
+  if not text:match("%.lua$") then
+    local names = {}
+    for name in pairs(harness.protocols) do names[#names + 1] = name end
+    table.sort(names)
+    cmd.usage_error("--protocol: unknown protocol '%s' (shipped: %s; or a FILE.lua)", text,
+      table.concat(names, ", "))
+  end
+  local chunk, err = loadfile(text)
+  if not chunk then cmd.usage_error("--protocol: cannot load %s", tostring(err)) end
+  local ok, module = pcall(chunk)
+  if not ok then cmd.usage_error("--protocol: %s raised: %s", text, tostring(module)) end
+  if type(module) ~= "table" then
+    cmd.usage_error("--protocol: %s must return a protocol module table (it returned %s)", text, type(module))
+  end
+  return module
+end
+
 --- The harness configuration of parsed arguments.
 function experiment.config(args)
   if args.view_timeout == 0 then cmd.usage_error("--view-timeout must be > 0") end
@@ -167,7 +193,7 @@ function experiment.config(args)
     partitions = experiment.partitions(args.partition, net.names(args.nodes)),
     crash_at = args.crash_at, restart_after = args.restart_after, view_timeout = args.view_timeout,
     timing = experiment.timing(args.timing), trace = args.trace,
-    steps_per_instant = args.steps_per_instant,
+    steps_per_instant = args.steps_per_instant, protocol = experiment.protocol(args.protocol),
   }
 end
 

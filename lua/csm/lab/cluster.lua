@@ -33,10 +33,8 @@ function cluster.new(options)
   local network = options.network
   if network == nil then
     network = net.new(world, options.params or {})
-  elseif type(network) ~= "table" or type(network.join) ~= "function" or type(network.publish) ~= "function"
-    or type(network.send) ~= "function" then
-    check.fail("%s: option 'network' must be a network (join, publish, send; got %s)", fname,
-      check.show(network))
+  else
+    check.network(fname, network)
   end
   local names = net.names(n)
   local nodes = {}

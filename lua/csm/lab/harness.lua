@@ -1,6 +1,8 @@
---- Protocol experiments: N reference nodes on a sim world and a lab
--- network, byzantine peers, faults on a schedule; agreement checked at
--- every finalization; a report, a JSON-lines trace and an SVG timeline.
+--- Protocol experiments: N nodes of a protocol (the reference one unless
+-- told) on a sim world and a lab network, byzantine peers, faults on a
+-- schedule; agreement checked at every finalization; a report, a
+-- JSON-lines trace and an SVG timeline. docs/lab.md gives the protocol
+-- interface.
 --
 --     local harness = require "csm.lab.harness"
 --     local report = harness.run { nodes = 16, byzantine = { equivocate = 5 }, loss = 0.05,
@@ -21,7 +23,6 @@ local checker = require "csm.lab.checker"
 local trace = require "csm.lab.trace"
 local timeline = require "csm.lab.timeline"
 local report = require "csm.lab.report"
-local reference = require "csm.protocols.reference"
 
 local fail = check.fail
 
@@ -42,7 +43,45 @@ local DEFAULTS = {
 }
 
 local OPTIONS = { byzantine = true, restart_after = true, timing = true, view_timeout = true,
-                  trace = true, svg = true, steps_per_instant = true }
+                  trace = true, svg = true, steps_per_instant = true, protocol = true }
+
+--- The protocols shipped with csm, by name.
+harness.protocols = { reference = "csm.protocols.reference", minimal = "csm.protocols.minimal" }
+
+local PROTOCOL_FUNCTIONS = { "node", "digest", "valid", "classify" }
+
+--- The protocol module p names: a module table (checked), or the name of
+-- a shipped one. Raises, naming fname, when it is neither.
+function harness.protocol(p, fname)
+  fname = fname or "harness"
+  if p == nil then p = "reference" end
+  if type(p) == "string" then
+    local path = harness.protocols[p]
+    if not path then
+      local names = {}
+      for name in pairs(harness.protocols) do names[#names + 1] = name end
+      table.sort(names)
+      fail("%s: unknown protocol '%s' (shipped: %s; or a module table)", fname, p, table.concat(names, ", "))
+    end
+    p = require(path)
+  end
+  if type(p) ~= "table" then
+    fail("%s: option 'protocol' must be a module table (got %s)", fname, check.show(p))
+  end
+  for i, k in ipairs(PROTOCOL_FUNCTIONS) do
+    if (i == 1 or p[k] ~= nil) and type(p[k]) ~= "function" then
+      fail("%s: option 'protocol': field '%s' must be a function (got %s)", fname, k, check.show(p[k]))
+    end
+  end
+  if p.name ~= nil and type(p.name) ~= "string" then
+    fail("%s: option 'protocol': field 'name' must be a string (got %s)", fname, check.show(p.name))
+  end
+  if p.roles ~= nil and type(p.roles) ~= "table" then
+    fail("%s: option 'protocol': field 'roles' must be a set of role names (got %s)", fname,
+      check.show(p.roles))
+  end
+  return p
+end
 for k in pairs(DEFAULTS) do OPTIONS[k] = true end
 
 --- Checks a configuration and fills in the defaults; raises naming the
@@ -53,6 +92,8 @@ function harness.config(c)
   local out = {}
   for k, v in pairs(DEFAULTS) do out[k] = v end
   for k, v in pairs(c) do out[k] = v end
+  out.protocol = harness.protocol(c.protocol, fname)
+  local pname = out.protocol.name or "protocol"
   -- every node publishes to every other: beyond this a run takes hours
   check.integer(fname, "nodes", out.nodes, 1, MAX_NODES)
   check.integer(fname, "seed", out.seed, 0, 2 ^ 53)
@@ -79,6 +120,10 @@ function harness.config(c)
   for kind, count in pairs(c.byzantine or {}) do
     if not KINDS[kind] then fail("harness: unknown byzantine kind '%s'", tostring(kind)) end
     check.integer(fname, "byzantine." .. kind, count, 0)
+    -- silent and crash need nothing of the protocol; the others are its roles
+    if count > 0 and kind ~= "silent" and kind ~= "crash" and not (out.protocol.roles or {})[kind] then
+      fail("harness: protocol '%s' has no byzantine role '%s'", pname, kind)
+    end
     out.byzantine[kind] = count
     total = total + count
   end
@@ -132,7 +177,8 @@ Run.__index = Run
 
 local function new_run(c)
   local self = setmetatable({ c = c, clock = os.clock(), nodes = {}, index = {}, lanes = {},
-    agreement = checker.agreement(), honest_total = 0, honest_done = 0 }, Run)
+    agreement = checker.agreement(), honest_total = 0, honest_done = 0, protocol = c.protocol,
+    heights = {}, finalized_at = {}, reached = {} }, Run)
   self.world = csm.sim { seed = c.seed, steps_per_instant = c.steps_per_instant }
   self.network = net.new(self.world, { latency = c.latency, jitter = c.jitter, loss = c.loss,
     duplicate = c.duplicate, reorder = c.reorder })
@@ -150,29 +196,46 @@ local function new_run(c)
   return self
 end
 
--- Checks and counts a finalization (traced first).
-function Run:finalized(node, rank, state)
-  if self.log then self.log:finalize(node.name, rank, state:identity()) end
-  if node.role ~= "honest" then return end
-  self.agreement:observe(node.name, rank, state:identity())
-  if node.height >= self.c.ranks and not node.reached then
-    node.reached = true
+-- Records, checks and counts a finalization (traced first): the harness
+-- keeps each node's height and finalization times itself, through
+-- restarts.
+function Run:finalized(name, rank, state)
+  if self.log then self.log:finalize(name, rank, state:identity()) end
+  local at = self.finalized_at[name]
+  if at[rank] == nil then at[rank] = self.world:now() end
+  if rank > self.heights[name] then self.heights[name] = rank end
+  if self.parts[self.index[name]] ~= nil then return end
+  local digest = self.protocol.digest or checker.digest
+  self.agreement:observe(name, rank, state:identity(), digest(state))
+  if self.heights[name] >= self.c.ranks and not self.reached[name] then
+    self.reached[name] = true
     self.honest_done = self.honest_done + 1
   end
 end
 
--- Builds node i (sync: it starts with a network sync, after a restart),
--- with a listener that draws its lane and traces its transitions.
-function Run:make(i, sync)
-  local c, world, part = self.c, self.world, self.parts[i]
-  local node = reference.node {
-    name = self.names[i], names = self.names, world = world, network = self.network,
-    role = (part == "crash" or part == nil) and "honest" or part,
+-- Builds node i (sync: it starts with a network sync, after a restart;
+-- restore: what it kept through a crash), with a listener that draws its
+-- lane and traces its transitions.
+function Run:make(i, sync, restore)
+  local c, world, part, protocol = self.c, self.world, self.parts[i], self.protocol
+  local name = self.names[i]
+  local options = {
+    name = name, names = self.names, world = world, network = self.network,
     initial = self.genesis, timing = c.timing, view_timeout = c.view_timeout, sync = sync,
-    on_finalize = function(n, rank, state) self:finalized(n, rank, state) end,
+    on_finalize = function(_, rank, state) self:finalized(name, rank, state) end, restore = restore,
   }
+  -- a protocol with roles plays them, "honest" included; silent and crash
+  -- nodes of one without are the harness's to keep quiet
+  if protocol.roles then
+    local role = (part == "crash" or part == nil) and "honest" or part
+    if protocol.roles[role] then options.role = role end
+  end
+  local node = protocol.node(options)
+  if type(node) ~= "table" or not csm.is_machine(node.sm) or type(node.start) ~= "function" then
+    fail("harness: protocol '%s': node() must return a table with sm (a csm machine) and start (got %s)",
+      protocol.name or "protocol", check.show(node))
+  end
   node.part = part or "honest"
-  if part == "crash" then node.role = "crash" end
   self.lanes[node.name] = self.lanes[node.name] or {}
   local lane, log = self.lanes[node.name], self.log
   node.sm:add_listener(function(from, to, event)
@@ -185,22 +248,22 @@ function Run:make(i, sync)
   return node
 end
 
--- What a crash does to a node, and how it comes back.
+-- What a crash does to a node (what it wrote down is taken first, when its
+-- protocol keeps anything), and how it comes back.
 function Run:crash(name)
-  self.nodes[self.index[name]].sm:close()
+  local node = self.nodes[self.index[name]]
+  self.kept = self.kept or {}
+  if type(node.durable) == "function" then self.kept[name] = node:durable() end
+  node.sm:close()
   local lane = self.lanes[name]
   lane[#lane + 1] = { self.world:now(), "crashed" }
 end
 
 function Run:restart(name)
   local i = self.index[name]
-  local old = self.nodes[i]
-  local fresh = self:make(i, true)
-  fresh.finalized, fresh.finalized_at, fresh.height = old.finalized, old.finalized_at, old.height
-  -- what it finalized and voted survives the crash: it answers syncs and votes
-  fresh.chain, fresh.deciding_votes = old.chain, old.deciding_votes
-  local last = old.sm:active_state()
-  if last then fresh.sm:set_active_state(last) end
+  local kept = self.kept and self.kept[name]
+  if self.kept then self.kept[name] = nil end
+  local fresh = self:make(i, true, kept)
   self.nodes[i] = fresh
   fresh:start()
 end
@@ -208,14 +271,15 @@ end
 -- Builds and starts the nodes (silent ones off the network) and arms the
 -- fault schedule.
 function Run:start()
-  for i = 1, self.c.nodes do
-    self.nodes[i] = self:make(i, false)
-    self.index[self.names[i]] = i
-    if self.nodes[i].role == "honest" then self.honest_total = self.honest_total + 1 end
+  for i, name in ipairs(self.names) do
+    self.index[name], self.heights[name], self.finalized_at[name] = i, 0, {}
+    if self.parts[i] == nil then self.honest_total = self.honest_total + 1 end
   end
+  for i = 1, self.c.nodes do self.nodes[i] = self:make(i, false) end
+  local plays_silent = (self.protocol.roles or {}).silent
   for _, node in ipairs(self.nodes) do
     if node.part == "silent" then self.network:crash(node.name) end
-    node:start()
+    if node.part ~= "silent" or plays_silent then node:start() end
   end
   faults.arm(self.network, schedule_of(self.c, self.names, self.parts), {
     crash = function(name) self:crash(name) end,
@@ -232,7 +296,13 @@ function Run:finish()
   r.virtual = self.world:now()
   r.finished = finished
   r.messages = self.network.stats
-  report.finish(r, self.nodes, self.agreement)
+  local records = {}
+  for i, node in ipairs(self.nodes) do
+    local name = self.names[i]
+    records[i] = { name = name, part = node.part, honest = self.parts[i] == nil, height = self.heights[name],
+                   finalized_at = self.finalized_at[name], sm = node.sm, refused = node.refused }
+  end
+  report.finish(r, records, self.agreement)
   r.lanes, r.names = self.lanes, self.names
   -- the run is over: its machines and timers go with its world
   self.world:close()

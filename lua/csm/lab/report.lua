@@ -30,16 +30,18 @@ function report.latency(durations)
 end
 
 --- Fills in r (config, nodes, agreement tracker already set) from the
--- nodes at the end of a run: per-node entries, round latency, the rounds
--- every honest node finished, what is stuck, and the invariants.
+-- nodes at the end of a run, one record each ({ name, part, honest,
+-- height, finalized_at = { [rank] = virtual time }, sm, refused }):
+-- per-node entries, round latency, the rounds every honest node finished,
+-- what is stuck, and the invariants.
 function report.finish(r, nodes, agreement)
   local c = r.config
   local durations = {}
   local least = math.huge
   for _, node in ipairs(nodes) do
     r.nodes[#r.nodes + 1] = { name = node.name, part = node.part, finalized = node.height,
-      state = node.sm:state(), refused = node.refused }
-    if node.role == "honest" then
+      state = node.sm:state(), refused = node.refused or 0 }
+    if node.honest then
       least = math.min(least, node.height)
       local prev = 0
       for rank = 1, node.height do
@@ -83,7 +85,8 @@ function report.format(r)
   for _, kind in ipairs(r.byzantine_kinds) do
     if (c.byzantine[kind] or 0) > 0 then byz[#byz + 1] = c.byzantine[kind] .. " " .. kind end
   end
-  line("csm experiment: %d nodes%s, seed %d, target %d ranks or %g virtual s", c.nodes,
+  local protocol = c.protocol == nil and "reference" or c.protocol.name or "(unnamed protocol)"
+  line("csm experiment: %d %s nodes%s, seed %d, target %d ranks or %g virtual s", c.nodes, protocol,
     #byz > 0 and (" (" .. table.concat(byz, ", ") .. ")") or "", c.seed, c.ranks, c.time)
   line("network: latency %gs jitter %gs loss %g duplicate %g reorder %g%s", c.latency, c.jitter,
     c.loss, c.duplicate, c.reorder, #c.partitions > 0 and (", " .. #c.partitions .. " partition(s)") or "")

@@ -1,6 +1,8 @@
 --- The minimal protocol: N honest machines on one loop, simple providers
--- and in-process delivery. It is the quickest way to watch csm finalize
--- ranks, and what the real-loop benchmark runs.
+-- and in-process delivery (minimal.cluster), or one node over a lab
+-- network (minimal.node, as the harness runs it). The cluster is the
+-- quickest way to watch csm finalize ranks, and what the real-loop
+-- benchmark runs.
 --
 --     local minimal = require "csm.protocols.minimal"
 --     local c = minimal.cluster { nodes = 4, loop = csm.sim { seed = 1 } }
@@ -23,20 +25,12 @@ local minimal = {}
 local Cluster = {}
 Cluster.__index = Cluster
 
--- The providers of one node. `node` carries its machine, the cluster and
--- the finalized log.
+-- The providers of node: { name, names, quorum, finalized, height, sm,
+-- broadcast = fn(method, ...) calling sm[method](sm, ...) at every other
+-- node, on_finalize = fn or nil }.
 local function providers(node)
-  local c = node.cluster
-  local name = node.name
-
-  local function broadcast(method, ...)
-    local args = pack(...)
-    for _, other in ipairs(c.nodes) do
-      if other ~= node then
-        c:deliver(function() other.sm[method](other.sm, unpack(args, 1, args.n)) end)
-      end
-    end
-  end
+  local name, names = node.name, node.names
+  local function broadcast(...) node.broadcast(...) end
 
   local sync = {}
   function sync:synchronize(existing) return existing end
@@ -44,9 +38,9 @@ local function providers(node)
   local leader = {}
   -- every node, rotated so that priority moves with the rank
   function leader:get_next_leaders(prior)
-    local n, out = #c.names, {}
+    local n, out = #names, {}
     local first = (prior:rank() + 1) % n
-    for i = 0, n - 1 do out[i + 1] = c.names[(first + i) % n + 1] end
+    for i = 0, n - 1 do out[i + 1] = names[(first + i) % n + 1] end
     return out
   end
 
@@ -97,7 +91,7 @@ local function providers(node)
     for _, v in pairs(votes) do
       local k = v:identity()
       tally[k] = (tally[k] or 0) + 1
-      if tally[k] >= c.quorum then return k end
+      if tally[k] >= node.quorum then return k end
     end
   end
   function voting:is_quorum(votes)
@@ -113,6 +107,7 @@ local function providers(node)
   function voting:send_confirmation(finalized)
     node.finalized[finalized:rank()] = finalized:identity()
     node.height = node.height + 1
+    if node.on_finalize then node.on_finalize(node, finalized:rank(), finalized) end
     broadcast("receive_confirmation", name, finalized)
   end
 
@@ -144,7 +139,15 @@ function minimal.cluster(options)
   local width = math.max(2, #string.format("%d", n))
   for i = 1, n do c.names[i] = string.format("n%0" .. width .. "d", i) end
   for i = 1, n do
-    local node = { name = c.names[i], cluster = c, finalized = {}, height = 0 }
+    local node = { name = c.names[i], names = c.names, quorum = c.quorum, finalized = {}, height = 0 }
+    node.broadcast = function(method, ...)
+      local args = pack(...)
+      for _, other in ipairs(c.nodes) do
+        if other ~= node then
+          c:deliver(function() other.sm[method](other.sm, unpack(args, 1, args.n)) end)
+        end
+      end
+    end
     local p = providers(node)
     node.sm = csm.new {
       id = node.name, initial = genesis, loop = c.loop, emit_on_send = true,
@@ -155,6 +158,70 @@ function minimal.cluster(options)
     c.nodes[i] = node
   end
   return c
+end
+
+-- ---- one node over a network (the lab's protocol interface) ----
+
+--- The protocol's name, for reports and traces.
+minimal.name = "minimal"
+
+-- How a machine's receive becomes a message, and back.
+local KIND_OF = { receive_liveness_check = "liveness", receive_proposal = "proposal",
+                  receive_vote = "vote", receive_confirmation = "confirmation" }
+
+local NODE_OPTIONS = { name = true, names = true, world = true, network = true, initial = true,
+                       timing = true, on_finalize = true, sync = true, trace = true, quorum = true }
+
+--- One node over a network with the lab network's interface (join returns
+-- an endpoint with publish): options name, names (every node, in order),
+-- world, network, initial, timing, on_finalize(node, rank, state), trace,
+-- quorum (the votes that finalize, and the liveness a round needs: 2f + 1
+-- unless told; less is unsafe, which is what a planted bug may want);
+-- sync is accepted and ignored (a minimal node keeps nothing through a
+-- crash and does not sync: it follows its peers' next rank). Returns { name,
+-- sm, height, finalized, refused, start = fn }.
+function minimal.node(options)
+  local fname = "minimal.node"
+  options = check.options(fname, options, NODE_OPTIONS)
+  check.node_options(fname, options)
+  local network = options.network
+  check.type(fname, "on_finalize", options.on_finalize, "function", true)
+  local n = #options.names
+  check.integer(fname, "quorum", options.quorum, 1, n, true)
+  local node = { name = options.name, names = options.names,
+                 quorum = options.quorum or 2 * math.floor((n - 1) / 3) + 1,
+                 finalized = {}, height = 0, refused = 0, on_finalize = options.on_finalize }
+  local endpoint
+  node.broadcast = function(method, peer_or_proposer, a, b)
+    local kind = KIND_OF[method]
+    if kind == "vote" then
+      endpoint:publish { kind = kind, proposer = peer_or_proposer, value = b }
+    else
+      endpoint:publish { kind = kind, value = a }
+    end
+  end
+  local p = providers(node)
+  node.sm = csm.new {
+    id = node.name, initial = options.initial, loop = options.world, emit_on_send = true,
+    minimum_provers = node.quorum, timing = options.timing,
+    sync = p.sync, leader = p.leader, liveness = p.liveness, voting = p.voting,
+    trace = options.trace,
+  }
+  endpoint = network:join(node.name, function(from, msg)
+    local sm, kind, ok = node.sm, type(msg) == "table" and msg.kind, nil
+    local value = type(msg) == "table" and msg.value
+    if not csm.is_value(value) then
+      ok = nil
+    elseif kind == "liveness" then ok = sm:receive_liveness_check(from, value)
+    elseif kind == "proposal" then ok = sm:receive_proposal(from, value)
+    elseif kind == "vote" and type(msg.proposer) == "string" and msg.proposer ~= "" then
+      ok = sm:receive_vote(msg.proposer, from, value)
+    elseif kind == "confirmation" then ok = sm:receive_confirmation(from, value)
+    end
+    if not ok then node.refused = node.refused + 1 end
+  end)
+  function node.start() node.sm:start() end
+  return node
 end
 
 --- A cluster (minimal.cluster).

@@ -75,34 +75,14 @@ end
 local OPTIONS = {
   name = true, names = true, world = true, network = true, role = true, initial = true,
   timing = true, view_timeout = true, sync_wait = true, sync = true, on_finalize = true,
-  trace = true,
+  trace = true, restore = true,
 }
 
 -- Checks reference.node's options; returns the index of name in names.
 local function check_node_options(o)
   local fname = "reference.node"
   check.options(fname, o, OPTIONS)
-  check.type(fname, "name", o.name, "string")
-  check.type(fname, "names", o.names, "table")
-  local index, seen = nil, {}
-  for i, name in ipairs(o.names) do
-    if type(name) ~= "string" or name == "" then
-      check.fail("%s: option 'names' must list non-empty strings (item %d is %s)", fname, i, check.show(name))
-    end
-    if seen[name] then check.fail("%s: option 'names' lists '%s' twice", fname, name) end
-    seen[name] = true
-    if name == o.name then index = i end
-  end
-  if index == nil then check.fail("%s: option 'name' ('%s') is not in 'names'", fname, o.name) end
-  if not check.is_world(o.world, true) then
-    check.fail("%s: option 'world' must be a csm loop (got %s)", fname, check.show(o.world))
-  end
-  local network = o.network
-  if type(network) ~= "table" or type(network.join) ~= "function" or type(network.publish) ~= "function"
-    or type(network.send) ~= "function" then
-    check.fail("%s: option 'network' must be a network (join, publish, send; got %s)", fname,
-      check.show(network))
-  end
+  local index = check.node_options(fname, o)
   check.one_of(fname, "role", o.role, byzantine.role_names, true)
   if o.initial ~= nil and not csm.is_value(o.initial) then
     check.fail("%s: option 'initial' must be a csm value (got %s)", fname, check.show(o.initial))
@@ -116,6 +96,7 @@ local function check_node_options(o)
   check.type(fname, "sync", o.sync, "boolean", true)
   check.type(fname, "on_finalize", o.on_finalize, "function", true)
   check.type(fname, "trace", o.trace, "table", true)
+  check.type(fname, "restore", o.restore, "table", true)
   return index
 end
 
@@ -124,7 +105,8 @@ end
 -- view_timeout (virtual seconds, default 8 x timing.scale), sync_wait
 -- (the longest a sync waits for peers' answers, default 2 x timing.scale),
 -- sync (start with a network sync), on_finalize(node, rank, state), trace
--- (for csm.new). node.height is the highest rank the node finalized or
+-- (for csm.new), restore (what node:durable() gave before a crash: the node
+-- comes back with it). node.height is the highest rank the node finalized or
 -- adopted; node.finalized[rank] and node.finalized_at[rank] are what and
 -- when (nil for a rank a sync skipped).
 function reference.node(options)
@@ -168,9 +150,33 @@ function reference.node(options)
     sync = self.providers.sync, leader = self.providers.leader,
     liveness = self.providers.liveness, voting = self.providers.voting,
   }
+  if options.restore then self:restore(options.restore) end
   byzantine.wrap(self, role)
-  self.network:join(self.name, function(from, msg) self:deliver(from, msg) end)
+  self.endpoint = self.network:join(self.name, function(from, msg) self:deliver(from, msg) end)
   return self
+end
+
+--- The protocol's name, for reports and traces.
+reference.name = "reference"
+
+--- What two honest copies of a finalized state must agree on: identity,
+-- rank, parent, the attempt it was proposed in and its proposer (not the
+-- attempt a copy was offered in, which differs between copies).
+function reference.digest(state)
+  return string.format("%s|%d|%s|%s|%s", state:identity(), state:rank(), tostring(state.parent),
+    tostring(state.attempt), tostring(state.proposer))
+end
+
+--- A message's kind, rank and attempt (nil when it has none), for traces,
+-- checkers and adversaries.
+function reference.classify(msg)
+  if type(msg) ~= "table" then return nil end
+  local value = msg.value
+  local rank = msg.rank
+  if rank == nil and csm.is_value(value) then rank = value:rank() end
+  local attempt = msg.attempt
+  if attempt == nil and csm.is_value(value) then attempt = value.attempt end
+  return msg.kind, rank, attempt
 end
 
 -- Sets list[rank] = value and forgets the ranks KEPT_RANKS or more below
@@ -216,11 +222,11 @@ end
 -- ---- sending (a byzantine role replaces these) ----
 
 function Node:publish(msg)
-  self.network:publish(self.name, msg)
+  self.endpoint:publish(msg)
 end
 
 function Node:send(to, msg)
-  self.network:send(self.name, to, msg)
+  self.endpoint:send(to, msg)
 end
 
 function Node:announce_proposal(proposal)
@@ -462,6 +468,22 @@ function Node:finalize_votes(proposals, votes)
   end
   self.needs_sync = true
   return nil, "the proposal with a quorum is missing"
+end
+
+--- What the node has written down, and so keeps through a crash: what it
+-- finalized, when, and the votes that decided (it answers syncs and lost
+-- votes with them), and its active state. Its current rank's prevotes, lock
+-- and attempt are not among them.
+function Node:durable()
+  return { finalized = self.finalized, finalized_at = self.finalized_at, height = self.height,
+           chain = self.chain, deciding_votes = self.deciding_votes, active = self.sm:active_state() }
+end
+
+--- Takes back what durable() gave.
+function Node:restore(d)
+  self.finalized, self.finalized_at, self.height = d.finalized, d.finalized_at, d.height
+  self.chain, self.deciding_votes = d.chain, d.deciding_votes
+  if d.active then self.sm:set_active_state(d.active) end
 end
 
 --- Records state as finalized (or adopted) at rank, once.
