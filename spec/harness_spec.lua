@@ -376,11 +376,21 @@ describe("csm.harness", function()
       assert.are_not.equal(slurp(a), slurp(b))
     end)
 
-    it("writes the trace as JSON lines: transitions, sends, deliveries, finalizations, in order", function()
+    it("writes the trace as JSON lines: a header, then transitions, messages by id and fate, notes, "
+      .. "finalizations, in order", function()
       local path = tmpname()
-      local r = harness.run { nodes = 4, ranks = 5, trace = path }
+      local r = harness.run { nodes = 4, ranks = 5, trace = path, loss = 0.2, seed = 4 }
       local kinds, last, finals = {}, -1, 0
-      for _, rec in ipairs(records(path)) do
+      local list = records(path)
+      local header = table.remove(list, 1)
+      assert.are.equal("header", header.kind)
+      assert.are.equal(csm._VERSION, header.csm)
+      assert.are.equal("reference", header.protocol)
+      assert.are.same({ n01 = "honest", n02 = "honest", n03 = "honest", n04 = "honest" }, header.parts)
+      assert.are.equal(0.2, header.config.loss)
+      assert.are.equal(4, header.config.seed)
+      local fates = {}
+      for _, rec in ipairs(list) do
         kinds[rec.kind] = (kinds[rec.kind] or 0) + 1
         assert.is_true(rec.t >= last)
         last = rec.t
@@ -389,28 +399,61 @@ describe("csm.harness", function()
           assert.are.equal("string", type(rec.from))
           assert.are.equal("string", type(rec.event))
           assert.are.equal("string", type(rec.to))
-        elseif rec.kind == "send" or rec.kind == "deliver" then
+        elseif ({ send = true, deliver = true, drop = true, in_flight = true })[rec.kind] then
           assert.are.equal("string", type(rec.to))
           assert.are.equal("string", type(rec.message))
+          assert.are.equal("number", type(rec.id))
+          if rec.kind == "send" then
+            assert.is_nil(fates[rec.id])
+            fates[rec.id] = "sent"
+          else
+            assert.are.equal("sent", fates[rec.id]) -- a copy's fate follows its sending
+            fates[rec.id] = rec.kind
+            if rec.kind == "drop" then assert.is_truthy(({ loss = true, down = true })[rec.why], rec.why) end
+          end
+          if rec.message == "prevote" or rec.message == "vote" then
+            assert.are.equal("number", type(rec.attempt))
+          end
         elseif rec.kind == "finalize" then
           finals = finals + 1
           assert.are.equal("number", type(rec.rank))
           assert.are.equal("string", type(rec.identity))
+          assert.are.equal(string.format("%s|%d", rec.identity, rec.rank), rec.digest:match("^[^|]+|%d+"))
+        elseif rec.kind == "note" then
+          assert.is_truthy(({ attempt = true, lock = true })[rec.note])
+          assert.are.equal("number", type(rec.fields.rank))
         end
       end
-      assert.are.same({ "deliver", "finalize", "send", "transition" }, (function()
-        local list = {}
-        for k in pairs(kinds) do list[#list + 1] = k end
-        table.sort(list)
-        return list
-      end)())
+      for _, k in ipairs { "deliver", "drop", "finalize", "note", "send", "transition" } do
+        assert.is_true((kinds[k] or 0) > 0, k)
+      end
       assert.are.equal(4 * 5, finals)
       assert.are.equal(r.messages.sent, kinds.send)
       assert.are.equal(r.messages.delivered, kinds.deliver)
-      -- the first line, field for field
-      local first = io.lines(path)()
+      assert.are.equal(r.messages.dropped, kinds.drop)
+      -- every copy has a fate: delivered, dropped, or in flight at the end
+      for id, fate in pairs(fates) do assert.are_not.equal("sent", fate, "copy " .. id) end
+      -- the first line after the header, field for field
+      local lines = io.lines(path)
+      lines()
       assert.are.equal('{"t":0,"kind":"transition","node":"n01","from":"stopped","event":"start",'
-        .. '"to":"starting","rank":1}', first)
+        .. '"to":"starting","rank":1}', lines())
+    end)
+
+    it("traces the faults of the schedule, which the header lists", function()
+      local path = tmpname()
+      harness.run { nodes = 4, ranks = 5, trace = path, byzantine = { crash = 1 }, crash_at = 0.5,
+        restart_after = 1, partitions = { { at = 2, duration = 1, groups = { { "n01", "n02" } } } } }
+      local list = records(path)
+      assert.are.same({ { at = 0.5, kind = "crash", node = "n01", restart_after = 1 },
+        { at = 2, duration = 1, groups = { { "n01", "n02" } }, kind = "partition" } }, list[1].schedule)
+      local faults = {}
+      for _, rec in ipairs(list) do
+        if rec.kind == "crash" or rec.kind == "restart" or rec.kind == "partition" or rec.kind == "heal" then
+          faults[#faults + 1] = string.format("%g %s", rec.t, rec.kind)
+        end
+      end
+      assert.are.same({ "0.5 crash", "1.5 restart", "2 partition", "3 heal" }, faults)
     end)
 
     it("reports an agreement violation with its rank and nodes", function()

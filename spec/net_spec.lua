@@ -565,16 +565,82 @@ describe("csm.net", function()
   end)
 
   describe("observer", function()
-    it("is told of every send and delivery", function()
-      local network, world = fixture({ loss = 0 }, { "a", "b", "c" })
+    it("is told of every send, drop (and why), duplicate and delivery, each copy by its id", function()
+      local network, world = fixture({ loss = 0 }, { "a", "b", "c", "d" })
       local seen = {}
-      network.observer = function(what, from, to, msg)
-        seen[#seen + 1] = what .. " " .. from .. ">" .. to .. " " .. msg
+      network.observer = function(what, from, to, msg, id, why)
+        seen[#seen + 1] = string.format("%s #%d %s>%s %s%s", what, id, from, to, msg,
+          why and " " .. why or "")
       end
       network:crash("c")
       network:publish("a", "m")
+      network:link("a", "b", { duplicate = 1 })
+      network:send("a", "b", "n")
+      network:partition { { "a" } }
+      network:send("a", "d", "o")
+      network:heal()
+      network:send("a", "d", "p")
+      network:partition { { "a" } }
       world:run()
-      assert.are.same({ "send a>b m", "send a>c m", "deliver a>b m" }, seen)
+      assert.are.same({ "send #1 a>b m", "send #2 a>c m", "drop #2 a>c m down", "send #3 a>d m",
+        "send #4 a>b n", "duplicate #4 a>b n", "send #5 a>d o", "drop #5 a>d o partition", "send #6 a>d p",
+        -- a is cut off again while all of it is in flight: each copy is dropped on arrival
+        "drop #1 a>b m partition", "drop #3 a>d m partition", "drop #4 a>b n partition",
+        "drop #4 a>b n partition", "drop #6 a>d p partition" }, seen)
+    end)
+  end)
+
+  describe("intercept", function()
+    it("lets a function pass, drop, delay, duplicate or replace each message before the network's faults",
+      function()
+      local network, world, log = fixture({ latency = 1 }, { "a", "b", "c" })
+      local decided = {}
+      network:intercept(function(id, from, to, msg)
+        decided[#decided + 1] = string.format("#%d %s>%s %s", id, from, to, msg)
+        if msg == "drop" then return "drop" end
+        if msg == "late" then return { delay = 2 } end
+        if msg == "twice" then return { duplicate = 1 } end
+        if msg == "swap" and to == "c" then return { replace = "swapped" } end
+        return nil
+      end)
+      for _, m in ipairs { "drop", "late", "twice", "swap" } do network:send("a", "b", m) end
+      network:send("a", "c", "swap")
+      world:run()
+      assert.are.same({ "1 a>b swap", "1 a>b twice", "1 a>b twice", "1 a>c swapped", "3 a>b late" },
+        (function()
+          local out = {}
+          for i, e in ipairs(log) do out[i] = string.format("%g %s>%s %s", e.t, e.from, e.to, e.msg) end
+          table.sort(out)
+          return out
+        end)())
+      assert.are.same({ "#1 a>b drop", "#2 a>b late", "#3 a>b twice", "#4 a>b swap", "#5 a>c swap" }, decided)
+      assert.are.same({ sent = 5, delivered = 5, dropped = 1, duplicated = 1 }, network.stats)
+      assert.are.same({}, network:pending())
+    end)
+
+    it("refuses a decision that is none, and a replacement that is not plain data", function()
+      local network = fixture()
+      network:intercept(function() return 5 end)
+      assert.are.equal("network interceptor: decision must be nil, \"pass\", \"drop\" or a table (got 5)",
+        support.error_of(network.send, network, "a", "b", "m"))
+      network:intercept(function() return { delay = -1 } end)
+      assert.are.equal("network interceptor: delay must be a finite number >= 0 (got -1)",
+        support.error_of(network.send, network, "a", "b", "m"))
+      network:intercept(function() return { replace = { print } } end)
+      assert.is_truthy(support.error_of(network.send, network, "a", "b", "m"):find(
+        "^network interceptor: bad argument #1 'msg' %(msg%[1%] is a function"))
+      assert.are.equal("network:intercept: bad argument #1 'fn' (function or nil expected, got number)",
+        support.error_of(network.intercept, network, 1))
+    end)
+
+    it("lists what is in flight, in delivery order", function()
+      local network = fixture({ latency = 1 }, { "a", "b" })
+      network:send("a", "b", "x")
+      network:link("a", "b", { latency = 0.5 })
+      network:send("a", "b", "y")
+      local pending = network:pending()
+      assert.are.same({ 2, "y", 0.5 }, { pending[1].id, pending[1].msg, pending[1].due })
+      assert.are.same({ 1, "x", 1 }, { pending[2].id, pending[2].msg, pending[2].due })
     end)
   end)
 

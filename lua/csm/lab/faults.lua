@@ -75,15 +75,20 @@ end
 --- Arms a checked schedule on network (a csm.lab.net network): crashes
 -- call hooks.crash(name) then take the node down; restarts bring it back
 -- up then call hooks.restart(name); partitions split the network and heal
--- it. Timers at equal times fire in the order they were armed: the crashes
--- (each before its restart) in list order, then the partitions (each
--- before its heal).
+-- it; hooks.event(kind, fields), when given, is told of each ("crash" and
+-- "restart" { node }, "partition" { groups }, "heal" {}). Timers at equal
+-- times fire in the order they were armed: the crashes (each before its
+-- restart) in list order, then the partitions (each before its heal).
 function faults.arm(network, list, hooks)
   if type(network) ~= "table" or type(network.at) ~= "function" or type(network.nodes) ~= "function" then
     check.argerror("faults.arm", 1, "network", "csm.lab.net network expected", network)
   end
   faults.check("faults.arm", list, network:nodes())
   if type(hooks) ~= "table" then check.argerror("faults.arm", 3, "hooks", "table expected", hooks) end
+  if hooks.event ~= nil and type(hooks.event) ~= "function" then
+    fail("faults.arm: hooks.event must be a function")
+  end
+  local event = hooks.event or function() end
   for _, fault in ipairs(list) do
     if fault.kind == "crash" then
       if type(hooks.crash) ~= "function" then fail("faults.arm: hooks.crash must be a function") end
@@ -96,11 +101,13 @@ function faults.arm(network, list, hooks)
     if fault.kind == "crash" then
       local name = fault.node
       network:at(fault.at, function()
+        event("crash", { node = name })
         hooks.crash(name)
         network:crash(name)
       end)
       if fault.restart_after then
         network:at(fault.at + fault.restart_after, function()
+          event("restart", { node = name })
           network:restart(name)
           hooks.restart(name)
         end)
@@ -109,8 +116,14 @@ function faults.arm(network, list, hooks)
   end
   for _, fault in ipairs(list) do
     if fault.kind == "partition" then
-      network:at(fault.at, function() network:partition(fault.groups) end)
-      network:at(fault.at + fault.duration, function() network:heal() end)
+      network:at(fault.at, function()
+        event("partition", { groups = fault.groups })
+        network:partition(fault.groups)
+      end)
+      network:at(fault.at + fault.duration, function()
+        event("heal", {})
+        network:heal()
+      end)
     end
   end
 end

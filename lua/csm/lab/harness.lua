@@ -155,9 +155,10 @@ local function assign_parts(c)
   return parts
 end
 
--- The fault schedule of a run: the crash nodes' crashes, then the
--- partitions.
-local function schedule_of(c, names, parts)
+--- The fault schedule of configuration c (names and parts: the node names
+-- and the part each byzantine one plays): the crash nodes' crashes, then
+-- the partitions.
+function harness.schedule(c, names, parts)
   local list = {}
   for i, name in ipairs(names) do
     if parts[i] == "crash" then
@@ -186,27 +187,88 @@ local function new_run(c)
   self.parts = assign_parts(c)
   self.genesis = csm.value("genesis", 0)
   if c.trace then
-    local log, err = trace.open(c.trace, self.world)
+    local log, err = trace.open(c.trace, self.world, harness.header(c, self.names, self.parts))
     if not log then fail("harness: %s", err) end
     self.log = log
-    self.network.observer = function(what, from, to, msg)
-      log:message(what, from, to, msg, msg.rank or (msg.value and msg.value:rank()))
+    local classify = c.protocol.classify or harness.classify
+    self.network.observer = function(what, from, to, msg, id, why)
+      local kind, rank, attempt = classify(msg)
+      log:message(what, id, from, to, kind, rank, attempt, why)
     end
   end
   return self
+end
+
+--- The default classification of a message into kind, rank and attempt:
+-- msg.kind; msg.rank, or the rank of msg.value; msg.attempt, or
+-- msg.value.attempt.
+function harness.classify(msg)
+  if type(msg) ~= "table" then return nil end
+  local value, rank, attempt = msg.value, msg.rank, msg.attempt
+  if csm.is_value(value) then
+    if rank == nil then rank = value:rank() end
+    if attempt == nil then attempt = value.attempt end
+  end
+  if type(rank) ~= "number" then rank = nil end
+  if type(attempt) ~= "number" then attempt = nil end
+  return type(msg.kind) == "string" and msg.kind or nil, rank, attempt
+end
+
+-- The commit of the csm tree this file is in, when it is a git clone.
+local function commit()
+  local source = debug.getinfo(1, "S").source
+  local root = source:match("^@(.*)lua/csm/lab/harness%.lua$")
+  if not root then return nil end
+  if root ~= "" and root:sub(-1) ~= "/" then return nil end
+  local fh = io.open(root .. ".git/HEAD")
+  if not fh then return nil end
+  local head = fh:read("*l") or ""
+  fh:close()
+  local ref = head:match("^ref: (.+)$")
+  if not ref then return head:match("^%x+$") end
+  fh = io.open(root .. ".git/" .. ref)
+  if fh then
+    local id = fh:read("*l")
+    fh:close()
+    return id
+  end
+  fh = io.open(root .. ".git/packed-refs")
+  if not fh then return nil end
+  for line in fh:lines() do
+    local id, name = line:match("^(%x+) (.+)$")
+    if name == ref then fh:close() return id end
+  end
+  fh:close()
+  return nil
+end
+
+--- The trace's header for configuration c: csm's version and commit
+-- (when known), the interpreter, the protocol, the configuration (less
+-- the output paths), the parts the nodes play and the fault schedule.
+function harness.header(c, names, parts)
+  local config = {}
+  for k, v in pairs(c) do
+    if k ~= "trace" and k ~= "svg" and k ~= "protocol" then config[k] = v end
+  end
+  if config.steps_per_instant == math.huge then config.steps_per_instant = "inf" end
+  local roles = {}
+  for i, name in ipairs(names) do roles[name] = parts[i] or "honest" end
+  return { csm = csm._VERSION, commit = commit(), interpreter = jit and jit.version or _VERSION,
+           protocol = c.protocol.name or "(unnamed protocol)", config = config, parts = roles,
+           schedule = harness.schedule(c, names, parts) }
 end
 
 -- Records, checks and counts a finalization (traced first): the harness
 -- keeps each node's height and finalization times itself, through
 -- restarts.
 function Run:finalized(name, rank, state)
-  if self.log then self.log:finalize(name, rank, state:identity()) end
+  local digest = (self.protocol.digest or checker.digest)(state)
+  if self.log then self.log:finalize(name, rank, state:identity(), digest) end
   local at = self.finalized_at[name]
   if at[rank] == nil then at[rank] = self.world:now() end
   if rank > self.heights[name] then self.heights[name] = rank end
   if self.parts[self.index[name]] ~= nil then return end
-  local digest = self.protocol.digest or checker.digest
-  self.agreement:observe(name, rank, state:identity(), digest(state))
+  self.agreement:observe(name, rank, state:identity(), digest)
   if self.heights[name] >= self.c.ranks and not self.reached[name] then
     self.reached[name] = true
     self.honest_done = self.honest_done + 1
@@ -223,6 +285,7 @@ function Run:make(i, sync, restore)
     name = name, names = self.names, world = world, network = self.network,
     initial = self.genesis, timing = c.timing, view_timeout = c.view_timeout, sync = sync,
     on_finalize = function(_, rank, state) self:finalized(name, rank, state) end, restore = restore,
+    note = self.log and function(kind, fields) self.log:note(name, kind, fields) end,
   }
   -- a protocol with roles plays them, "honest" included; silent and crash
   -- nodes of one without are the harness's to keep quiet
@@ -281,9 +344,11 @@ function Run:start()
     if node.part == "silent" then self.network:crash(node.name) end
     if node.part ~= "silent" or plays_silent then node:start() end
   end
-  faults.arm(self.network, schedule_of(self.c, self.names, self.parts), {
+  local log = self.log
+  faults.arm(self.network, harness.schedule(self.c, self.names, self.parts), {
     crash = function(name) self:crash(name) end,
     restart = function(name) self:restart(name) end,
+    event = log and function(kind, fields) log:event(kind, fields) end,
   })
 end
 
@@ -304,6 +369,13 @@ function Run:finish()
   end
   report.finish(r, records, self.agreement)
   r.lanes, r.names = self.lanes, self.names
+  if self.log then
+    local classify = c.protocol.classify or harness.classify
+    for _, m in ipairs(self.network:pending()) do
+      local kind, rank, attempt = classify(m.msg)
+      self.log:message("in_flight", m.id, m.from, m.to, kind, rank, attempt)
+    end
+  end
   -- the run is over: its machines and timers go with its world
   self.world:close()
   -- the run is done: a file that could not be written is said beside it

@@ -204,7 +204,7 @@ function net.new(world, params, options)
   return setmetatable({
     world = world, params = p, links = {},
     names = {}, handlers = {}, down = {}, group = nil,
-    times = {}, buckets = {}, flying = 0, timer = nil, nlinks = 0,
+    times = {}, buckets = {}, flying = 0, timer = nil, nlinks = 0, next_id = 0,
     stats = { sent = 0, delivered = 0, dropped = 0, duplicated = 0 },
     unauthenticated = options.unauthenticated == true,
   }, Network)
@@ -353,28 +353,40 @@ local function arm(self)
   self.timer = self:at(first, self.on_timer)
 end
 
+-- Why a message from -> to cannot pass now, or nil.
+local function blocked(self, from, to)
+  local down, group = self.down, self.group
+  if down[from] or down[to] then return "down" end
+  if group ~= nil and (group[from] or 0) ~= (group[to] or 0) then return "partition" end
+  return nil
+end
+
+local function observe(self, what, from, to, msg, id, why)
+  local observer = self.observer
+  if observer then observer(what, from, to, msg, id, why) end
+end
+
 -- Delivers every message due by now; messages sent meanwhile for the same
 -- time join the bucket being delivered, after the others.
 local function deliver_due(self)
-  local times, buckets, handlers, down, stats = self.times, self.buckets, self.handlers, self.down,
-    self.stats
+  local times, buckets, handlers, stats = self.times, self.buckets, self.handlers, self.stats
   local now = self.world:now()
   while times[1] ~= nil and times[1] <= now do
     local due = times[1]
     local bucket = buckets[due]
     local i = 1
     while i < bucket.n do
-      local from, to, msg = bucket[i], bucket[i + 1], bucket[i + 2]
-      i = i + 3
+      local from, to, msg, id = bucket[i], bucket[i + 1], bucket[i + 2], bucket[i + 3]
+      i = i + 4
       self.flying = self.flying - 1
       local handler = handlers[to]
-      local group = self.group
-      if handler == nil or down[to] or down[from]
-        or (group ~= nil and (group[from] or 0) ~= (group[to] or 0)) then
+      local why = handler == nil and "no such node" or blocked(self, from, to)
+      if why then
         stats.dropped = stats.dropped + 1
+        observe(self, "drop", from, to, msg, id, why)
       else
         stats.delivered = stats.delivered + 1
-        if self.observer then self.observer("deliver", from, to, msg) end
+        observe(self, "deliver", from, to, msg, id)
         handler(from, msg)
       end
     end
@@ -384,9 +396,10 @@ local function deliver_due(self)
   arm(self)
 end
 
-local function enqueue(self, from, to, msg, p, now)
+-- Puts a copy of msg in flight, extra seconds later than the link says.
+local function enqueue(self, from, to, msg, p, now, id, extra)
   local random = self.world
-  local due = now + p.latency
+  local due = now + p.latency + extra
   if p.jitter > 0 then due = due + p.jitter * random:random() end
   if p.reorder > 0 and random:random() < p.reorder then
     due = due + p.reorder_delay * random:random()
@@ -400,30 +413,70 @@ local function enqueue(self, from, to, msg, p, now)
   local n = bucket.n
   -- the first receiver gets the copy made at sending, the others copies of it
   if self.fresh == msg then self.fresh = nil else msg = copy(msg) end
-  bucket[n], bucket[n + 1], bucket[n + 2] = from, to, msg
-  bucket.n = n + 3
+  bucket[n], bucket[n + 1], bucket[n + 2], bucket[n + 3] = from, to, msg, id
+  bucket.n = n + 4
   self.flying = self.flying + 1
+end
+
+-- What the interceptor decided for a message: extra delay, extra copies
+-- and a replacement, or false to drop it. Raises on a decision that is none.
+local function intercept(self, from, to, msg, id)
+  local decision = self.interceptor(id, from, to, msg)
+  if decision == nil or decision == "pass" then return 0, 0, nil end
+  if decision == "drop" then return false end
+  if type(decision) ~= "table" then
+    fail("network interceptor: decision must be nil, \"pass\", \"drop\" or a table (got %s)",
+      check.show(decision))
+  end
+  local delay, copies = decision.delay or 0, decision.duplicate or 0
+  if type(delay) ~= "number" or not (delay >= 0) or delay == math.huge then
+    fail("network interceptor: delay must be a finite number >= 0 (got %s)", check.show(decision.delay))
+  end
+  if not check.is_integer(copies) or copies < 0 or copies > 1000 then
+    fail("network interceptor: duplicate must be an integer in [0, 1000] (got %s)",
+      check.show(decision.duplicate))
+  end
+  return delay, copies, decision.replace
 end
 
 local function route(self, from, to, msg, now)
   local stats = self.stats
   stats.sent = stats.sent + 1
-  if self.observer then self.observer("send", from, to, msg) end
+  local id = self.next_id + 1
+  self.next_id = id
+  observe(self, "send", from, to, msg, id)
+  local extra, copies = 0, 0
+  if self.interceptor then
+    local replace
+    extra, copies, replace = intercept(self, from, to, msg, id)
+    if extra == false then
+      stats.dropped = stats.dropped + 1
+      observe(self, "drop", from, to, msg, id, "adversary")
+      return
+    end
+    if replace ~= nil then
+      msg = wire_copy("network interceptor", 1, replace)
+      self.fresh = msg
+    end
+  end
   local p = self.params
   if self.nlinks > 0 then
     local mine = self.links[from]
     p = mine and mine[to] or p
   end
-  local down, group = self.down, self.group
-  if down[from] or down[to] or (group ~= nil and (group[from] or 0) ~= (group[to] or 0))
-    or (p.loss > 0 and self.world:random() < p.loss) then
+  local why = blocked(self, from, to)
+  if why == nil and p.loss > 0 and self.world:random() < p.loss then why = "loss" end
+  if why then
     stats.dropped = stats.dropped + 1
+    observe(self, "drop", from, to, msg, id, why)
     return
   end
-  enqueue(self, from, to, msg, p, now)
-  if p.duplicate > 0 and self.world:random() < p.duplicate then
+  enqueue(self, from, to, msg, p, now, id, extra)
+  if p.duplicate > 0 and self.world:random() < p.duplicate then copies = copies + 1 end
+  for _ = 1, copies do
     stats.duplicated = stats.duplicated + 1
-    enqueue(self, from, to, msg, p, now)
+    observe(self, "duplicate", from, to, msg, id)
+    enqueue(self, from, to, msg, p, now, id, extra)
   end
 end
 
@@ -480,6 +533,34 @@ end
 --- Messages waiting to be delivered.
 function Network:in_flight()
   return self.flying
+end
+
+--- The messages in flight, in delivery order: a list of { id, from, to,
+-- msg, due }.
+function Network:pending()
+  local times, out = {}, {}
+  for t in pairs(self.buckets) do times[#times + 1] = t end
+  table.sort(times)
+  for _, t in ipairs(times) do
+    local bucket = self.buckets[t]
+    for i = 1, bucket.n - 1, 4 do
+      out[#out + 1] = { id = bucket[i + 3], from = bucket[i], to = bucket[i + 1], msg = bucket[i + 2],
+                        due = t }
+    end
+  end
+  return out
+end
+
+--- Sets fn(id, from, to, msg) to decide the fate of every message sent
+-- from now on (nil: none), before the network's own faults: it returns nil
+-- or "pass", "drop", or a table { delay = extra seconds, duplicate = extra
+-- copies, replace = another message } (any of them). msg is the copy on the
+-- wire; id numbers the copies sent, from 1.
+function Network:intercept(fn)
+  if fn ~= nil and type(fn) ~= "function" then
+    argerror("network:intercept", 1, "fn", "function or nil expected", fn)
+  end
+  self.interceptor = fn
 end
 
 --- A node's endpoint on a network (network:join): it sends as that node.

@@ -170,14 +170,15 @@ local KIND_OF = { receive_liveness_check = "liveness", receive_proposal = "propo
                   receive_vote = "vote", receive_confirmation = "confirmation" }
 
 local NODE_OPTIONS = { name = true, names = true, world = true, network = true, initial = true,
-                       timing = true, on_finalize = true, sync = true, trace = true, quorum = true }
+                       timing = true, on_finalize = true, sync = true, trace = true, quorum = true,
+                       note = true }
 
 --- One node over a network with the lab network's interface (join returns
 -- an endpoint with publish): options name, names (every node, in order),
 -- world, network, initial, timing, on_finalize(node, rank, state), trace,
 -- quorum (the votes that finalize, and the liveness a round needs: 2f + 1
 -- unless told; less is unsafe, which is what a planted bug may want);
--- sync is accepted and ignored (a minimal node keeps nothing through a
+-- sync and note are accepted and ignored (a minimal node keeps nothing through a
 -- crash and does not sync: it follows its peers' next rank). Returns { name,
 -- sm, height, finalized, refused, start = fn }.
 function minimal.node(options)

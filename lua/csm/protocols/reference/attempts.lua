@@ -41,6 +41,7 @@ end
 function methods:move_to(attempt)
   self.attempt = attempt
   self.attempt_start = self.world:now()
+  if self.note then self.note("attempt", { rank = self.rank, attempt = attempt }) end
 end
 
 --- The record of rank if a message about attempt of it is taken: the rank

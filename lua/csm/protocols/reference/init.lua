@@ -75,7 +75,7 @@ end
 local OPTIONS = {
   name = true, names = true, world = true, network = true, role = true, initial = true,
   timing = true, view_timeout = true, sync_wait = true, sync = true, on_finalize = true,
-  trace = true, restore = true,
+  trace = true, restore = true, note = true,
 }
 
 -- Checks reference.node's options; returns the index of name in names.
@@ -97,6 +97,7 @@ local function check_node_options(o)
   check.type(fname, "on_finalize", o.on_finalize, "function", true)
   check.type(fname, "trace", o.trace, "table", true)
   check.type(fname, "restore", o.restore, "table", true)
+  check.type(fname, "note", o.note, "function", true)
   return index
 end
 
@@ -106,7 +107,9 @@ end
 -- (the longest a sync waits for peers' answers, default 2 x timing.scale),
 -- sync (start with a network sync), on_finalize(node, rank, state), trace
 -- (for csm.new), restore (what node:durable() gave before a crash: the node
--- comes back with it). node.height is the highest rank the node finalized or
+-- comes back with it), note(kind, fields) (told of each move to a new
+-- attempt, "attempt" { rank, attempt }, and each lock, "lock" { rank,
+-- attempt, id }: the lab traces them). node.height is the highest rank the node finalized or
 -- adopted; node.finalized[rank] and node.finalized_at[rank] are what and
 -- when (nil for a rank a sync skipped).
 function reference.node(options)
@@ -121,7 +124,7 @@ function reference.node(options)
     view_timeout = options.view_timeout or VIEW_TIMEOUT * scale,
     sync_wait = options.sync_wait or SYNC_WAIT * scale,
     needs_sync = options.sync == true,
-    on_finalize = options.on_finalize,
+    on_finalize = options.on_finalize, note = options.note,
     finalized = {}, finalized_at = {}, chain = {}, progress = {}, deciding_votes = {},
     refused = 0, refusals = {}, refusal_examples = {}, height = 0, rotations = {}, ranks = {},
   }, Node)
@@ -356,6 +359,8 @@ function Node:vote_for(rank, id)
   local msg = { kind = "vote", proposer = proposer, attempt = attempt, value = vote }
   self.voted[attempt] = msg
   self.lock = { id = id, attempt = attempt }
+  -- it votes on a polka: the lock is what a restart without its state forgets
+  if self.note then self.note("lock", { rank = rank, attempt = attempt, id = id }) end
   tally.note_vote(self.ranks[rank], self.name, attempt, id)
   -- a full map (peers filled it) leaves the vote to this node's own tally
   self.sm:store("votes", rank, tally.key(self.name, attempt), vote)
