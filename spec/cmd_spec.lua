@@ -211,6 +211,24 @@ describe("the csm command", function()
     end)
   end)
 
+  describe("experiment --adversary", function()
+    it("runs an adversary from a file, names it and its source in the trace, and reports what it broke",
+      function()
+      local trace = tmpname()
+      local out, status = csm("experiment --adversary examples/adversaries/sync_liar.lua "
+        .. "--byzantine 1:adversary --ranks 30 --trace " .. quote(trace))
+      assert.are.equal(1, status, out)
+      assert.is_truthy(out:find("4 reference nodes (1 adversary)", 1, true), out)
+      assert.is_truthy(out:find("agreement VIOLATED at rank %d+: n0%d finalized [^,]+, n0%d finalized"), out)
+      local header = cjson.decode(io.lines(trace)())
+      assert.are.equal("sync_liar", header.adversary.name)
+      assert.is_truthy(header.adversary.source:match("^fnv1a32:%x%x%x%x%x%x%x%x$"))
+      usage_error("bin/csm", "experiment --adversary /nonexistent.lua", "--adversary: cannot load")
+      usage_error("bin/csm", "experiment --byzantine 1:adversary",
+        "harness: 1 adversary node(s) and no adversary (option 'adversary')")
+    end)
+  end)
+
   describe("soak", function()
     it("runs a short soak and reports the invariants, leaving memory unjudged below 10,000 rounds", function()
       local out, status = csm("soak --rounds 2000 --quiet")

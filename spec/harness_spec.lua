@@ -181,7 +181,8 @@ describe("csm.harness", function()
     end)
 
     it("names every byzantine kind", function()
-      assert.are.same({ "equivocate", "double_vote", "silent", "crash" }, harness.byzantine_kinds)
+      assert.are.same({ "equivocate", "double_vote", "silent", "crash", "adversary" },
+        harness.byzantine_kinds)
     end)
   end)
 

@@ -11,6 +11,7 @@ local harness = require "csm.lab.harness"
 local layout = require "csm.layout"
 local net = require "csm.lab.net"
 local timeline = require "csm.lab.timeline"
+local trace = require "csm.lab.trace"
 
 local experiment = {}
 
@@ -26,7 +27,9 @@ latency, messages, wall time, and the invariants agreement and progress.]])
   c:epilog([[
 Byzantine kinds: equivocate (different proposals to different peers),
 double_vote (conflicting and double votes), silent (never sends), crash
-(stops at --crash-at, restarts after --restart-after if given).
+(stops at --crash-at, restarts after --restart-after if given), adversary
+(runs the protocol, but --adversary speaks for it and may change what it
+sends).
 Partitions: --partition AT:DURATION:GROUPS, GROUPS as sizes ("2|2") or
 names ("n01,n02|n03,n04"); nodes are named n01, n02, ...; nodes in no
 group form one more group.
@@ -36,6 +39,8 @@ protocol module (docs/lab.md, "Protocols"); equivocate and double_vote are
 roles a protocol must offer, silent and crash work with any.
 The same seed gives the same run, byte for byte in --trace.]])
   c:option("--protocol", "reference, minimal, or FILE.lua returning a protocol module.", "reference")
+  c:option("--adversary", "FILE.lua returning an adversary module (see docs/lab.md, Adversaries); "
+    .. "--byzantine N:adversary gives it nodes to speak for.")
   c:option("--nodes", "Number of nodes.", "4"):convert(cmd.integer("--nodes", 1, harness.max_nodes))
   c:option("--byzantine", "COUNT:KIND, e.g. 5:equivocate (repeatable, or comma-separated).")
     :count("*")
@@ -168,20 +173,37 @@ function experiment.protocol(text)
     cmd.usage_error("--protocol: unknown protocol '%s' (shipped: %s; or a FILE.lua)", text,
       table.concat(names, ", "))
   end
-  local chunk, err = loadfile(text)
-  if not chunk then cmd.usage_error("--protocol: cannot load %s", tostring(err)) end
+  return (experiment.load("--protocol", "protocol", text))
+end
+
+--- The module a Lua file returns, and the fingerprint of its source (a
+-- usage error, naming option, when it cannot be read, loaded or run, or
+-- returns no table).
+function experiment.load(option, what, path)
+  local fh, err = io.open(path, "rb")
+  if not fh then cmd.usage_error("%s: cannot load %s", option, tostring(err)) end
+  local source = fh:read("*a")
+  fh:close()
+  local chunk
+  chunk, err = load(source, "@" .. path)
+  if not chunk then cmd.usage_error("%s: cannot load %s", option, tostring(err)) end
   local ok, module = pcall(chunk)
-  if not ok then cmd.usage_error("--protocol: %s raised: %s", text, tostring(module)) end
+  if not ok then cmd.usage_error("%s: %s raised: %s", option, path, tostring(module)) end
   if type(module) ~= "table" then
-    cmd.usage_error("--protocol: %s must return a protocol module table (it returned %s)", text, type(module))
+    cmd.usage_error("%s: %s must return %s %s module table (it returned %s)", option, path,
+      what == "adversary" and "an" or "a", what, type(module))
   end
-  return module
+  return module, trace.fingerprint(source)
 end
 
 --- The harness configuration of parsed arguments.
 function experiment.config(args)
   if args.view_timeout == 0 then cmd.usage_error("--view-timeout must be > 0") end
   local byzantine = experiment.byzantine(args.byzantine, args.nodes)
+  local adversary, adversary_source
+  if args.adversary then
+    adversary, adversary_source = experiment.load("--adversary", "adversary", args.adversary)
+  end
   if (args.crash_at or args.restart_after) and not byzantine.crash then
     cmd.usage_error("%s needs a crash node (--byzantine N:crash)",
       args.crash_at and "--crash-at" or "--restart-after")
@@ -194,6 +216,7 @@ function experiment.config(args)
     crash_at = args.crash_at, restart_after = args.restart_after, view_timeout = args.view_timeout,
     timing = experiment.timing(args.timing), trace = args.trace,
     steps_per_instant = args.steps_per_instant, protocol = experiment.protocol(args.protocol),
+    adversary = adversary, adversary_source = adversary_source,
   }
 end
 

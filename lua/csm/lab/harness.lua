@@ -23,13 +23,14 @@ local checker = require "csm.lab.checker"
 local trace = require "csm.lab.trace"
 local timeline = require "csm.lab.timeline"
 local report = require "csm.lab.report"
+local adversary = require "csm.lab.adversary"
 
 local fail = check.fail
 
 local harness = {}
 
 --- The byzantine parts a node can play, in the order they are placed.
-harness.byzantine_kinds = { "equivocate", "double_vote", "silent", "crash" }
+harness.byzantine_kinds = { "equivocate", "double_vote", "silent", "crash", "adversary" }
 local KINDS = {}
 for _, kind in ipairs(harness.byzantine_kinds) do KINDS[kind] = true end
 
@@ -43,7 +44,8 @@ local DEFAULTS = {
 }
 
 local OPTIONS = { byzantine = true, restart_after = true, timing = true, view_timeout = true,
-                  trace = true, svg = true, steps_per_instant = true, protocol = true }
+                  trace = true, svg = true, steps_per_instant = true, protocol = true, adversary = true,
+                  adversary_source = true }
 
 --- The protocols shipped with csm, by name.
 harness.protocols = { reference = "csm.protocols.reference", minimal = "csm.protocols.minimal" }
@@ -120,12 +122,19 @@ function harness.config(c)
   for kind, count in pairs(c.byzantine or {}) do
     if not KINDS[kind] then fail("harness: unknown byzantine kind '%s'", tostring(kind)) end
     check.integer(fname, "byzantine." .. kind, count, 0)
-    -- silent and crash need nothing of the protocol; the others are its roles
-    if count > 0 and kind ~= "silent" and kind ~= "crash" and not (out.protocol.roles or {})[kind] then
+    -- silent, crash and adversary need nothing of the protocol; the others
+    -- are its roles
+    local role = kind == "equivocate" or kind == "double_vote"
+    if count > 0 and role and not (out.protocol.roles or {})[kind] then
       fail("harness: protocol '%s' has no byzantine role '%s'", pname, kind)
     end
     out.byzantine[kind] = count
     total = total + count
+  end
+  if out.adversary ~= nil then adversary.check(fname, out.adversary) end
+  check.type(fname, "adversary_source", out.adversary_source, "string", true)
+  if (out.byzantine.adversary or 0) > 0 and out.adversary == nil then
+    fail("harness: %d adversary node(s) and no adversary (option 'adversary')", out.byzantine.adversary)
   end
   if total >= out.nodes then
     fail("harness: %d byzantine nodes leave no honest one of %d", total, out.nodes)
@@ -186,10 +195,19 @@ local function new_run(c)
   self.names = net.names(c.nodes)
   self.parts = assign_parts(c)
   self.genesis = csm.value("genesis", 0)
+  if c.adversary then
+    local controlled = {}
+    for i, name in ipairs(self.names) do
+      if self.parts[i] == "adversary" then controlled[#controlled + 1] = name end
+    end
+    self.adversary = adversary.handle(c.adversary, { world = self.world, network = self.network,
+      names = self.names, controlled = controlled, classify = c.protocol.classify or harness.classify })
+  end
   if c.trace then
     local log, err = trace.open(c.trace, self.world, harness.header(c, self.names, self.parts))
     if not log then fail("harness: %s", err) end
     self.log = log
+    if self.adversary then self.adversary.log = log end
     local classify = c.protocol.classify or harness.classify
     self.network.observer = function(what, from, to, msg, id, why)
       local kind, rank, attempt = classify(msg)
@@ -248,14 +266,18 @@ end
 function harness.header(c, names, parts)
   local config = {}
   for k, v in pairs(c) do
-    if k ~= "trace" and k ~= "svg" and k ~= "protocol" then config[k] = v end
+    if k ~= "trace" and k ~= "svg" and k ~= "protocol" and k ~= "adversary" and k ~= "adversary_source" then
+      config[k] = v
+    end
   end
   if config.steps_per_instant == math.huge then config.steps_per_instant = "inf" end
   local roles = {}
   for i, name in ipairs(names) do roles[name] = parts[i] or "honest" end
   return { csm = csm._VERSION, commit = commit(), interpreter = jit and jit.version or _VERSION,
            protocol = c.protocol.name or "(unnamed protocol)", config = config, parts = roles,
-           schedule = harness.schedule(c, names, parts) }
+           schedule = harness.schedule(c, names, parts),
+           adversary = c.adversary and { name = c.adversary.name or "(unnamed adversary)",
+                                         source = c.adversary_source } }
 end
 
 -- Records, checks and counts a finalization (traced first): the harness
@@ -281,8 +303,10 @@ end
 function Run:make(i, sync, restore)
   local c, world, part, protocol = self.c, self.world, self.parts[i], self.protocol
   local name = self.names[i]
+  local handle = part == "adversary" and self.adversary or nil
   local options = {
-    name = name, names = self.names, world = world, network = self.network,
+    name = name, names = self.names, world = world,
+    network = handle and handle:wrap_network() or self.network,
     initial = self.genesis, timing = c.timing, view_timeout = c.view_timeout, sync = sync,
     on_finalize = function(_, rank, state) self:finalized(name, rank, state) end, restore = restore,
     note = self.log and function(kind, fields) self.log:note(name, kind, fields) end,
@@ -297,6 +321,13 @@ function Run:make(i, sync, restore)
   if type(node) ~= "table" or not csm.is_machine(node.sm) or type(node.start) ~= "function" then
     fail("harness: protocol '%s': node() must return a table with sm (a csm machine) and start (got %s)",
       protocol.name or "protocol", check.show(node))
+  end
+  if handle and handle.mod.node then
+    node = handle.mod.node(handle, node, options)
+    if type(node) ~= "table" or not csm.is_machine(node.sm) or type(node.start) ~= "function" then
+      fail("harness: adversary '%s': node() must return a node (a table with sm and start; got %s)",
+        handle.mod.name or "?", check.show(node))
+    end
   end
   node.part = part or "honest"
   self.lanes[node.name] = self.lanes[node.name] or {}
@@ -339,11 +370,14 @@ function Run:start()
     if self.parts[i] == nil then self.honest_total = self.honest_total + 1 end
   end
   for i = 1, self.c.nodes do self.nodes[i] = self:make(i, false) end
+  local handle = self.adversary
+  if handle and handle.mod.message then self.network:intercept(handle:intercept()) end
   local plays_silent = (self.protocol.roles or {}).silent
   for _, node in ipairs(self.nodes) do
     if node.part == "silent" then self.network:crash(node.name) end
     if node.part ~= "silent" or plays_silent then node:start() end
   end
+  if handle and handle.mod.start then handle.mod.start(handle) end
   local log = self.log
   faults.arm(self.network, harness.schedule(self.c, self.names, self.parts), {
     crash = function(name) self:crash(name) end,
@@ -355,7 +389,15 @@ end
 -- Runs to the target or the time limit; returns the report.
 function Run:finish()
   local c = self.c
-  local finished = self.world:run_until(function() return self.honest_done >= self.honest_total end, c.time)
+  local handle = self.adversary
+  local finished = self.world:run_until(function()
+    return self.honest_done >= self.honest_total or (handle ~= nil and handle.failure ~= nil)
+  end, c.time)
+  if handle and handle.failure then
+    self.world:close()
+    if self.log then self.log:close() end
+    error(handle.failure, 0)
+  end
   local r = { config = c, nodes = {}, stuck = {}, byzantine_kinds = harness.byzantine_kinds }
   r.wall = os.clock() - self.clock
   r.virtual = self.world:now()

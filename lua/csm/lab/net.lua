@@ -551,6 +551,28 @@ function Network:pending()
   return out
 end
 
+--- Puts one more copy of message copy id (from -> to, msg) in flight now,
+-- as the network would a duplicate sent late: traced as a duplicate of id,
+-- and, like every copy, dropped on arrival if the nodes are apart or down.
+function Network:replay(id, from, to, msg)
+  if not check.is_integer(id) or id < 1 or id > self.next_id then
+    argerror("network:replay", 1, "id", "id of a copy sent expected", id)
+  end
+  check_node(self, "network:replay", 2, "from", from)
+  if type(to) ~= "string" then argerror("network:replay", 3, "to", "node name expected", to) end
+  msg = wire_copy("network:replay", 4, msg)
+  self.fresh = msg
+  local p = self.params
+  if self.nlinks > 0 then
+    local mine = self.links[from]
+    p = mine and mine[to] or p
+  end
+  self.stats.duplicated = self.stats.duplicated + 1
+  observe(self, "duplicate", from, to, msg, id)
+  enqueue(self, from, to, msg, p, self.world:now(), id, 0)
+  flush(self)
+end
+
 --- Sets fn(id, from, to, msg) to decide the fate of every message sent
 -- from now on (nil: none), before the network's own faults: it returns nil
 -- or "pass", "drop", or a table { delay = extra seconds, duplicate = extra

@@ -1,0 +1,27 @@
+--- Equivocation, as an adversary: each node it controls sends every second
+-- peer (in the order of the names, itself left out) a variant of its
+-- proposal: the same rank, parent and attempt under another identity. The
+-- reference protocol's "equivocate" role, rebuilt on the message stream.
+--
+--   bin/csm experiment --adversary examples/adversaries/equivocate.lua --byzantine 1:adversary
+local csm = require "csm"
+
+local function index_of(list, name)
+  for i, v in ipairs(list) do if v == name then return i end end
+end
+
+return {
+  name = "equivocate",
+  message = function(a, m)
+    if not m.controlled or m.kind ~= "proposal" then return nil end
+    -- the k-th peer of the sender, counting from 1 and leaving it out
+    local to, from = index_of(a.names, m.to), index_of(a.names, m.from)
+    local k = to < from and to or to - 1
+    if k % 2 ~= 0 then return nil end
+    local value = m.msg.value
+    local payload = {}
+    for key, v in pairs(value.payload) do payload[key] = v end
+    local variant = csm.value(value:identity() .. "'", value:rank(), payload)
+    return { replace = { kind = "proposal", value = variant } }
+  end,
+}
