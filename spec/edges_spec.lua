@@ -114,6 +114,20 @@ describe("csm's edges", function()
     end)
   end)
 
+  describe("csm.sorted_pairs", function()
+    it("iterates numbers, then strings, then false and true, each in order", function()
+      local seen = {}
+      for k, v in csm.sorted_pairs { b = 1, a = 2, [3] = 3, [1] = 4, [true] = 5, [false] = 6, [2.5] = 7 } do
+        seen[#seen + 1] = tostring(k) .. "=" .. v
+      end
+      assert.are.same({ "1=4", "2.5=7", "3=3", "a=2", "b=1", "false=6", "true=5" }, seen)
+      assert.are.equal("csm.sorted_pairs: a key of type table has no fixed order",
+        error_of(csm.sorted_pairs, { [{}] = 1 }))
+      assert.are.equal("csm.sorted_pairs: bad argument #1 't' (table expected, got nil)",
+        error_of(csm.sorted_pairs))
+    end)
+  end)
+
   describe("a livelock in virtual time", function()
     it("raises after the world's bound of steps at one instant, naming the machine and its state", function()
       -- one node whose providers take no time: its rounds never let time move on

@@ -46,6 +46,41 @@ csm.is_value = core.is_value
 -- @treturn boolean
 csm.is_machine = machine.is_machine
 
+local KEY_ORDER = { number = 1, string = 2, boolean = 3 }
+
+local function key_less(a, b)
+  local ta, tb = KEY_ORDER[type(a)], KEY_ORDER[type(b)]
+  if ta ~= tb then return ta < tb end
+  if ta == 3 then return (not a) and b end
+  return a < b
+end
+
+--- Iterates t in a fixed order, the same in every process: number keys
+-- ascending, then string keys in byte order, then false, true. `pairs`
+-- order over string (or table) keys changes from one process to the next,
+-- so a protocol that sends or decides in `pairs` order is not a function
+-- of its seed. Raises on a key of another type, which has no such order.
+-- @function sorted_pairs
+-- @tparam table t
+-- @return an iterator: key, value
+function csm.sorted_pairs(t)
+  if type(t) ~= "table" then check.argerror("csm.sorted_pairs", 1, "t", "table expected", t) end
+  local keys = {}
+  for k in pairs(t) do
+    if KEY_ORDER[type(k)] == nil then
+      check.fail("csm.sorted_pairs: a key of type %s has no fixed order", type(k))
+    end
+    keys[#keys + 1] = k
+  end
+  table.sort(keys, key_less)
+  local i = 0
+  return function()
+    i = i + 1
+    local k = keys[i]
+    if k ~= nil then return k, t[k] end
+  end
+end
+
 --- The real loop, on luv's loop (one per Lua state; loads luv).
 -- @function loop
 -- @treturn loop

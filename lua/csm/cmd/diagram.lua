@@ -34,24 +34,16 @@ local function write(path, text)
   print("wrote " .. path)
 end
 
--- Runs dot -Tpng on the DOT file with luv's spawn (arguments as a list, no
--- shell). Returns true, or nil and why.
+-- Runs dot -Tpng on the DOT file (no shell). Returns true, or nil and why.
 local function render_png(dot, png)
-  local ok, uv = pcall(require, "luv")
-  if not ok then return nil, "luv is not installed (apt-get install lua-luv)" end
-  local status
-  local handle, err = uv.spawn("dot", { args = { "-Tpng", dot, "-o", png } }, function(code)
-    status = code
-  end)
-  if not handle then
+  local status, err = cmd.spawn("dot", { "-Tpng", dot, "-o", png })
+  if not status then
     if tostring(err):find("ENOENT", 1, true) then
       return nil, "Graphviz is not installed: no PNG (apt-get install graphviz)"
     end
+    if tostring(err):find("luv", 1, true) then return nil, err end
     return nil, "cannot run dot: " .. tostring(err)
   end
-  while status == nil do uv.run("once") end
-  handle:close()
-  uv.run("nowait")
   if status ~= 0 then return nil, "dot failed (exit " .. tostring(status) .. ")" end
   return true
 end

@@ -66,6 +66,8 @@ The same seed gives the same run, byte for byte in --trace.]])
     .. "(default 1,000,000; a run at zero latency may need more).")
     :convert(cmd.integer("--steps-per-instant", 1))
   c:option("--trace", "Write every transition and message as JSON lines to FILE.")
+  c:flag("--check-determinism", "Run the experiment in two fresh processes instead, and compare their "
+    .. "traces: exit 1 naming the first line that differs.")
   c:option("--svg", "Write a timeline of every node's states to FILE.")
 end
 
@@ -227,7 +229,73 @@ local function writable(option, path)
   fh:close()
 end
 
+-- The first line where the files at a and b differ: its number and both
+-- lines (nil for a file that ended); nil when they are the same.
+local function first_difference(a, b)
+  local fa, fb = assert(io.open(a)), assert(io.open(b))
+  local n = 0
+  while true do
+    local la, lb = fa:read("*l"), fb:read("*l")
+    n = n + 1
+    if la ~= lb then
+      fa:close()
+      fb:close()
+      return n, la, lb
+    end
+    if la == nil then break end
+  end
+  fa:close()
+  fb:close()
+  return nil, n - 1
+end
+
+--- --check-determinism: this command line again, twice, in fresh processes
+-- (their --trace and --svg left out), and their traces compared.
+function experiment.check_determinism()
+  local command = cmd.self_command()
+  local argv, skip = {}, false
+  for _, a in ipairs(cmd.argv or {}) do
+    if skip then
+      skip = false
+    elseif a == "--trace" or a == "--svg" then
+      skip = true
+    elseif a ~= "--check-determinism" and not a:match("^%-%-trace=") and not a:match("^%-%-svg=") then
+      argv[#argv + 1] = a
+    end
+  end
+  local traces = { os.tmpname(), os.tmpname() }
+  for i, path in ipairs(traces) do
+    local args = {}
+    for k = 2, #command do args[#args + 1] = command[k] end
+    for _, a in ipairs(argv) do args[#args + 1] = a end
+    args[#args + 1] = "--trace"
+    args[#args + 1] = path
+    local status, err = cmd.spawn(command[1], args)
+    if status == nil or status > 1 then
+      for _, p in ipairs(traces) do os.remove(p) end
+      cmd.usage_error("--check-determinism: run %d failed (%s)", i,
+        status and "exit " .. status or tostring(err))
+    end
+  end
+  local n, a, b = first_difference(traces[1], traces[2])
+  for _, p in ipairs(traces) do os.remove(p) end
+  if n == nil then
+    print(string.format("determinism: ok (two processes wrote the same trace, %d lines)", a))
+    return cmd.OK
+  end
+  print(string.format("determinism: VIOLATED (the traces of two processes differ from line %d)", n))
+  print("  first:  " .. (a or "(the trace ended)"))
+  print("  second: " .. (b or "(the trace ended)"))
+  print("A run must be a function of its seed: iterate with csm.sorted_pairs where pairs order "
+    .. "decides what a node does.")
+  return cmd.VIOLATED
+end
+
 function experiment.run(args)
+  if args.check_determinism then
+    experiment.config(args) -- the options are checked here, before anything runs
+    return experiment.check_determinism()
+  end
   local config = experiment.config(args)
   local checked, why = pcall(harness.config, config)
   if not checked then cmd.usage_error("%s", tostring(why)) end

@@ -121,8 +121,34 @@ local function join_negatives(argv)
   return list
 end
 
+--- Runs program with args (a list; no shell) with luv's spawn and waits for
+-- it. Returns its exit status, or nil and why it could not run.
+function cmd.spawn(program, args)
+  local ok, uv = pcall(require, "luv")
+  if not ok then return nil, "luv is not installed (apt-get install lua-luv)" end
+  local status
+  local handle, err = uv.spawn(program, { args = args }, function(code) status = code end)
+  if not handle then return nil, err end
+  while status == nil do uv.run("once") end
+  handle:close()
+  uv.run("nowait")
+  return status
+end
+
+--- The command line that runs this csm again: the interpreter with its
+-- options (arg's negative indices), then the script.
+function cmd.self_command()
+  local argv = cmd.argv or {}
+  local low = 0
+  while argv[low - 1] ~= nil do low = low - 1 end
+  local out = {}
+  for i = low, 0 do out[#out + 1] = argv[i] end
+  return out
+end
+
 --- Runs the command with argv (a list of strings); returns the exit status.
 function cmd.main(argv)
+  cmd.argv = argv
   if not has_argparse then
     io.stderr:write("csm: the argparse module is missing (apt-get install lua-argparse, or ",
       "luarocks install argparse)\n")
