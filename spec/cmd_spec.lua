@@ -229,6 +229,35 @@ describe("the csm command", function()
     end)
   end)
 
+  describe("experiment --fault and --schedule", function()
+    it("takes faults on the command line, and a schedule from a trace's header", function()
+      local trace = tmpname()
+      local out, status = csm("experiment --ranks 8 "
+        .. "--fault 'isolate node=n02 when=n02.finalized=3 duration=2' "
+        .. "--fault 'crash node=n03 at=1.5 restart_after=1 durable=false' --fault 'gst at=30' --trace "
+        .. quote(trace))
+      assert.are.equal(0, status, out)
+      local header = cjson.decode(io.lines(trace)())
+      assert.are.same({ duration = 2, kind = "isolate", node = "n02",
+                        when = { finalized = 3, node = "n02" } }, header.schedule[1])
+      assert.are.same({ at = 1.5, durable = false, kind = "crash", node = "n03", restart_after = 1 },
+        header.schedule[2])
+      local again = tmpname()
+      out, status = csm("experiment --ranks 8 --schedule " .. quote(trace) .. " --trace " .. quote(again))
+      assert.are.equal(0, status, out)
+      -- the same faults, so the same run
+      local a, b = io.lines(trace), io.lines(again)
+      a(); b()
+      assert.are.equal(slurp(trace):gsub("^[^\n]*\n", ""), slurp(again):gsub("^[^\n]*\n", ""))
+      usage_error("bin/csm", "experiment --fault 'crash node=n01 at=soon'",
+        "bad --fault 'crash node=n01 at=soon': at=soon is not a number")
+      usage_error("bin/csm", "experiment --fault 'flood at=1'",
+        "schedule[1] must be one of partition, one_way")
+      usage_error("bin/csm", "experiment --fault 'pause node=n01 at=1'", "schedule[1]: no duration")
+      usage_error("bin/csm", "experiment --schedule /nonexistent.json", "--schedule: cannot read")
+    end)
+  end)
+
   describe("experiment --check-determinism", function()
     it("passes for the shipped protocols, in two fresh processes", function()
       for _, protocol in ipairs { "reference", "minimal" } do

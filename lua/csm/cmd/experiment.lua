@@ -33,6 +33,13 @@ sends).
 Partitions: --partition AT:DURATION:GROUPS, GROUPS as sizes ("2|2") or
 names ("n01,n02|n03,n04"); nodes are named n01, n02, ...; nodes in no
 group form one more group.
+Faults: --fault 'KIND key=value ...', e.g. 'partition at=10 duration=5
+groups=2|2', 'one_way at=1 duration=3 from=n01 to=n02,n03', 'isolate node=n02
+when=n02.finalized=3 duration=4', 'crash node=n01 at=5 restart_after=2
+durable=false', 'link a=n01 b=n02 at=1 duration=9 loss=0.5', 'pause node=n03
+at=2 duration=1', 'heal at=20', 'gst at=30'. when= is [NODE.]finalized=R,
+[NODE.]attempt=A or [NODE.]state=NAME instead of at=. --schedule FILE reads
+the same faults as JSON (docs/lab.md, Faults).
 Timing: --timing voting=2,vote_resend=0.1,scale=0.01 (see the guide).
 Protocols: reference, minimal, or FILE.lua, a Lua file that returns a
 protocol module (docs/lab.md, "Protocols"); equivocate and double_vote are
@@ -55,6 +62,8 @@ The same seed gives the same run, byte for byte in --trace.]])
     :convert(cmd.probability("--duplicate"))
   c:option("--reorder", "Probability a message is held back.", "0"):convert(cmd.probability("--reorder"))
   c:option("--partition", "AT:DURATION:GROUPS (repeatable).", nil):count("*")
+  c:option("--fault", "A fault: KIND key=value ... (repeatable; see below).", nil):count("*")
+  c:option("--schedule", "A JSON file: a list of faults, or a trace whose header holds one.")
   c:option("--crash-at", "Virtual time crash nodes stop (default 5).")
     :convert(cmd.number("--crash-at", 0))
   c:option("--restart-after", "Seconds until a crashed node restarts.")
@@ -143,6 +152,68 @@ function experiment.partitions(items, names)
   return partitions
 end
 
+local FAULT_NUMBERS = { at = true, duration = true, restart_after = true, loss = true, latency = true,
+                        jitter = true, duplicate = true, reorder = true }
+
+--- The fault of a --fault text ("crash node=n01 at=5"), over the run's
+-- node names (a usage error naming what is wrong).
+function experiment.fault(text, names)
+  local kind, rest = text:match("^%s*([%w_]+)%s*(.-)%s*$")
+  if not kind then cmd.usage_error("bad --fault '%s' (KIND key=value ... expected)", text) end
+  local fault = { kind = kind }
+  for item in rest:gmatch("%S+") do
+    local k, v = item:match("^([%w_]+)=(.+)$")
+    if not k then cmd.usage_error("bad --fault '%s': '%s' is not key=value", text, item) end
+    if fault[k] ~= nil then cmd.usage_error("bad --fault '%s': '%s' given twice", text, k) end
+    if FAULT_NUMBERS[k] then
+      local n = tonumber(v)
+      if not n then cmd.usage_error("bad --fault '%s': %s=%s is not a number", text, k, v) end
+      fault[k] = n
+    elseif k == "durable" then
+      if v ~= "true" and v ~= "false" then
+        cmd.usage_error("bad --fault '%s': durable is true or false", text)
+      end
+      fault[k] = v == "true"
+    elseif k == "groups" then
+      fault.groups = experiment.partitions({ "0:0:" .. v }, names)[1].groups
+    elseif k == "from" or k == "to" then
+      local list = {}
+      for name in v:gmatch("[^,]+") do list[#list + 1] = name end
+      fault[k] = list
+    elseif k == "when" then
+      local node, point, value = v:match("^([%w_]+)%.([%w_]+)=(.+)$")
+      if not node then point, value = v:match("^([%w_]+)=(.+)$") end
+      if not point then
+        cmd.usage_error("bad --fault '%s': when=[NODE.]POINT=VALUE expected (got '%s')", text, v)
+      end
+      fault.when = { node = node, [point] = tonumber(value) or value }
+    else
+      fault[k] = v
+    end
+  end
+  return fault
+end
+
+--- The faults of a --schedule file: a JSON list of faults, or an object
+-- (a trace's header) with one under "schedule".
+function experiment.schedule(path)
+  local fh, err = io.open(path, "rb")
+  if not fh then cmd.usage_error("--schedule: cannot read %s", tostring(err)) end
+  local first = fh:read("*l") or ""
+  local rest = fh:read("*a") or ""
+  fh:close()
+  local cjson = require "cjson"
+  local ok, data = pcall(cjson.decode, first .. "\n" .. rest)
+  if not ok then ok, data = pcall(cjson.decode, first) end -- a trace: its header line
+  if not ok or type(data) ~= "table" then
+    cmd.usage_error("--schedule: %s is not JSON (a list of faults, or a trace whose first line holds one)",
+      path)
+  end
+  if data.schedule ~= nil then data = data.schedule end
+  if type(data) ~= "table" then cmd.usage_error("--schedule: %s holds no list of faults", path) end
+  return data
+end
+
 --- The timing overrides of a --timing text ("voting=2,scale=0.1"),
 -- checked as csm.new checks timing.
 function experiment.timing(text)
@@ -202,6 +273,10 @@ end
 function experiment.config(args)
   if args.view_timeout == 0 then cmd.usage_error("--view-timeout must be > 0") end
   local byzantine = experiment.byzantine(args.byzantine, args.nodes)
+  local schedule = args.schedule and experiment.schedule(args.schedule) or {}
+  for _, text in ipairs(args.fault) do
+    schedule[#schedule + 1] = experiment.fault(text, net.names(args.nodes))
+  end
   local adversary, adversary_source
   if args.adversary then
     adversary, adversary_source = experiment.load("--adversary", "adversary", args.adversary)
@@ -218,7 +293,7 @@ function experiment.config(args)
     crash_at = args.crash_at, restart_after = args.restart_after, view_timeout = args.view_timeout,
     timing = experiment.timing(args.timing), trace = args.trace,
     steps_per_instant = args.steps_per_instant, protocol = experiment.protocol(args.protocol),
-    adversary = adversary, adversary_source = adversary_source,
+    adversary = adversary, adversary_source = adversary_source, schedule = schedule,
   }
 end
 

@@ -148,6 +148,9 @@ local ACTIONS = { "delay", "duplicate", "replay", "replace" }
 -- what the trace says.
 local function decide(self, m, decision)
   if decision == nil or decision == "pass" then return nil end
+  -- after the gst the network is the network: only the adversary's own
+  -- nodes' messages are still its to change
+  if self.gst and not m.controlled then return nil end
   if decision == "drop" then return "drop", { id = m.id, action = "drop" } end
   if type(decision) ~= "table" then
     fail("adversary '%s': decision must be nil, \"pass\", \"drop\" or a table (got %s)",

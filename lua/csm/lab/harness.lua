@@ -45,7 +45,7 @@ local DEFAULTS = {
 
 local OPTIONS = { byzantine = true, restart_after = true, timing = true, view_timeout = true,
                   trace = true, svg = true, steps_per_instant = true, protocol = true, adversary = true,
-                  adversary_source = true }
+                  adversary_source = true, schedule = true }
 
 --- The protocols shipped with csm, by name.
 harness.protocols = { reference = "csm.protocols.reference", minimal = "csm.protocols.minimal" }
@@ -85,6 +85,21 @@ function harness.protocol(p, fname)
   return p
 end
 for k in pairs(DEFAULTS) do OPTIONS[k] = true end
+
+-- Which node plays which part: byzantine nodes are spread over the ring,
+-- in the order of harness.byzantine_kinds.
+local function assign_parts(c)
+  local parts, n = {}, c.nodes
+  local list = {}
+  for _, kind in ipairs(harness.byzantine_kinds) do
+    for _ = 1, c.byzantine[kind] or 0 do list[#list + 1] = kind end
+  end
+  local step = n / math.max(#list, 1)
+  for i, kind in ipairs(list) do
+    parts[math.floor((i - 1) * step) + 1] = kind
+  end
+  return parts
+end
 
 --- Checks a configuration and fills in the defaults; raises naming the
 -- option that is wrong.
@@ -145,28 +160,18 @@ function harness.config(c)
     if type(p) ~= "table" then fail("harness: partition %d must be a table (got %s)", i, check.show(p)) end
     schedule[i] = { kind = "partition", at = p.at, duration = p.duration, groups = p.groups }
   end
-  faults.check("harness", schedule, net.names(out.nodes), "partition")
+  faults.check("harness", schedule, net.names(out.nodes), "partitions")
+  check.type(fname, "schedule", out.schedule, "table", true)
+  faults.check("harness", out.schedule or {}, net.names(out.nodes), "schedule")
+  -- and all of it together, as it will be armed
+  local names = net.names(out.nodes)
+  faults.check("harness", harness.schedule(out, names, assign_parts(out)), names)
   return out
-end
-
--- Which node plays which part: byzantine nodes are spread over the ring,
--- in the order of harness.byzantine_kinds.
-local function assign_parts(c)
-  local parts, n = {}, c.nodes
-  local list = {}
-  for _, kind in ipairs(harness.byzantine_kinds) do
-    for _ = 1, c.byzantine[kind] or 0 do list[#list + 1] = kind end
-  end
-  local step = n / math.max(#list, 1)
-  for i, kind in ipairs(list) do
-    parts[math.floor((i - 1) * step) + 1] = kind
-  end
-  return parts
 end
 
 --- The fault schedule of configuration c (names and parts: the node names
 -- and the part each byzantine one plays): the crash nodes' crashes, then
--- the partitions.
+-- the partitions, then c.schedule's faults.
 function harness.schedule(c, names, parts)
   local list = {}
   for i, name in ipairs(names) do
@@ -177,6 +182,7 @@ function harness.schedule(c, names, parts)
   for _, p in ipairs(c.partitions) do
     list[#list + 1] = { kind = "partition", at = p.at, duration = p.duration, groups = p.groups }
   end
+  for _, fault in ipairs(c.schedule or {}) do list[#list + 1] = fault end
   return list
 end
 
@@ -266,7 +272,8 @@ end
 function harness.header(c, names, parts)
   local config = {}
   for k, v in pairs(c) do
-    if k ~= "trace" and k ~= "svg" and k ~= "protocol" and k ~= "adversary" and k ~= "adversary_source" then
+    if k ~= "trace" and k ~= "svg" and k ~= "protocol" and k ~= "adversary" and k ~= "adversary_source"
+      and k ~= "schedule" then
       config[k] = v
     end
   end
@@ -289,6 +296,7 @@ function Run:finalized(name, rank, state)
   local at = self.finalized_at[name]
   if at[rank] == nil then at[rank] = self.world:now() end
   if rank > self.heights[name] then self.heights[name] = rank end
+  if self.armed then self.armed:reached(name, "finalized", rank) end
   if self.parts[self.index[name]] ~= nil then return end
   self.agreement:observe(name, rank, state:identity(), digest)
   if self.heights[name] >= self.c.ranks and not self.reached[name] then
@@ -309,7 +317,12 @@ function Run:make(i, sync, restore)
     network = handle and handle:wrap_network() or self.network,
     initial = self.genesis, timing = c.timing, view_timeout = c.view_timeout, sync = sync,
     on_finalize = function(_, rank, state) self:finalized(name, rank, state) end, restore = restore,
-    note = self.log and function(kind, fields) self.log:note(name, kind, fields) end,
+    note = function(kind, fields)
+      if self.log then self.log:note(name, kind, fields) end
+      if kind == "attempt" and self.armed and type(fields) == "table" then
+        self.armed:reached(name, "attempt", fields.attempt, fields.rank)
+      end
+    end,
   }
   -- a protocol with roles plays them, "honest" included; silent and crash
   -- nodes of one without are the harness's to keep quiet
@@ -334,6 +347,10 @@ function Run:make(i, sync, restore)
   local lane, log = self.lanes[node.name], self.log
   node.sm:add_listener(function(from, to, event)
     lane[#lane + 1] = { world:now(), to }
+    if self.armed then
+      local active = node.sm:active_state()
+      self.armed:reached(node.name, "state", to, active and active:rank() + 1 or 1)
+    end
     if log then
       local active = node.sm:active_state()
       log:transition(node.name, from, event, to, active and active:rank() + 1)
@@ -344,10 +361,10 @@ end
 
 -- What a crash does to a node (what it wrote down is taken first, when its
 -- protocol keeps anything), and how it comes back.
-function Run:crash(name)
+function Run:crash(name, durable)
   local node = self.nodes[self.index[name]]
   self.kept = self.kept or {}
-  if type(node.durable) == "function" then self.kept[name] = node:durable() end
+  if durable and type(node.durable) == "function" then self.kept[name] = node:durable() end
   node.sm:close()
   local lane = self.lanes[name]
   lane[#lane + 1] = { self.world:now(), "crashed" }
@@ -379,10 +396,14 @@ function Run:start()
   end
   if handle and handle.mod.start then handle.mod.start(handle) end
   local log = self.log
-  faults.arm(self.network, harness.schedule(self.c, self.names, self.parts), {
-    crash = function(name) self:crash(name) end,
+  self.armed = faults.arm(self.network, harness.schedule(self.c, self.names, self.parts), {
+    crash = function(name, fault) self:crash(name, fault.durable ~= false) end,
     restart = function(name) self:restart(name) end,
     event = log and function(kind, fields) log:event(kind, fields) end,
+    gst = function()
+      self.gst_at = self.world:now()
+      if handle then handle.gst = true end
+    end,
   })
 end
 

@@ -33,6 +33,7 @@ Endpoint.__index = Endpoint
 local fail, argerror = check.fail, check.argerror
 local type, ipairs, pairs, tostring, getmetatable = type, ipairs, pairs, tostring, getmetatable
 local is_value, new_value = csm.is_value, csm.value
+local flush -- (below) arms the delivery timer for what is in flight
 
 local DEFAULTS = { latency = 0, jitter = 0, loss = 0, duplicate = 0, reorder = 0, reorder_delay = 0 }
 
@@ -274,13 +275,134 @@ function Network:heal()
   self.group = nil
 end
 
---- Whether a and b can reach each other now.
+--- Cuts the directed links of pairs (a list of { from, to } names): no
+-- message passes from -> to until uncut. Cuts add up: a link is open again
+-- when every cut of it has ended. Returns a token for uncut.
+function Network:cut(pairs_list)
+  if type(pairs_list) ~= "table" then
+    argerror("network:cut", 1, "pairs", "list of { from, to } expected", pairs_list)
+  end
+  for i, p in ipairs(pairs_list) do
+    if type(p) ~= "table" then
+      fail("network:cut: bad argument #1 'pairs' (item %d is a %s, { from, to } expected)", i, type(p))
+    end
+    check_node(self, "network:cut", 1, "pairs", p[1])
+    check_node(self, "network:cut", 1, "pairs", p[2])
+  end
+  local cuts = self.cuts or {}
+  self.cuts = cuts
+  for _, p in ipairs(pairs_list) do
+    local mine = cuts[p[1]] or {}
+    cuts[p[1]] = mine
+    mine[p[2]] = (mine[p[2]] or 0) + 1
+  end
+  return { pairs = pairs_list }
+end
+
+--- Ends the cut a token stands for (once; a second time does nothing).
+function Network:uncut(token)
+  if type(token) ~= "table" or type(token.pairs) ~= "table" then
+    argerror("network:uncut", 1, "token", "token of network:cut expected", token)
+  end
+  local cuts = self.cuts
+  if token.done or cuts == nil then return end
+  token.done = true
+  for _, p in ipairs(token.pairs) do
+    local mine = cuts[p[1]]
+    if mine and mine[p[2]] then
+      mine[p[2]] = mine[p[2]] > 1 and mine[p[2]] - 1 or nil
+    end
+  end
+end
+
+--- Ends every cut.
+function Network:uncut_all()
+  self.cuts = nil
+end
+
+--- Sets the link a <-> b to params (as network:link) until
+-- link_window_end(token); returns the token.
+function Network:link_window(a, b, params)
+  local links = self.links
+  local before = links[a] and links[a][b]
+  self:link(a, b, params)
+  return { a = a, b = b, before = before, params = links[a][b] }
+end
+
+--- Puts the link of a link_window token back as it was before, unless
+-- something set it since.
+function Network:link_window_end(token)
+  local links = self.links
+  local a, b = token.a, token.b
+  if links[a] == nil or links[a][b] ~= token.params then return end
+  if token.before then
+    links[a][b], links[b][a] = token.before, token.before
+  else
+    links[a][b], links[b][a] = nil, nil
+    self.nlinks = self.nlinks - 1
+  end
+end
+
+--- Holds everything name sends or is sent as it arrives, until release:
+-- then what was held is delivered, in order. Returns a token for release.
+function Network:hold(name)
+  check_node(self, "network:hold", 1, "name", name)
+  local held = self.held or {}
+  self.held = held
+  held[name] = (held[name] or 0) + 1
+  self.holding = self.holding or {}
+  return { name = name }
+end
+
+--- Ends the hold of a token of network:hold; what the node no longer has
+-- held is delivered now, in the order it arrived.
+function Network:release(token)
+  if type(token) ~= "table" or type(token.name) ~= "string" then
+    argerror("network:release", 1, "token", "token of network:hold expected", token)
+  end
+  local held = self.held
+  if token.done or held == nil or held[token.name] == nil then return end
+  token.done = true
+  held[token.name] = held[token.name] > 1 and held[token.name] - 1 or nil
+  local keep, now = {}, self.world:now()
+  for _, m in ipairs(self.holding) do
+    if held[m[1]] or held[m[2]] then
+      keep[#keep + 1] = m
+    else
+      self:requeue(m, now)
+    end
+  end
+  self.holding = keep
+  flush(self)
+end
+
+--- The global stabilization time: every partition, cut, link window and
+-- hold ends, and the network stops losing, duplicating and reordering
+-- messages (its latency and jitter stay).
+function Network:stabilize()
+  self.group, self.cuts = nil, nil
+  self.links, self.nlinks = {}, 0
+  local params = self.params
+  params.loss, params.duplicate, params.reorder = 0, 0, 0
+  if self.held then
+    self.held = nil
+    local now = self.world:now()
+    for _, m in ipairs(self.holding or {}) do self:requeue(m, now) end
+    self.holding = nil
+    flush(self)
+  end
+end
+
+--- Whether a and b can reach each other now, both ways (no partition or
+-- cut between them; a node down is still connected).
 function Network:connected(a, b)
   check_node(self, "network:connected", 1, "a", a)
   check_node(self, "network:connected", 2, "b", b)
   local group = self.group
-  if group == nil then return true end
-  return (group[a] or 0) == (group[b] or 0)
+  if group ~= nil and (group[a] or 0) ~= (group[b] or 0) then return false end
+  local cuts = self.cuts
+  if cuts ~= nil and (((cuts[a] or {})[b] or 0) > 0 or ((cuts[b] or {})[a] or 0) > 0) then return false end
+  return true
 end
 
 --- Takes a node down: it sends and receives nothing until restart.
@@ -358,6 +480,11 @@ local function blocked(self, from, to)
   local down, group = self.down, self.group
   if down[from] or down[to] then return "down" end
   if group ~= nil and (group[from] or 0) ~= (group[to] or 0) then return "partition" end
+  local cuts = self.cuts
+  if cuts ~= nil then
+    local mine = cuts[from]
+    if mine and (mine[to] or 0) > 0 then return "partition" end
+  end
   return nil
 end
 
@@ -381,7 +508,11 @@ local function deliver_due(self)
       self.flying = self.flying - 1
       local handler = handlers[to]
       local why = handler == nil and "no such node" or blocked(self, from, to)
-      if why then
+      local held = self.held
+      if why == nil and held ~= nil and (held[from] or held[to]) then
+        local holding = self.holding
+        holding[#holding + 1] = { from, to, msg, id }
+      elseif why then
         stats.dropped = stats.dropped + 1
         observe(self, "drop", from, to, msg, id, why)
       else
@@ -480,7 +611,7 @@ local function route(self, from, to, msg, now)
   end
 end
 
-local function flush(self)
+flush = function(self)
   self.fresh = nil
   if self.on_timer == nil then
     self.on_timer = function() self.timer = nil; deliver_due(self) end
@@ -530,9 +661,23 @@ function Network:publish(from, msg)
   publish(self, "network:publish", from, msg, 2)
 end
 
---- Messages waiting to be delivered.
+--- Messages waiting to be delivered (held ones included).
 function Network:in_flight()
-  return self.flying
+  return self.flying + (self.holding and #self.holding or 0)
+end
+
+-- Puts a held message ({ from, to, msg, id }) back in flight, due at t.
+function Network:requeue(m, t)
+  local bucket = self.buckets[t]
+  if bucket == nil then
+    bucket = { n = 1 }
+    self.buckets[t] = bucket
+    push(self.times, t)
+  end
+  local n = bucket.n
+  bucket[n], bucket[n + 1], bucket[n + 2], bucket[n + 3] = m[1], m[2], m[3], m[4]
+  bucket.n = n + 4
+  self.flying = self.flying + 1
 end
 
 --- The messages in flight, in delivery order: a list of { id, from, to,

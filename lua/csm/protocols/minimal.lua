@@ -32,8 +32,19 @@ local function providers(node)
   local name, names = node.name, node.names
   local function broadcast(...) node.broadcast(...) end
 
+  -- nothing to fetch: a node keeps what it has; but a rank it comes back to
+  -- (a quorum of votes for a proposal it never got sends it here) waits a
+  -- poll first, or the machine would go round at one instant for ever
   local sync = {}
-  function sync:synchronize(existing) return existing end
+  function sync:synchronize(existing, ctx)
+    local rank = existing and existing:rank() or -1
+    if node.synced == rank then
+      local ok = ctx:sleep(node.sm:timing("proving_poll"))
+      if not ok then return nil, "canceled" end
+    end
+    node.synced = rank
+    return existing
+  end
 
   local leader = {}
   -- every node, rotated so that priority moves with the rank
