@@ -185,10 +185,7 @@ describe("csm's edges", function()
   end)
 
   describe("lifetimes", function()
-    local function full_gc()
-      collectgarbage("collect")
-      collectgarbage("collect")
-    end
+    local full_gc = support.full_gc
 
     -- Everything is made inside functions, so no register of the spec's
     -- holds it when the collector scans the stack (LuaJIT scans a frame's

@@ -4,10 +4,7 @@
 local csm = require "csm"
 local support = require "support"
 
-local function full_gc()
-  collectgarbage("collect")
-  collectgarbage("collect")
-end
+local full_gc = support.full_gc
 
 -- A machine on world with every behaviour off.
 local quiet = support.quiet

@@ -239,4 +239,14 @@ function support.find(list, x)
   for i, v in ipairs(list) do if v == x then return i end end
 end
 
+--- Two full collections, after LuaJIT's compiled traces are flushed: a
+-- trace may hold an object it was recorded with as a constant, so an
+-- object nothing else refers to can outlive a collection until its traces
+-- go.
+function support.full_gc()
+  if rawget(_G, "jit") then jit.flush() end
+  collectgarbage("collect")
+  collectgarbage("collect")
+end
+
 return support

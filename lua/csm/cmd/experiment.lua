@@ -387,7 +387,7 @@ function experiment.run(args)
     print("timeline: " .. args.svg)
   end
   if args.trace then print("trace: " .. args.trace) end
-  return (report.agreement and report.progress) and cmd.OK or cmd.VIOLATED
+  return (report.safe and report.progress) and cmd.OK or cmd.VIOLATED
 end
 
 return experiment

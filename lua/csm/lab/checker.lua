@@ -169,4 +169,197 @@ function Agreement:ok()
   return #self.violations == 0
 end
 
+-- ---- the run's monitor: validity, honest equivocation, accountability,
+-- assertions ----
+
+local Monitor = {}
+Monitor.__index = Monitor
+
+-- How many ranks below the highest finalized one the monitor keeps votes
+-- and sent messages for: enough for any violation it reports to be
+-- explained, and a long run stays bounded.
+local KEPT = 64
+
+--- A monitor of a run's messages and finalizations. o: honest (a set of
+-- node names), content = fn(msg) -> string or nil (what an honest node may
+-- send only one of per kind, rank and attempt; nil: not checked),
+-- classify = fn(msg) -> kind, rank, attempt, vote = fn(msg) -> identity
+-- or nil (a vote's), valid = fn(state, previous) -> true | nil, why, or
+-- nil (then: a state's parent, when it has one, is what the node finalized
+-- at the rank before).
+function checker.monitor(o)
+  if type(o) ~= "table" then check.argerror("checker.monitor", 1, "options", "table expected", o) end
+  return setmetatable({
+    honest = o.honest or {}, content = o.content, classify = o.classify, vote = o.vote, valid = o.valid,
+    sent = {}, votes = {}, last = {}, findings = {}, seen = {}, top = 0, low = 0,
+  }, Monitor)
+end
+
+--- The default vote classification: a message of kind "vote" whose value
+-- is a csm value votes for its identity.
+function checker.vote_of(msg)
+  if type(msg) == "table" and msg.kind == "vote" and csm.is_value(msg.value) then
+    return msg.value:identity()
+  end
+  return nil
+end
+
+--- The default content of a message for the equivocation check: its
+-- canonical text.
+function checker.content_of(msg)
+  local out = {}
+  canonical(msg, out)
+  return table.concat(out)
+end
+
+--- A monitor of a run (checker.monitor).
+-- @type Monitor
+
+local function finding(self, invariant, text, fields)
+  local f = { invariant = invariant, text = text }
+  for k, v in pairs(fields or {}) do f[k] = v end
+  self.findings[#self.findings + 1] = f
+  return f
+end
+
+local function slot(t, a, b)
+  local x = t[a]
+  if x == nil then x = {}; t[a] = x end
+  local y = x[b]
+  if y == nil then y = {}; x[b] = y end
+  return y
+end
+
+-- node knows of voter's vote for identity at rank.
+local function count_vote(self, node, rank, identity, voter)
+  local by = slot(self.votes, node, rank)
+  local voters = by[identity]
+  if voters == nil then voters = {}; by[identity] = voters end
+  voters[voter] = true
+end
+
+--- A message was sent from: an honest sender's second, different message
+-- of one kind, rank and attempt is an equivocation.
+function Monitor:on_send(from, msg)
+  -- a publish hands the same copy over for every receiver: once is enough
+  if msg == self.last_msg and from == self.last_from then return end
+  self.last_msg, self.last_from = msg, from
+  local kind, rank, attempt = self.classify(msg)
+  if kind == nil or rank == nil or rank < self.low then return end
+  local identity = self.vote(msg)
+  if identity then count_vote(self, from, rank, identity, from) end
+  if not self.honest[from] then return end
+  local content = self.content(msg)
+  if content == nil then return end
+  local key = kind .. "/" .. tostring(attempt)
+  local mine = slot(self.sent, from, rank)
+  local first = mine[key]
+  if first == nil then
+    mine[key] = content
+  elseif first ~= content and not mine[key .. "!"] then
+    mine[key .. "!"] = true
+    finding(self, "equivocation", string.format("honest node %s sent two different %s messages at rank %d%s",
+      from, kind, rank, attempt and (" attempt " .. tostring(attempt)) or ""),
+      { node = from, kind = kind, rank = rank, attempt = attempt, contents = { first, content } })
+  end
+end
+
+--- A message from -> to was delivered: a vote is counted for to.
+function Monitor:on_deliver(from, to, msg)
+  local identity = self.vote(msg)
+  if identity == nil then return end
+  local _, rank = self.classify(msg)
+  if rank == nil or rank < self.low then return end
+  count_vote(self, to, rank, identity, from)
+end
+
+--- The voters node knew of for identity at rank (its own vote included),
+-- sorted.
+function Monitor:voters(node, rank, identity)
+  local out = {}
+  for voter in pairs(((self.votes[node] or {})[rank] or {})[identity] or {}) do out[#out + 1] = voter end
+  table.sort(out)
+  return out
+end
+
+--- node finalized state at rank: validity is checked (the protocol's
+-- predicate, or the parent link).
+function Monitor:on_finalize(node, rank, state)
+  local previous = self.last[node]
+  if self.honest[node] then
+    local ok, why
+    if self.valid then
+      ok, why = self.valid(state, previous and previous.rank == rank - 1 and previous.state or nil)
+    else
+      local parent = state.parent
+      ok = true
+      if type(parent) == "string" and previous and previous.rank == rank - 1
+        and parent ~= previous.state:identity() then
+        ok, why = false, string.format("its parent %s is not %s, which %s finalized at rank %d", parent,
+          previous.state:identity(), node, rank - 1)
+      end
+    end
+    if not ok then
+      finding(self, "validity", string.format("%s finalized %s at rank %d: %s", node, state:identity(), rank,
+        tostring(why or "the protocol's predicate refused it")), { node = node, rank = rank })
+    end
+  end
+  self.last[node] = { rank = rank, state = state }
+  if rank > self.top then
+    self.top = rank
+    local low = rank - KEPT
+    if low > self.low + KEPT then
+      self.low = low
+      for _, t in ipairs { self.sent, self.votes } do
+        for _, by in pairs(t) do
+          for r in pairs(by) do if r < low then by[r] = nil end end
+        end
+      end
+    end
+  end
+end
+
+--- Accountability of an agreement violation v: the quorums of votes each
+-- side knew of, and the nodes in both (those that voted for two states).
+function Monitor:account(v)
+  local a = self:voters(v.nodes[1], v.rank, v.identities[1])
+  local b = self:voters(v.nodes[2], v.rank, v.identities[2])
+  local in_a, both = {}, {}
+  for _, n in ipairs(a) do in_a[n] = true end
+  for _, n in ipairs(b) do
+    if in_a[n] then both[#both + 1] = n end
+  end
+  return { quorums = { a, b }, both = both }
+end
+
+--- An assertion a protocol makes: always(name, cond, detail) must hold at
+-- every call, sometimes(name, cond) at one call at least in a run.
+function Monitor:always(node, name, cond, detail)
+  if cond then return end
+  local key = node .. "/" .. name
+  if self.seen[key] then return end
+  self.seen[key] = true
+  finding(self, "always", string.format("%s: always '%s' failed%s", node, name,
+    detail ~= nil and (": " .. tostring(detail)) or ""), { node = node, name = name })
+end
+
+function Monitor:sometimes(name, cond)
+  self.seen_sometimes = self.seen_sometimes or {}
+  if cond then
+    self.seen_sometimes[name] = true
+  elseif self.seen_sometimes[name] == nil then
+    self.seen_sometimes[name] = false
+  end
+end
+
+--- The sometimes assertions never seen to hold, sorted.
+function Monitor:never_seen()
+  local out = {}
+  for name, hit in pairs(self.seen_sometimes or {}) do
+    if not hit then out[#out + 1] = name end
+  end
+  table.sort(out)
+  return out
+end
+
 return checker

@@ -50,7 +50,7 @@ local OPTIONS = { byzantine = true, restart_after = true, timing = true, view_ti
 --- The protocols shipped with csm, by name.
 harness.protocols = { reference = "csm.protocols.reference", minimal = "csm.protocols.minimal" }
 
-local PROTOCOL_FUNCTIONS = { "node", "digest", "valid", "classify" }
+local PROTOCOL_FUNCTIONS = { "node", "digest", "valid", "classify", "content", "vote" }
 
 --- The protocol module p names: a module table (checked), or the name of
 -- a shipped one. Raises, naming fname, when it is neither.
@@ -209,13 +209,30 @@ local function new_run(c)
     self.adversary = adversary.handle(c.adversary, { world = self.world, network = self.network,
       names = self.names, controlled = controlled, classify = c.protocol.classify or harness.classify })
   end
+  local protocol = c.protocol
+  local classify = protocol.classify or harness.classify
+  local honest = {}
+  for i, name in ipairs(self.names) do
+    if self.parts[i] == nil then honest[name] = true end
+  end
+  local monitor = checker.monitor { honest = honest, classify = classify, valid = protocol.valid,
+    content = protocol.content or checker.content_of, vote = protocol.vote or checker.vote_of }
+  self.monitor = monitor
+  local log
   if c.trace then
-    local log, err = trace.open(c.trace, self.world, harness.header(c, self.names, self.parts))
+    local err
+    log, err = trace.open(c.trace, self.world, harness.header(c, self.names, self.parts))
     if not log then fail("harness: %s", err) end
     self.log = log
     if self.adversary then self.adversary.log = log end
-    local classify = c.protocol.classify or harness.classify
-    self.network.observer = function(what, from, to, msg, id, why)
+  end
+  self.network.observer = function(what, from, to, msg, id, why)
+    if what == "send" then
+      monitor:on_send(from, msg)
+    elseif what == "deliver" then
+      monitor:on_deliver(from, to, msg)
+    end
+    if log then
       local kind, rank, attempt = classify(msg)
       log:message(what, id, from, to, kind, rank, attempt, why)
     end
@@ -297,8 +314,10 @@ function Run:finalized(name, rank, state)
   if at[rank] == nil then at[rank] = self.world:now() end
   if rank > self.heights[name] then self.heights[name] = rank end
   if self.armed then self.armed:reached(name, "finalized", rank) end
+  self.monitor:on_finalize(name, rank, state)
   if self.parts[self.index[name]] ~= nil then return end
-  self.agreement:observe(name, rank, state:identity(), digest)
+  local v = self.agreement:observe(name, rank, state:identity(), digest)
+  if v then v.accountability = self.monitor:account(v) end
   if self.heights[name] >= self.c.ranks and not self.reached[name] then
     self.reached[name] = true
     self.honest_done = self.honest_done + 1
@@ -317,6 +336,10 @@ function Run:make(i, sync, restore)
     network = handle and handle:wrap_network() or self.network,
     initial = self.genesis, timing = c.timing, view_timeout = c.view_timeout, sync = sync,
     on_finalize = function(_, rank, state) self:finalized(name, rank, state) end, restore = restore,
+    lab = {
+      always = function(assertion, cond, detail) self.monitor:always(name, assertion, cond, detail) end,
+      sometimes = function(assertion, cond) self.monitor:sometimes(assertion, cond) end,
+    },
     note = function(kind, fields)
       if self.log then self.log:note(name, kind, fields) end
       if kind == "attempt" and self.armed and type(fields) == "table" then
@@ -431,6 +454,9 @@ function Run:finish()
                    finalized_at = self.finalized_at[name], sm = node.sm, refused = node.refused }
   end
   report.finish(r, records, self.agreement)
+  r.findings = self.monitor.findings
+  r.never_seen = self.monitor:never_seen()
+  r.safe = r.agreement and #r.findings == 0
   r.lanes, r.names = self.lanes, self.names
   if self.log then
     local classify = c.protocol.classify or harness.classify

@@ -107,7 +107,35 @@ function report.format(r)
   else
     for _, v in ipairs(r.violations) do
       line("agreement VIOLATED at %s", checker.describe(v))
+      local a = v.accountability
+      if a then
+        local function voters(list)
+          return #list > 0 and table.concat(list, ", ") or "nobody (it adopted the state, by sync)"
+        end
+        line("  quorums: %s knew of votes from %s; %s from %s; in both: %s", v.nodes[1], voters(a.quorums[1]),
+          v.nodes[2], voters(a.quorums[2]), #a.both > 0 and table.concat(a.both, ", ") or "none")
+      end
     end
+  end
+  local findings = r.findings or {}
+  local by = {}
+  for _, f in ipairs(findings) do by[f.invariant] = (by[f.invariant] or 0) + 1 end
+  for _, invariant in ipairs { "validity", "equivocation", "always" } do
+    if by[invariant] then
+      local shown = 0
+      for _, f in ipairs(findings) do
+        if f.invariant == invariant and shown < 5 then
+          shown = shown + 1
+          line("%s VIOLATED: %s", invariant, f.text)
+        end
+      end
+      if by[invariant] > shown then line("%s: %d more", invariant, by[invariant] - shown) end
+    elseif r.findings then
+      line("%s: ok", invariant)
+    end
+  end
+  if r.never_seen and #r.never_seen > 0 then
+    line("sometimes, never seen: %s", table.concat(r.never_seen, ", "))
   end
   if r.progress then
     line("progress: ok (every honest node finalized %d ranks)", c.ranks)

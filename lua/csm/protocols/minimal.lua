@@ -12,7 +12,10 @@
 -- The protocol: leaders are every node, rotated by rank; the top leader
 -- proves at once, the i-th after a back-off; each node votes for the
 -- highest-priority proposal it holds (vote identity = proposal identity);
--- quorum is 2f+1 votes for one identity; that proposal is finalized.
+-- quorum is 2f+1 votes for one identity; that proposal is finalized. It
+-- re-sends only its votes (the machine's vote_resend): a lost proposal or
+-- confirmation is not asked for again, so it runs on a network without
+-- loss; the reference protocol is the one that recovers.
 -- @module csm.protocols.minimal
 
 local csm = require "csm"
@@ -182,14 +185,14 @@ local KIND_OF = { receive_liveness_check = "liveness", receive_proposal = "propo
 
 local NODE_OPTIONS = { name = true, names = true, world = true, network = true, initial = true,
                        timing = true, on_finalize = true, sync = true, trace = true, quorum = true,
-                       note = true }
+                       note = true, lab = true }
 
 --- One node over a network with the lab network's interface (join returns
 -- an endpoint with publish): options name, names (every node, in order),
 -- world, network, initial, timing, on_finalize(node, rank, state), trace,
 -- quorum (the votes that finalize, and the liveness a round needs: 2f + 1
 -- unless told; less is unsafe, which is what a planted bug may want);
--- sync and note are accepted and ignored (a minimal node keeps nothing through a
+-- sync, note and lab are accepted and ignored (a minimal node keeps nothing through a
 -- crash and does not sync: it follows its peers' next rank). Returns { name,
 -- sm, height, finalized, refused, start = fn }.
 function minimal.node(options)

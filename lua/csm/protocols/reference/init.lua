@@ -75,7 +75,7 @@ end
 local OPTIONS = {
   name = true, names = true, world = true, network = true, role = true, initial = true,
   timing = true, view_timeout = true, sync_wait = true, sync = true, on_finalize = true,
-  trace = true, restore = true, note = true,
+  trace = true, restore = true, note = true, lab = true,
 }
 
 -- Checks reference.node's options; returns the index of name in names.
@@ -168,6 +168,17 @@ reference.name = "reference"
 function reference.digest(state)
   return string.format("%s|%d|%s|%s|%s", state:identity(), state:rank(), tostring(state.parent),
     tostring(state.attempt), tostring(state.proposer))
+end
+
+--- What an honest node sends only one of per kind, rank and attempt (the
+-- lab's equivocation check): the identity a prevote, vote or proposal is
+-- for; nil for the other kinds, which may differ (re-sends, answers).
+function reference.content(msg)
+  if type(msg) ~= "table" then return nil end
+  local kind = msg.kind
+  if kind == "prevote" then return msg.id end
+  if (kind == "vote" or kind == "proposal") and csm.is_value(msg.value) then return msg.value:identity() end
+  return nil
 end
 
 --- A message's kind, rank and attempt (nil when it has none), for traces,

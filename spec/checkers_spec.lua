@@ -1,0 +1,127 @@
+-- The lab's checkers in a run: validity, honest equivocation,
+-- accountability of a disagreement, and a protocol's own assertions.
+local csm = require "csm"
+local harness = require "csm.lab.harness"
+local checker = require "csm.lab.checker"
+local minimal = require "csm.protocols.minimal"
+
+-- The minimal protocol with n03's finalizations reported through change.
+local function tampered(name, change)
+  return { name = name, node = function(options)
+    if options.name == "n03" then
+      local report = options.on_finalize
+      options.on_finalize = function(node, rank, state) report(node, rank, change(rank, state)) end
+    end
+    return minimal.node(options)
+  end }
+end
+
+describe("the lab's checkers", function()
+  it("report a finalized state whose parent is not what the node finalized before it (validity)", function()
+    local protocol = tampered("unlinked", function(rank, state)
+      if rank ~= 3 then return state end
+      return csm.value(state:identity(), rank, { parent = "elsewhere" })
+    end)
+    local r = harness.run { protocol = protocol, nodes = 4, ranks = 4, seed = 1 }
+    assert.is_false(r.safe)
+    assert.are.equal("validity", r.findings[1].invariant)
+    assert.is_truthy(r.findings[1].text:find("^n03 finalized 3/n0%d at rank 3: its parent elsewhere is not "
+      .. "2/n0%d, which n03 finalized at rank 2$"), r.findings[1].text)
+    assert.is_truthy(harness.format(r):find("validity VIOLATED: n03 finalized", 1, true))
+  end)
+
+  it("take the protocol's own validity predicate", function()
+    local protocol = { name = "picky", node = minimal.node, valid = function(state)
+      if state:rank() == 2 then return nil, "rank 2 is never valid here" end
+      return true
+    end }
+    local r = harness.run { protocol = protocol, nodes = 4, ranks = 3, seed = 1 }
+    assert.is_false(r.safe)
+    assert.is_truthy(r.findings[1].text:find("at rank 2: rank 2 is never valid here", 1, true))
+    assert.are.equal(4, #r.findings) -- one per honest node
+  end)
+
+  it("report an honest reference node that restarts without its state and votes twice in an attempt",
+    function()
+    -- n03 crashes as it finalizes a rank and comes back at once, knowing
+    -- nothing; with an equivocating leader about, it prevotes (or proposes)
+    -- otherwise than it did before the crash on some of these seeds
+    local found
+    for seed = 1, 40 do
+      for _, rank in ipairs { 3, 5 } do
+        local r = harness.run { nodes = 4, ranks = 12, seed = seed, loss = 0.1, time = 120,
+          view_timeout = 0.5, byzantine = { equivocate = 1 },
+          schedule = { { kind = "crash", node = "n03", durable = false, restart_after = 0.02,
+                         when = { node = "n03", state = "finalizing", rank = rank } } } }
+        for _, f in ipairs(r.findings) do
+          if f.invariant == "equivocation" then found = found or { f, r } end
+        end
+      end
+    end
+    assert.is_not_nil(found)
+    local f, r = found[1], found[2]
+    assert.are.equal("n03", f.node)
+    assert.is_truthy(f.kind == "prevote" or f.kind == "proposal" or f.kind == "vote", f.kind)
+    assert.are.equal(string.format("honest node n03 sent two different %s messages at rank %d attempt %d",
+      f.kind, f.rank, f.attempt), f.text)
+    assert.is_false(r.safe)
+    assert.is_truthy(harness.format(r):find("equivocation VIOLATED: honest node n03", 1, true))
+  end)
+
+  it("name, for a disagreement, the quorums each side knew of and who is in both", function()
+    local broken = dofile("examples/protocols/broken_quorum.lua")
+    local r = harness.run { protocol = broken, nodes = 4, ranks = 3, seed = 1, time = 60,
+      partitions = { { at = 0, duration = 30, groups = { { "n01", "n02" }, { "n03", "n04" } } } } }
+    local v = r.violations[1]
+    assert.are.equal(1, v.rank)
+    local a = v.accountability
+    assert.are.equal(2, #a.quorums[1])
+    assert.are.equal(2, #a.quorums[2])
+    assert.are.same({}, a.both) -- two quorums that need not meet: f + 1 is too few
+    assert.is_truthy(harness.format(r):find("  quorums: n0%d knew of votes from n0%d, n0%d; n0%d from n0%d, "
+      .. "n0%d; in both: none"), harness.format(r))
+  end)
+
+  it("hold a protocol to its always and sometimes assertions", function()
+    local protocol = { name = "asserting", node = function(options)
+      local node = minimal.node(options)
+      local on_finalize = node.on_finalize
+      node.on_finalize = function(n, rank, state)
+        options.lab.always("ranks below 3", rank < 3, "rank " .. rank)
+        options.lab.sometimes("rank 2 by n01", n.name == "n01" and rank == 2)
+        options.lab.sometimes("rank 99", rank == 99)
+        on_finalize(n, rank, state)
+      end
+      return node
+    end }
+    local r = harness.run { protocol = protocol, nodes = 4, ranks = 4, seed = 1 }
+    assert.is_false(r.safe)
+    assert.is_truthy(r.findings[1].text:find("^n0%d: always 'ranks below 3' failed: rank 3$"),
+      r.findings[1].text)
+    assert.are.equal(4, #r.findings) -- once per node
+    assert.are.same({ "rank 99" }, r.never_seen)
+    assert.is_truthy(harness.format(r):find("sometimes, never seen: rank 99", 1, true))
+  end)
+
+  it("stay quiet on honest runs of the shipped protocols", function()
+    -- (the minimal protocol re-sends only votes: it is run without loss)
+    for protocol, loss in pairs { reference = 0.1, minimal = 0 } do
+      for seed = 1, 10 do
+        local r = harness.run { protocol = protocol, nodes = 4, ranks = 10, seed = seed, loss = loss }
+        assert.is_true(r.safe and r.progress, protocol .. " seed " .. seed .. "\n" .. harness.format(r))
+      end
+    end
+  end)
+
+  it("keep the monitor's records bounded over a long run", function()
+    local monitor = checker.monitor { honest = { a = true }, classify = harness.classify,
+      content = checker.content_of, vote = checker.vote_of }
+    for rank = 1, 2000 do
+      monitor:on_send("a", { kind = "vote", value = csm.value("x" .. rank, rank) })
+      monitor:on_finalize("a", rank, csm.value("x" .. rank, rank))
+    end
+    local kept = 0
+    for _ in pairs(monitor.votes.a) do kept = kept + 1 end
+    assert.is_true(kept <= 3 * 64, kept)
+  end)
+end)
