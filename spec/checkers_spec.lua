@@ -125,3 +125,63 @@ describe("the lab's checkers", function()
     assert.is_true(kept <= 3 * 64, kept)
   end)
 end)
+
+describe("the lab's report", function()
+  it("warns when byzantine nodes are more than f", function()
+    local r = harness.run { nodes = 4, ranks = 3, byzantine = { silent = 2 }, time = 5 }
+    assert.is_truthy(harness.format(r):find("warning: 2 byzantine nodes, more than f = 1 of 4 nodes tolerate",
+      1, true))
+  end)
+
+  it("breaks refusals down by reason", function()
+    local r = harness.run { nodes = 4, ranks = 10, loss = 0.1, seed = 2 }
+    assert.is_true(next(r.refusals) ~= nil)
+    assert.is_truthy(harness.format(r):find("refused by honest nodes: [%a_]+: [%a_]+ %d+"), harness.format(r))
+  end)
+
+  it("tells a node that is slow but advancing from one that is stuck", function()
+    local r = harness.run { nodes = 4, ranks = 100000, time = 20 }
+    assert.is_false(r.progress)
+    assert.is_truthy(harness.format(r):find("slow but advancing (last at", 1, true))
+    r = harness.run { nodes = 4, ranks = 30, time = 100, partitions = { { at = 1.5, duration = 1000,
+      groups = { { "n01", "n02" }, { "n03", "n04" } } } } }
+    assert.is_false(r.progress)
+    assert.is_truthy(harness.format(r):find("stuck in [%a_]+ since %d"), harness.format(r))
+  end)
+
+  it("shades cut links and marks new attempts in the timeline", function()
+    local timeline = require "csm.lab.timeline"
+    local r = harness.run { nodes = 4, ranks = 20, loss = 0.1, seed = 1,
+      partitions = { { at = 2, duration = 3, groups = { { "n01", "n02" }, { "n03", "n04" } } } },
+      schedule = { { kind = "isolate", node = "n03", at = 8, duration = 1 } } }
+    local svg = timeline.svg(r)
+    local _, shades = svg:gsub('fill="#fcbba1" opacity="0.5"><title>(%a+)', "")
+    assert.are.equal(2, shades)
+    assert.is_truthy(svg:find("<title>partition 2.0000–5.0000 s</title>", 1, true))
+    assert.is_truthy(svg:find("<title>isolate 8.0000–9.0000 s</title>", 1, true))
+    assert.is_truthy(svg:find("<title>attempt %d+</title>"))
+  end)
+end)
+
+describe("twins", function()
+  it("run two copies of one node under its identity, counted as one byzantine node", function()
+    local r = harness.run { nodes = 4, ranks = 10, seed = 1, twins = { "n01" } }
+    assert.is_true(r.safe and r.progress)
+    assert.are.equal("twin", r.nodes[1].part)
+    -- on sides, each copy hears and is heard by its own
+    r = harness.run { nodes = 4, ranks = 10, seed = 1, twins = { "n01" },
+      twin_sides = { n01 = { { "n02" }, { "n03", "n04" } } } }
+    assert.is_true(r.safe and r.progress)
+  end)
+
+  it("refuse twins that are not nodes, or already byzantine", function()
+    local error_of = require("spec.support").error_of
+    assert.are.equal("harness: option 'twins': item 1 is string \"n09\", not one of the nodes (n01 to n04)",
+      error_of(harness.run, { nodes = 4, twins = { "n09" } }))
+    assert.are.equal("harness: option 'twins': n01 already plays silent",
+      error_of(harness.run, { nodes = 4, twins = { "n01" }, byzantine = { silent = 1 } }))
+    assert.are.equal("harness: option 'twin_sides': n02 is on both of n01's sides",
+      error_of(harness.run, { nodes = 4, twins = { "n01" },
+                              twin_sides = { n01 = { { "n02" }, { "n02" } } } }))
+  end)
+end)

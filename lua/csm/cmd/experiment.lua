@@ -48,6 +48,11 @@ The same seed gives the same run, byte for byte in --trace.]])
   c:option("--protocol", "reference, minimal, or FILE.lua returning a protocol module.", "reference")
   c:option("--adversary", "FILE.lua returning an adversary module (see docs/lab.md, Adversaries); "
     .. "--byzantine N:adversary gives it nodes to speak for.")
+  c:option("--twins", "NAME: two honest copies of node NAME under its identity (repeatable).")
+    :count("*")
+  c:option("--twin-sides", "NAME=GROUP|GROUP: the nodes each copy of twin NAME hears and is heard by "
+    .. "(repeatable; GROUP as in --partition).")
+    :count("*")
   c:option("--nodes", "Number of nodes.", "4"):convert(cmd.integer("--nodes", 1, harness.max_nodes))
   c:option("--byzantine", "COUNT:KIND, e.g. 5:equivocate (repeatable, or comma-separated).")
     :count("*")
@@ -194,6 +199,18 @@ function experiment.fault(text, names)
   return fault
 end
 
+--- The twin_sides of --twin-sides items ("n01=n02|n03,n04").
+function experiment.twin_sides(args)
+  if #args.twin_sides == 0 then return nil end
+  local out = {}
+  for _, item in ipairs(args.twin_sides) do
+    local twin, groups = item:match("^([%w_]+)=(.+)$")
+    if not twin then cmd.usage_error("bad --twin-sides '%s' (NAME=GROUP|GROUP expected)", item) end
+    out[twin] = experiment.partitions({ "0:0:" .. groups }, net.names(args.nodes))[1].groups
+  end
+  return out
+end
+
 --- The faults of a --schedule file: a JSON list of faults, or an object
 -- (a trace's header) with one under "schedule".
 function experiment.schedule(path)
@@ -294,6 +311,7 @@ function experiment.config(args)
     timing = experiment.timing(args.timing), trace = args.trace,
     steps_per_instant = args.steps_per_instant, protocol = experiment.protocol(args.protocol),
     adversary = adversary, adversary_source = adversary_source, schedule = schedule,
+    twins = #args.twins > 0 and args.twins or nil, twin_sides = experiment.twin_sides(args),
   }
 end
 

@@ -45,7 +45,7 @@ local DEFAULTS = {
 
 local OPTIONS = { byzantine = true, restart_after = true, timing = true, view_timeout = true,
                   trace = true, svg = true, steps_per_instant = true, protocol = true, adversary = true,
-                  adversary_source = true, schedule = true }
+                  adversary_source = true, schedule = true, twins = true, twin_sides = true }
 
 --- The protocols shipped with csm, by name.
 harness.protocols = { reference = "csm.protocols.reference", minimal = "csm.protocols.minimal" }
@@ -97,6 +97,13 @@ local function assign_parts(c)
   local step = n / math.max(#list, 1)
   for i, kind in ipairs(list) do
     parts[math.floor((i - 1) * step) + 1] = kind
+  end
+  -- twins are named, not counted
+  local names = net.names(n)
+  for _, twin in ipairs(c.twins or {}) do
+    for i, name in ipairs(names) do
+      if name == twin then parts[i] = parts[i] and (parts[i] .. "+twin") or "twin" end
+    end
   end
   return parts
 end
@@ -151,8 +158,56 @@ function harness.config(c)
   if (out.byzantine.adversary or 0) > 0 and out.adversary == nil then
     fail("harness: %d adversary node(s) and no adversary (option 'adversary')", out.byzantine.adversary)
   end
+  check.type(fname, "twins", out.twins, "table", true)
+  local known, seen = {}, {}
+  for _, name in ipairs(net.names(out.nodes)) do known[name] = true end
+  for i, twin in ipairs(out.twins or {}) do
+    if not known[twin] then
+      fail("harness: option 'twins': item %d is %s, not one of the nodes (n01 to %s)", i, check.show(twin),
+        net.names(out.nodes)[out.nodes])
+    end
+    if seen[twin] then fail("harness: option 'twins' lists '%s' twice", twin) end
+    seen[twin] = true
+  end
+  check.type(fname, "twin_sides", out.twin_sides, "table", true)
+  for twin, sides in pairs(out.twin_sides or {}) do
+    if not seen[twin] then
+      fail("harness: option 'twin_sides': '%s' is not one of the twins", tostring(twin))
+    end
+    if type(sides) ~= "table" or #sides ~= 2 then
+      fail("harness: option 'twin_sides': %s must have two sides, a list of node names each", twin)
+    end
+    local side_of = {}
+    for k, list in ipairs(sides) do
+      if type(list) ~= "table" then
+        fail("harness: option 'twin_sides': %s's side %d must be a list of node names", twin, k)
+      end
+      for _, name in ipairs(list) do
+        if not known[name] or name == twin then
+          fail("harness: option 'twin_sides': %s's side %d lists %s, not another node", twin, k,
+            check.show(name))
+        end
+        if side_of[name] then
+          fail("harness: option 'twin_sides': %s is on both of %s's sides", name, twin)
+        end
+        side_of[name] = k
+      end
+    end
+  end
   if total >= out.nodes then
     fail("harness: %d byzantine nodes leave no honest one of %d", total, out.nodes)
+  end
+  for i, part in pairs(assign_parts(out)) do
+    if part:find("+twin", 1, true) then
+      fail("harness: option 'twins': %s already plays %s", net.names(out.nodes)[i], part:gsub("%+twin$", ""))
+    end
+  end
+  do
+    local parts, byzantine = assign_parts(out), 0
+    for _ in pairs(parts) do byzantine = byzantine + 1 end
+    if byzantine >= out.nodes then
+      fail("harness: %d byzantine nodes (twins included) leave no honest one of %d", byzantine, out.nodes)
+    end
   end
   check.type(fname, "partitions", out.partitions, "table")
   local schedule = {}
@@ -194,7 +249,7 @@ Run.__index = Run
 local function new_run(c)
   local self = setmetatable({ c = c, clock = os.clock(), nodes = {}, index = {}, lanes = {},
     agreement = checker.agreement(), honest_total = 0, honest_done = 0, protocol = c.protocol,
-    heights = {}, finalized_at = {}, reached = {} }, Run)
+    heights = {}, finalized_at = {}, reached = {}, attempts = {}, faults = {} }, Run)
   self.world = csm.sim { seed = c.seed, steps_per_instant = c.steps_per_instant }
   self.network = net.new(self.world, { latency = c.latency, jitter = c.jitter, loss = c.loss,
     duplicate = c.duplicate, reorder = c.reorder })
@@ -342,8 +397,10 @@ function Run:make(i, sync, restore)
     },
     note = function(kind, fields)
       if self.log then self.log:note(name, kind, fields) end
-      if kind == "attempt" and self.armed and type(fields) == "table" then
-        self.armed:reached(name, "attempt", fields.attempt, fields.rank)
+      if kind == "attempt" and type(fields) == "table" then
+        local list = self.attempts[name]
+        list[#list + 1] = { world:now(), fields.attempt }
+        if self.armed then self.armed:reached(name, "attempt", fields.attempt, fields.rank) end
       end
     end,
   }
@@ -353,7 +410,12 @@ function Run:make(i, sync, restore)
     local role = (part == "crash" or part == nil) and "honest" or part
     if protocol.roles[role] then options.role = role end
   end
-  local node = protocol.node(options)
+  local node
+  if part == "twin" then
+    node = self:twins(options)
+  else
+    node = protocol.node(options)
+  end
   if type(node) ~= "table" or not csm.is_machine(node.sm) or type(node.start) ~= "function" then
     fail("harness: protocol '%s': node() must return a table with sm (a csm machine) and start (got %s)",
       protocol.name or "protocol", check.show(node))
@@ -382,6 +444,65 @@ function Run:make(i, sync, restore)
   return node
 end
 
+-- Twins (Twins: BFT Systems Made Robust): two honest copies of one node,
+-- under its one identity. Each gets its own copy of what is sent to the
+-- name, and both send as it; together they are one byzantine node.
+function Run:twins(options)
+  local handlers, endpoint = {}, nil
+  local network = self.network
+  -- with sides, copy k hears and is heard by side k's nodes only
+  local sides = (self.c.twin_sides or {})[options.name]
+  local side_of = {}
+  for k, list in ipairs(sides or {}) do
+    for _, name in ipairs(list) do side_of[name] = k end
+  end
+  local function copy_network(k)
+    local own
+    return setmetatable({
+      join = function(_, name, handler)
+        handlers[k] = handler
+        if endpoint == nil then
+          endpoint = network:join(name, function(from, msg)
+            for j = 1, 2 do
+              local h = handlers[j]
+              if h and (sides == nil or side_of[from] == j) then h(from, j == 1 and msg or net.copy(msg)) end
+            end
+          end)
+        end
+        own = own or setmetatable({
+          send = function(_, to, msg)
+            if sides == nil or side_of[to] == k then endpoint:send(to, msg) end
+          end,
+          publish = function(_, msg)
+            if sides == nil then return endpoint:publish(msg) end
+            for _, to in ipairs(endpoint:nodes()) do
+              if side_of[to] == k then endpoint:send(to, msg) end
+            end
+          end,
+        }, { __index = endpoint })
+        return own
+      end,
+    }, { __index = network })
+  end
+  local copies = {}
+  for k = 1, 2 do
+    local o = {}
+    for key, v in pairs(options) do o[key] = v end
+    o.network = copy_network(k)
+    copies[k] = self.protocol.node(o)
+  end
+  local first, second = copies[1], copies[2]
+  local log = self.log
+  if log and csm.is_machine(second.sm) then
+    second.sm:add_listener(function(from, to, event)
+      local active = second.sm:active_state()
+      log:transition(options.name .. "'", from, event, to, active and active:rank() + 1)
+    end)
+  end
+  return { name = options.name, sm = first.sm, copies = copies, refused = first.refused,
+           start = function() first:start(); second:start() end }
+end
+
 -- What a crash does to a node (what it wrote down is taken first, when its
 -- protocol keeps anything), and how it comes back.
 function Run:crash(name, durable)
@@ -406,7 +527,7 @@ end
 -- fault schedule.
 function Run:start()
   for i, name in ipairs(self.names) do
-    self.index[name], self.heights[name], self.finalized_at[name] = i, 0, {}
+    self.index[name], self.heights[name], self.finalized_at[name], self.attempts[name] = i, 0, {}, {}
     if self.parts[i] == nil then self.honest_total = self.honest_total + 1 end
   end
   for i = 1, self.c.nodes do self.nodes[i] = self:make(i, false) end
@@ -422,7 +543,11 @@ function Run:start()
   self.armed = faults.arm(self.network, harness.schedule(self.c, self.names, self.parts), {
     crash = function(name, fault) self:crash(name, fault.durable ~= false) end,
     restart = function(name) self:restart(name) end,
-    event = log and function(kind, fields) log:event(kind, fields) end,
+    event = function(kind, fields)
+      local list = self.faults
+      list[#list + 1] = { self.world:now(), kind, fields }
+      if log then log:event(kind, fields) end
+    end,
     gst = function()
       self.gst_at = self.world:now()
       if handle then handle.gst = true end
@@ -451,13 +576,17 @@ function Run:finish()
   for i, node in ipairs(self.nodes) do
     local name = self.names[i]
     records[i] = { name = name, part = node.part, honest = self.parts[i] == nil, height = self.heights[name],
-                   finalized_at = self.finalized_at[name], sm = node.sm, refused = node.refused }
+                   finalized_at = self.finalized_at[name], sm = node.sm, refused = node.refused,
+                   refusals = node.refusals }
   end
+  local byzantine = 0
+  for _ in pairs(self.parts) do byzantine = byzantine + 1 end
+  r.byzantine, r.f = byzantine, math.floor((c.nodes - 1) / 3)
   report.finish(r, records, self.agreement)
   r.findings = self.monitor.findings
   r.never_seen = self.monitor:never_seen()
   r.safe = r.agreement and #r.findings == 0
-  r.lanes, r.names = self.lanes, self.names
+  r.lanes, r.names, r.attempts, r.faults = self.lanes, self.names, self.attempts, self.faults
   if self.log then
     local classify = c.protocol.classify or harness.classify
     for _, m in ipairs(self.network:pending()) do

@@ -38,9 +38,13 @@ function report.finish(r, nodes, agreement)
   local c = r.config
   local durations = {}
   local least = math.huge
+  local refusals = {}
   for _, node in ipairs(nodes) do
     r.nodes[#r.nodes + 1] = { name = node.name, part = node.part, finalized = node.height,
       state = node.sm:state(), refused = node.refused or 0 }
+    if node.honest and type(node.refusals) == "table" then
+      for reason, count in pairs(node.refusals) do refusals[reason] = (refusals[reason] or 0) + count end
+    end
     if node.honest then
       least = math.min(least, node.height)
       local prev = 0
@@ -51,11 +55,21 @@ function report.finish(r, nodes, agreement)
         prev = at
       end
       if node.height < c.ranks then
-        r.stuck[#r.stuck + 1] = { node = node.name, state = node.sm:state(), finalized = node.height }
+        local last = 0
+        for _, at in pairs(node.finalized_at) do last = math.max(last, at) end
+        r.stuck[#r.stuck + 1] = { node = node.name, state = node.sm:state(), finalized = node.height,
+                                  last = last }
       end
     end
   end
   r.latency = report.latency(durations)
+  r.refusals = refusals
+  -- a node short of the target that finalized lately is slow, not stuck:
+  -- lately is within ten rounds (at the run's p99) or a tenth of the run
+  local recent = math.max(10 * r.latency.p99, (r.virtual or 0) / 10)
+  for _, s in ipairs(r.stuck) do
+    s.advancing = s.finalized > 0 and (r.virtual or 0) - s.last <= recent
+  end
   r.rounds = least == math.huge and 0 or least
   r.rounds_per_second = r.wall > 0 and r.rounds / r.wall or 0
   r.violations = agreement.violations
@@ -88,6 +102,10 @@ function report.format(r)
   local protocol = c.protocol == nil and "reference" or c.protocol.name or "(unnamed protocol)"
   line("csm experiment: %d %s nodes%s, seed %d, target %d ranks or %g virtual s", c.nodes, protocol,
     #byz > 0 and (" (" .. table.concat(byz, ", ") .. ")") or "", c.seed, c.ranks, c.time)
+  if r.byzantine and r.f and r.byzantine > r.f then
+    line("warning: %d byzantine nodes, more than f = %d of %d nodes tolerate: the protocol promises nothing",
+      r.byzantine, r.f, c.nodes)
+  end
   line("network: latency %gs jitter %gs loss %g duplicate %g reorder %g%s", c.latency, c.jitter,
     c.loss, c.duplicate, c.reorder, #c.partitions > 0 and (", " .. #c.partitions .. " partition(s)") or "")
   line("")
@@ -100,6 +118,14 @@ function report.format(r)
     r.latency.p50, r.latency.p99, r.latency.samples)
   line("messages: %d sent, %d delivered, %d dropped, %d duplicated", r.messages.sent,
     r.messages.delivered, r.messages.dropped, r.messages.duplicated)
+  local reasons = {}
+  for reason, count in pairs(r.refusals or {}) do reasons[#reasons + 1] = { reason, count } end
+  table.sort(reasons, function(a, b) return a[2] > b[2] or (a[2] == b[2] and a[1] < b[1]) end)
+  if #reasons > 0 then
+    local parts = {}
+    for i = 1, math.min(#reasons, 6) do parts[i] = string.format("%s %d", reasons[i][1], reasons[i][2]) end
+    line("refused by honest nodes: %s%s", table.concat(parts, ", "), #reasons > 6 and ", ..." or "")
+  end
   line("time: %.3f virtual s, %.3f wall s, %.1f rounds per wall second", r.virtual, r.wall,
     r.rounds_per_second)
   if r.agreement then
@@ -141,7 +167,13 @@ function report.format(r)
     line("progress: ok (every honest node finalized %d ranks)", c.ranks)
   else
     for _, s in ipairs(r.stuck) do
-      line("progress: %s finalized %d of %d ranks, stuck in %s", s.node, s.finalized, c.ranks, s.state)
+      if s.advancing then
+        line("progress: %s finalized %d of %d ranks, slow but advancing (last at %.3f s), in %s", s.node,
+          s.finalized, c.ranks, s.last, s.state)
+      else
+        line("progress: %s finalized %d of %d ranks, stuck in %s since %.3f s", s.node, s.finalized, c.ranks,
+          s.state, s.last)
+      end
     end
   end
   return table.concat(out, "\n") .. "\n"

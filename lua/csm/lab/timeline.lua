@@ -16,6 +16,9 @@ local COLORS = {
 local ORDER = { "loading", "collecting", "liveness_check", "proving", "publishing", "voting",
   "finalizing", "verifying", "stopped", "crashed" }
 
+-- The faults that cut links, shaded in the picture.
+local CUTS = { partition = true, one_way = true, isolate = true, pause = true }
+
 local function esc(s)
   return (tostring(s):gsub("&", "&amp;"):gsub("<", "&lt;"):gsub(">", "&gt;"))
 end
@@ -40,6 +43,36 @@ function timeline.svg(r)
     c.seed, r.rounds, r.virtual, r.agreement and "ok" or "VIOLATED"))
   local parts = {}
   for _, n in ipairs(r.nodes) do parts[n.name] = n.part end
+  -- faults that cut links, shaded behind every lane: from their start to
+  -- their end (a heal ends them all)
+  local lanes_h = #names * lane_h
+  local open = {}
+  local function shade(t0, t1, kind)
+    local x0, x1 = x(t0), x(t1)
+    add(string.format('<rect x="%.1f" y="%d" width="%.1f" height="%d" fill="#fcbba1" opacity="0.5">'
+      .. '<title>%s %.4f–%.4f s</title></rect>', x0, top - 2, math.max(x1 - x0, 1), lanes_h + 2, esc(kind),
+      t0, t1))
+    add(string.format('<text x="%.1f" y="%d" font-size="10" fill="#a50f15">%s</text>', x0 + 2, top - 4,
+      esc(kind)))
+  end
+  local function close(k, t)
+    shade(open[k][1], t, open[k][2])
+    table.remove(open, k)
+  end
+  for _, f in ipairs(r.faults or {}) do
+    local t, kind, fields = f[1], f[2], f[3] or {}
+    local ends = kind:match("^(.*)_end$") or (kind == "heal" and fields.groups and "partition")
+    if CUTS[kind] then
+      open[#open + 1] = { t, kind }
+    elseif ends then
+      for k = 1, #open do
+        if open[k][2] == ends then close(k, t) break end
+      end
+    elseif kind == "heal" or kind == "gst" then
+      while #open > 0 do close(1, t) end
+    end
+  end
+  for _, o in ipairs(open) do shade(o[1], r.virtual, o[2]) end
   for i, name in ipairs(names) do
     local y = top + (i - 1) * lane_h
     local part = parts[name]
@@ -58,10 +91,27 @@ function timeline.svg(r)
           COLORS[seg[2]] or "#cccccc", esc(name), esc(seg[2]), t0, t1))
       end
     end
+    -- finalizations: a short tick above the lane, one per pixel at most,
+    -- so that at high rates they do not hide the states
     local fin = r.finalized_at[name] or {}
+    local last_x = -1
     for _, t in ipairs(fin) do
-      add(string.format('<line x1="%.1f" x2="%.1f" y1="%d" y2="%d" stroke="black" stroke-width="1"/>',
-        x(t), x(t), y, y + lane_h - 2))
+      local xt = x(t)
+      if xt - last_x >= 1 then
+        last_x = xt
+        add(string.format('<line x1="%.1f" x2="%.1f" y1="%d" y2="%d" stroke="black" stroke-width="1"/>',
+          xt, xt, y - 1, y + 3))
+      end
+    end
+    -- attempts past the first: a purple tick under the lane
+    last_x = -1
+    for _, a in ipairs((r.attempts or {})[name] or {}) do
+      local xt = x(a[1])
+      if a[2] > 0 and xt - last_x >= 1 then
+        last_x = xt
+        add(string.format('<line x1="%.1f" x2="%.1f" y1="%d" y2="%d" stroke="#6a51a3" stroke-width="1">'
+          .. '<title>attempt %d</title></line>', xt, xt, y + lane_h - 6, y + lane_h - 1, a[2]))
+      end
     end
   end
   -- axis
@@ -81,8 +131,14 @@ function timeline.svg(r)
     add(string.format('<text x="%d" y="%d">%s</text>', lx + 16, ly, state))
     lx = lx + 24 + #state * 7
   end
-  add(string.format('<line x1="%d" x2="%d" y1="%d" y2="%d" stroke="black"/>', lx, lx, ly - 11, ly + 1))
+  add(string.format('<line x1="%d" x2="%d" y1="%d" y2="%d" stroke="black"/>', lx, lx, ly - 11, ly - 7))
   add(string.format('<text x="%d" y="%d">finalization</text>', lx + 6, ly))
+  lx = lx + 90
+  add(string.format('<line x1="%d" x2="%d" y1="%d" y2="%d" stroke="#6a51a3"/>', lx, lx, ly - 4, ly + 1))
+  add(string.format('<text x="%d" y="%d">new attempt</text>', lx + 6, ly))
+  lx = lx + 90
+  add(string.format('<rect x="%d" y="%d" width="12" height="12" fill="#fcbba1"/>', lx, ly - 10))
+  add(string.format('<text x="%d" y="%d">cut links</text>', lx + 16, ly))
   add("</svg>")
   return table.concat(out, "\n") .. "\n"
 end

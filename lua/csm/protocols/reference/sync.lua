@@ -52,12 +52,20 @@ function sync.synchronize(node, existing, ctx)
   local adopted = nil
   for _, rank in ipairs(ranks) do
     local agree, chosen = {}, nil
-    for _, r in ipairs(answers) do
+    for i, r in ipairs(answers) do
       local state = r.chain[rank]
       if csm.is_value(state) and state:rank() == rank then
         local id = state:identity()
-        agree[id] = (agree[id] or 0) + 1
-        if agree[id] == node.f + 1 then chosen = state end
+        -- who vouches for an answer: node.sync_voucher(answer, i) (each
+        -- answer for itself unless a node says otherwise)
+        local by = agree[id] or {}
+        agree[id] = by
+        local voucher = node.sync_voucher and node.sync_voucher(r, i) or i
+        if not by[voucher] then
+          by[voucher] = true
+          by.n = (by.n or 0) + 1
+          if by.n == node.f + 1 then chosen = state end
+        end
       end
     end
     if chosen then
