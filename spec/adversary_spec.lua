@@ -23,7 +23,9 @@ local function body(config)
   return table.concat(out, "\n")
 end
 
-describe("csm.lab.adversary", function()
+-- (#sweep: many lab runs, left out of scripts/gcstress.sh's stressed
+-- collector, under which they take minutes; the ordinary runs check them)
+describe("csm.lab.adversary #sweep", function()
   it("lets a pass-through adversary change nothing: the trace is the trace without one", function()
     for _, config in ipairs {
       { nodes = 4, ranks = 15, seed = 1 },

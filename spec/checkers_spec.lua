@@ -16,7 +16,9 @@ local function tampered(name, change)
   end }
 end
 
-describe("the lab's checkers", function()
+-- (#sweep: many lab runs, left out of scripts/gcstress.sh's stressed
+-- collector, under which they take minutes; the ordinary runs check them)
+describe("the lab's checkers #sweep", function()
   it("report a finalized state whose parent is not what the node finalized before it (validity)", function()
     local protocol = tampered("unlinked", function(rank, state)
       if rank ~= 3 then return state end
@@ -126,7 +128,7 @@ describe("the lab's checkers", function()
   end)
 end)
 
-describe("the lab's report", function()
+describe("the lab's report #sweep", function()
   it("warns when byzantine nodes are more than f", function()
     local r = harness.run { nodes = 4, ranks = 3, byzantine = { silent = 2 }, time = 5 }
     assert.is_truthy(harness.format(r):find("warning: 2 byzantine nodes, more than f = 1 of 4 nodes tolerate",
@@ -163,7 +165,7 @@ describe("the lab's report", function()
   end)
 end)
 
-describe("twins", function()
+describe("twins #sweep", function()
   it("run two copies of one node under its identity, counted as one byzantine node", function()
     local r = harness.run { nodes = 4, ranks = 10, seed = 1, twins = { "n01" } }
     assert.is_true(r.safe and r.progress)

@@ -261,7 +261,7 @@ describe("csm's edges", function()
       assert.are.same({ "nil canceled", "again" }, seen)
     end)
 
-    it("keeps a flat heap over thousands of closed sleeping machines", function()
+    it("keeps a flat heap over thousands of closed sleeping machines #sweep", function()
       local world = csm.sim { seed = 3 }
       local weak = setmetatable({}, { __mode = "v" })
       local function batch(from)
@@ -278,7 +278,7 @@ describe("csm's edges", function()
       assert.is_true(collectgarbage("count") - base < 100, collectgarbage("count") - base)
     end)
 
-    it("keeps a flat heap over hundreds of harness.run calls", function()
+    it("keeps a flat heap over hundreds of harness.run calls #sweep", function()
       local harness = require "csm.lab.harness"
       for i = 1, 20 do harness.run { nodes = 4, ranks = 3, seed = i } end
       full_gc()

@@ -75,7 +75,9 @@ end
 
 local PARTITION = { at = 2, duration = 60, groups = { { "n01", "n02" }, { "n03", "n04" } } }
 
-describe("csm.harness", function()
+-- (#sweep: many protocol runs; scripts/gcstress.sh leaves them out of its
+-- slowest collector)
+describe("csm.harness #sweep", function()
 
   describe("with any protocol", function()
     local minimal = require "csm.protocols.minimal"

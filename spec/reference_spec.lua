@@ -60,7 +60,9 @@ local function capture_nodes()
   return built
 end
 
-describe("csm.reference", function()
+-- (#sweep: many protocol runs; scripts/gcstress.sh leaves them out of its
+-- slowest collector)
+describe("csm.reference #sweep", function()
   describe("thresholds", function()
     it("gives f = floor((n - 1) / 3) and the quorum n - f", function()
       assert.are.same({ 0, 1 }, { reference.thresholds(1) })
