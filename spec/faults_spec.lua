@@ -160,6 +160,28 @@ describe("csm.lab.faults", function()
       assert.is_true(r.virtual > 20)
     end)
 
+    it("judges liveness after the gst: ok, violated, or unknown when the run ends before the bound",
+      function()
+      -- the reference protocol recovers once the partition ends at the gst
+      local r = harness.run { nodes = 4, ranks = 40, seed = 1, time = 300,
+        schedule = { { kind = "partition", at = 1, duration = 1000, groups = { { "n01", "n02" } } },
+                     { kind = "gst", at = 20 } } }
+      assert.are.equal("ok", r.liveness.verdict)
+      assert.is_true(r.progress)
+      assert.is_truthy(harness.format(r):find("liveness after the gst: ok (every honest node finalized "
+        .. "within 60 s of the gst at 20 s)", 1, true))
+      -- the minimal protocol never asks again for a proposal it lost
+      r = harness.run { protocol = "minimal", nodes = 4, ranks = 50, seed = 1, time = 100, loss = 0.3,
+        schedule = { { kind = "gst", at = 5 } } }
+      assert.are.equal("violated", r.liveness.verdict)
+      assert.is_truthy(harness.format(r):find("liveness after the gst VIOLATED: n01, n02, n03, n04 "
+        .. "finalized nothing within 60 s of the gst at 5 s", 1, true))
+      r = harness.run { protocol = "minimal", nodes = 4, ranks = 50, seed = 1, time = 30, loss = 0.3,
+        liveness_bound = 60, schedule = { { kind = "gst", at = 5 } } }
+      assert.are.equal("unknown", r.liveness.verdict)
+      assert.is_nil(harness.run { nodes = 4, ranks = 2 }.liveness)
+    end)
+
     it("breaks the planted f + 1 quorum with a partition keyed to a rank's proposals", function()
       local broken = dofile("examples/protocols/broken_quorum.lua")
       local r = harness.run { protocol = broken, nodes = 4, ranks = 6, seed = 1, time = 60,

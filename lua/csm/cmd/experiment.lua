@@ -405,6 +405,8 @@ function experiment.run(args)
     print("timeline: " .. args.svg)
   end
   if args.trace then print("trace: " .. args.trace) end
+  local live = report.liveness
+  if live and live.verdict == "violated" then return cmd.VIOLATED end
   return (report.safe and report.progress) and cmd.OK or cmd.VIOLATED
 end
 

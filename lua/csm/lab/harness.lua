@@ -45,7 +45,8 @@ local DEFAULTS = {
 
 local OPTIONS = { byzantine = true, restart_after = true, timing = true, view_timeout = true,
                   trace = true, svg = true, steps_per_instant = true, protocol = true, adversary = true,
-                  adversary_source = true, schedule = true, twins = true, twin_sides = true }
+                  adversary_source = true, schedule = true, twins = true, twin_sides = true,
+                  liveness_bound = true }
 
 --- The protocols shipped with csm, by name.
 harness.protocols = { reference = "csm.protocols.reference", minimal = "csm.protocols.minimal" }
@@ -158,6 +159,7 @@ function harness.config(c)
   if (out.byzantine.adversary or 0) > 0 and out.adversary == nil then
     fail("harness: %d adversary node(s) and no adversary (option 'adversary')", out.byzantine.adversary)
   end
+  check.number(fname, "liveness_bound", out.liveness_bound, 0, nil, true)
   check.type(fname, "twins", out.twins, "table", true)
   local known, seen = {}, {}
   for _, name in ipairs(net.names(out.nodes)) do known[name] = true end
@@ -444,6 +446,36 @@ function Run:make(i, sync, restore)
   return node
 end
 
+--- The liveness bound after a gst: c.liveness_bound, or 600 x timing.scale
+-- (60 s at the scale the harness runs the reference protocol with, 0.1).
+function harness.liveness_bound(c)
+  if c.liveness_bound then return c.liveness_bound end
+  local scale = c.timing and c.timing.scale or 0.1
+  return 600 * scale
+end
+
+-- Liveness after the gst: every honest node finalizes a rank within the
+-- bound after it (or had reached the target). r.liveness is nil without a
+-- gst, else { gst, bound, verdict = "ok" | "violated" | "unknown", late }.
+function Run:judge_liveness(r)
+  local g = self.gst_at
+  if g == nil then return end
+  local bound = harness.liveness_bound(self.c)
+  local late = {}
+  for i, name in ipairs(self.names) do
+    if self.parts[i] == nil and self.heights[name] < self.c.ranks then
+      local after = false
+      for _, t in pairs(self.finalized_at[name]) do
+        if t > g and t <= g + bound then after = true break end
+      end
+      if not after then late[#late + 1] = name end
+    end
+  end
+  local verdict = "ok"
+  if #late > 0 then verdict = r.virtual >= g + bound and "violated" or "unknown" end
+  r.liveness = { gst = g, bound = bound, verdict = verdict, late = late }
+end
+
 -- Twins (Twins: BFT Systems Made Robust): two honest copies of one node,
 -- under its one identity. Each gets its own copy of what is sent to the
 -- name, and both send as it; together they are one byzantine node.
@@ -584,6 +616,7 @@ function Run:finish()
   r.byzantine, r.f = byzantine, math.floor((c.nodes - 1) / 3)
   report.finish(r, records, self.agreement)
   r.findings = self.monitor.findings
+  self:judge_liveness(r)
   r.never_seen = self.monitor:never_seen()
   r.safe = r.agreement and #r.findings == 0
   r.lanes, r.names, r.attempts, r.faults = self.lanes, self.names, self.attempts, self.faults

@@ -73,6 +73,7 @@ function report.finish(r, nodes, agreement)
   r.rounds = least == math.huge and 0 or least
   r.rounds_per_second = r.wall > 0 and r.rounds / r.wall or 0
   r.violations = agreement.violations
+  -- (r.liveness, after a gst, is the harness's)
   r.agreement = agreement:ok()
   r.progress = #r.stuck == 0
   r.finalized_at = {}
@@ -158,6 +159,19 @@ function report.format(r)
       if by[invariant] > shown then line("%s: %d more", invariant, by[invariant] - shown) end
     elseif r.findings then
       line("%s: ok", invariant)
+    end
+  end
+  local live = r.liveness
+  if live then
+    if live.verdict == "ok" then
+      line("liveness after the gst: ok (every honest node finalized within %g s of the gst at %g s)",
+        live.bound, live.gst)
+    elseif live.verdict == "violated" then
+      line("liveness after the gst VIOLATED: %s finalized nothing within %g s of the gst at %g s",
+        table.concat(live.late, ", "), live.bound, live.gst)
+    else
+      line("liveness after the gst: unknown (the run ended %g s after the gst, before the bound of %g s)",
+        r.virtual - live.gst, live.bound)
     end
   end
   if r.never_seen and #r.never_seen > 0 then
