@@ -42,8 +42,11 @@ end
 -- under the specs' interpreter with args (a shell-quoted string), from the
 -- root; returns its output (stdout and stderr) and exit status. host runs it
 -- instead of the interpreter (a path from the root, e.g. support.host()).
+-- A program that runs past 10 minutes is killed (exit status 124), so a
+-- hang fails its spec instead of stalling the suite.
 function support.run(program, args, host)
-  local cmd = string.format("cd %s && LUA_PATH=%s LUA_CPATH=%s %s %s %s 2>&1; echo \"exit=$?\"",
+  local cmd = string.format("cd %s && LUA_PATH=%s LUA_CPATH=%s timeout -k 10 600 %s %s %s 2>&1; "
+    .. "echo \"exit=$?\"",
     support.quote(support.root), support.quote(package.path), support.quote(package.cpath),
     host or support.interpreter, program, args or "")
   local pipe = assert(io.popen(cmd))
