@@ -393,16 +393,33 @@ function Network:stabilize()
   end
 end
 
+-- The parameters of the link from -> to.
+local function link_of(self, from, to)
+  if self.nlinks > 0 then
+    local mine = self.links[from]
+    if mine and mine[to] then return mine[to] end
+  end
+  return self.params
+end
+
+-- Whether a partition or a cut keeps from's messages from reaching to.
+local function separated(self, from, to)
+  local group = self.group
+  if group ~= nil and (group[from] or 0) ~= (group[to] or 0) then return true end
+  local cuts = self.cuts
+  if cuts ~= nil then
+    local mine = cuts[from]
+    if mine and (mine[to] or 0) > 0 then return true end
+  end
+  return false
+end
+
 --- Whether a and b can reach each other now, both ways (no partition or
 -- cut between them; a node down is still connected).
 function Network:connected(a, b)
   check_node(self, "network:connected", 1, "a", a)
   check_node(self, "network:connected", 2, "b", b)
-  local group = self.group
-  if group ~= nil and (group[a] or 0) ~= (group[b] or 0) then return false end
-  local cuts = self.cuts
-  if cuts ~= nil and (((cuts[a] or {})[b] or 0) > 0 or ((cuts[b] or {})[a] or 0) > 0) then return false end
-  return true
+  return not (separated(self, a, b) or separated(self, b, a))
 end
 
 --- Takes a node down: it sends and receives nothing until restart.
@@ -477,14 +494,9 @@ end
 
 -- Why a message from -> to cannot pass now, or nil.
 local function blocked(self, from, to)
-  local down, group = self.down, self.group
+  local down = self.down
   if down[from] or down[to] then return "down" end
-  if group ~= nil and (group[from] or 0) ~= (group[to] or 0) then return "partition" end
-  local cuts = self.cuts
-  if cuts ~= nil then
-    local mine = cuts[from]
-    if mine and (mine[to] or 0) > 0 then return "partition" end
-  end
+  if separated(self, from, to) then return "partition" end
   return nil
 end
 
@@ -590,11 +602,7 @@ local function route(self, from, to, msg, now)
       self.fresh = msg
     end
   end
-  local p = self.params
-  if self.nlinks > 0 then
-    local mine = self.links[from]
-    p = mine and mine[to] or p
-  end
+  local p = link_of(self, from, to)
   local why = blocked(self, from, to)
   if why == nil and p.loss > 0 and self.world:random() < p.loss then why = "loss" end
   if why then
@@ -707,11 +715,7 @@ function Network:replay(id, from, to, msg)
   if type(to) ~= "string" then argerror("network:replay", 3, "to", "node name expected", to) end
   msg = wire_copy("network:replay", 4, msg)
   self.fresh = msg
-  local p = self.params
-  if self.nlinks > 0 then
-    local mine = self.links[from]
-    p = mine and mine[to] or p
-  end
+  local p = link_of(self, from, to)
   self.stats.duplicated = self.stats.duplicated + 1
   observe(self, "duplicate", from, to, msg, id)
   enqueue(self, from, to, msg, p, self.world:now(), id, 0)
