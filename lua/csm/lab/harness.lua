@@ -199,17 +199,15 @@ function harness.config(c)
   if total >= out.nodes then
     fail("harness: %d byzantine nodes leave no honest one of %d", total, out.nodes)
   end
-  for i, part in pairs(assign_parts(out)) do
+  local names, parts, byzantine = net.names(out.nodes), assign_parts(out), 0
+  for i, part in pairs(parts) do
     if part:find("+twin", 1, true) then
-      fail("harness: option 'twins': %s already plays %s", net.names(out.nodes)[i], part:gsub("%+twin$", ""))
+      fail("harness: option 'twins': %s already plays %s", names[i], part:gsub("%+twin$", ""))
     end
+    byzantine = byzantine + 1
   end
-  do
-    local parts, byzantine = assign_parts(out), 0
-    for _ in pairs(parts) do byzantine = byzantine + 1 end
-    if byzantine >= out.nodes then
-      fail("harness: %d byzantine nodes (twins included) leave no honest one of %d", byzantine, out.nodes)
-    end
+  if byzantine >= out.nodes then
+    fail("harness: %d byzantine nodes (twins included) leave no honest one of %d", byzantine, out.nodes)
   end
   check.type(fname, "partitions", out.partitions, "table")
   local schedule = {}
@@ -221,8 +219,7 @@ function harness.config(c)
   check.type(fname, "schedule", out.schedule, "table", true)
   faults.check("harness", out.schedule or {}, net.names(out.nodes), "schedule")
   -- and all of it together, as it will be armed
-  local names = net.names(out.nodes)
-  faults.check("harness", harness.schedule(out, names, assign_parts(out)), names)
+  faults.check("harness", harness.schedule(out, names, parts), names)
   return out
 end
 
