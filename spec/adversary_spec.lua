@@ -48,9 +48,9 @@ describe("csm.lab.adversary #sweep", function()
     end
   end)
 
-  it("keeps the reference protocol's agreement and progress under equivocate, silent and replayer, "
-    .. "seeds 1-50", function()
-    for _, name in ipairs { "equivocate", "silent", "replayer" } do
+  it("keeps the reference protocol's agreement and progress under the four roles rebuilt (equivocate, "
+    .. "double_vote, silent, crash) and replayer, seeds 1-50", function()
+    for _, name in ipairs { "equivocate", "double_vote", "silent", "crash", "replayer" } do
       local adv = example(name)
       for seed = 1, 50 do
         local r = harness.run { nodes = 4, ranks = 8, seed = seed, byzantine = { adversary = 1 },
