@@ -182,8 +182,25 @@ describe("twins #sweep", function()
       error_of(harness.run, { nodes = 4, twins = { "n09" } }))
     assert.are.equal("harness: option 'twins': n01 already plays silent",
       error_of(harness.run, { nodes = 4, twins = { "n01" }, byzantine = { silent = 1 } }))
-    assert.are.equal("harness: option 'twin_sides': n02 is on both of n01's sides",
+    assert.are.equal("harness: option 'twin_sides': n01's side 2 lists string \"n01\", not another node",
       error_of(harness.run, { nodes = 4, twins = { "n01" },
-                              twin_sides = { n01 = { { "n02" }, { "n02" } } } }))
+                              twin_sides = { n01 = { { "n02" }, { "n01" } } } }))
+  end)
+
+  it("on sides that share a node, break broken_lock's agreement within 12 ranks, not the reference's",
+    function()
+    -- n02 hears both copies; each copy has enough peers to prove and vote
+    local sides = { n01 = { { "n02", "n03" }, { "n02", "n04" } } }
+    local broken = dofile("examples/protocols/broken_lock.lua")
+    local function run(protocol, seed)
+      return harness.run { protocol = protocol, twins = { "n01" }, twin_sides = sides, loss = 0.3,
+                           seed = seed, ranks = 12 }
+    end
+    local r = run(broken, 4)
+    assert.is_false(r.agreement)
+    assert.are.equal("invalid", r.verdict)
+    assert.is_truthy(harness.format(r):find("agreement VIOLATED at rank 4: n02 finalized 4.0:n01, "
+      .. "n03 finalized 4.1:n02\n  quorums: ", 1, true), harness.format(r))
+    for seed = 1, 20 do assert.is_true(run("reference", seed).agreement, seed) end
   end)
 end)

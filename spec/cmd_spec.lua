@@ -72,6 +72,26 @@ describe("the csm command", function()
       local out, status = csm("experiment --nodes 4 --byzantine 2:silent --ranks 3 --time 10")
       assert.are.equal(1, status)
       assert.is_truthy(out:find("stuck in liveness_check", 1, true))
+      assert.is_truthy(out:find("verdict: invalid", 1, true))
+    end)
+
+    it("exits 3, verdict unknown, when the run ends with every node still advancing", function()
+      local out, status = csm("experiment --nodes 4 --ranks 100000 --time 5")
+      assert.are.equal(3, status, out)
+      assert.is_truthy(out:find("slow but advancing", 1, true), out)
+      assert.is_truthy(out:find("verdict: unknown", 1, true), out)
+    end)
+
+    it("runs twins on sides that share a node, and reports what they broke", function()
+      local out, status = csm("experiment --protocol examples/protocols/broken_lock.lua --twins n01 "
+        .. "--twin-sides 'n01=n02,n03|n02,n04' --loss 0.3 --ranks 12 --seed 4")
+      assert.are.equal(1, status, out)
+      assert.is_truthy(out:find("agreement VIOLATED at rank 4: n02 finalized 4.0:n01, n03 finalized 4.1:n02",
+        1, true), out)
+      usage_error("bin/csm", "experiment --twins n01 --twin-sides 'n01=n02|n09'",
+        "bad --twin-sides 'n01=n02|n09': unknown node 'n09' (nodes are n01 to n04)")
+      usage_error("bin/csm", "experiment --twins n01 --twin-sides 'n01=n02'",
+        "bad --twin-sides 'n01=n02': two groups of names expected, NAME=GROUP|GROUP")
     end)
 
     it("parses byzantine kinds, partitions, trace and svg", function()

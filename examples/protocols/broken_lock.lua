@@ -4,10 +4,10 @@
 -- prevotes the new attempt's top proposal whatever it voted for before. A
 -- quorum in one attempt then no longer binds the next, and an attempt
 -- that decided for some nodes can decide otherwise for the others. Two
--- copies of one node that hear different peers (Twins) show it:
+-- copies of one node that hear different peers (Twins) show it, at rank 4:
 --
 --   bin/csm experiment --protocol examples/protocols/broken_lock.lua --twins n01 \
---     --twin-sides 'n01=n02|n03,n04' --loss 0.1 --ranks 12
+--     --twin-sides 'n01=n02,n03|n02,n04' --loss 0.3 --ranks 12 --seed 4
 local reference = require "csm.protocols.reference"
 
 local broken = { name = "broken_lock", roles = reference.roles, digest = reference.digest,

@@ -206,7 +206,24 @@ function experiment.twin_sides(args)
   for _, item in ipairs(args.twin_sides) do
     local twin, groups = item:match("^([%w_]+)=(.+)$")
     if not twin then cmd.usage_error("bad --twin-sides '%s' (NAME=GROUP|GROUP expected)", item) end
-    out[twin] = experiment.partitions({ "0:0:" .. groups }, net.names(args.nodes))[1].groups
+    local known, names = {}, net.names(args.nodes)
+    for _, name in ipairs(names) do known[name] = true end
+    local sides = {}
+    for g in (groups .. "|"):gmatch("([^|]*)|") do
+      local side = {}
+      for name in g:gmatch("[^,]+") do
+        if not known[name] then
+          cmd.usage_error("bad --twin-sides '%s': unknown node '%s' (nodes are %s to %s)", item, name,
+            names[1], names[#names])
+        end
+        side[#side + 1] = name
+      end
+      sides[#sides + 1] = side
+    end
+    if #sides ~= 2 or #sides[1] == 0 or #sides[2] == 0 then
+      cmd.usage_error("bad --twin-sides '%s': two groups of names expected, NAME=GROUP|GROUP", item)
+    end
+    out[twin] = sides
   end
   return out
 end
@@ -405,9 +422,14 @@ function experiment.run(args)
     print("timeline: " .. args.svg)
   end
   if args.trace then print("trace: " .. args.trace) end
-  local live = report.liveness
-  if live and live.verdict == "violated" then return cmd.VIOLATED end
-  return (report.safe and report.progress) and cmd.OK or cmd.VIOLATED
+  return experiment.status(report)
+end
+
+--- The exit status of a report's verdict: 0 valid, 1 invalid, 3 unknown.
+function experiment.status(report)
+  if report.verdict == "invalid" then return cmd.VIOLATED end
+  if report.verdict == "unknown" then return cmd.UNKNOWN end
+  return cmd.OK
 end
 
 return experiment

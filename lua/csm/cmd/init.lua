@@ -21,6 +21,10 @@ cmd.OK = 0
 cmd.VIOLATED = 1
 --- Exit status: a usage error.
 cmd.USAGE = 2
+--- Exit status: the run ended before a verdict (liveness not yet due, or a
+-- node still advancing short of the target). Not 2, which every command
+-- keeps for usage errors, so a script can tell the two apart.
+cmd.UNKNOWN = 3
 
 -- A bound as a message shows it.
 local function bound(x)

@@ -179,7 +179,6 @@ function harness.config(c)
     if type(sides) ~= "table" or #sides ~= 2 then
       fail("harness: option 'twin_sides': %s must have two sides, a list of node names each", twin)
     end
-    local side_of = {}
     for k, list in ipairs(sides) do
       if type(list) ~= "table" then
         fail("harness: option 'twin_sides': %s's side %d must be a list of node names", twin, k)
@@ -189,10 +188,6 @@ function harness.config(c)
           fail("harness: option 'twin_sides': %s's side %d lists %s, not another node", twin, k,
             check.show(name))
         end
-        if side_of[name] then
-          fail("harness: option 'twin_sides': %s is on both of %s's sides", name, twin)
-        end
-        side_of[name] = k
       end
     end
   end
@@ -481,10 +476,16 @@ function Run:twins(options)
   local network = self.network
   -- with sides, copy k hears and is heard by side k's nodes only
   local sides = (self.c.twin_sides or {})[options.name]
+  -- side_of[name][k]: copy k hears name and is heard by it (a node on
+  -- both sides hears both copies, as from one node that equivocates)
   local side_of = {}
   for k, list in ipairs(sides or {}) do
-    for _, name in ipairs(list) do side_of[name] = k end
+    for _, name in ipairs(list) do
+      side_of[name] = side_of[name] or {}
+      side_of[name][k] = true
+    end
   end
+  local function on(name, k) return sides == nil or (side_of[name] ~= nil and side_of[name][k]) end
   local function copy_network(k)
     local own
     return setmetatable({
@@ -494,18 +495,18 @@ function Run:twins(options)
           endpoint = network:join(name, function(from, msg)
             for j = 1, 2 do
               local h = handlers[j]
-              if h and (sides == nil or side_of[from] == j) then h(from, j == 1 and msg or net.copy(msg)) end
+              if h and on(from, j) then h(from, j == 1 and msg or net.copy(msg)) end
             end
           end)
         end
         own = own or setmetatable({
           send = function(_, to, msg)
-            if sides == nil or side_of[to] == k then endpoint:send(to, msg) end
+            if on(to, k) then endpoint:send(to, msg) end
           end,
           publish = function(_, msg)
             if sides == nil then return endpoint:publish(msg) end
             for _, to in ipairs(endpoint:nodes()) do
-              if side_of[to] == k then endpoint:send(to, msg) end
+              if on(to, k) then endpoint:send(to, msg) end
             end
           end,
         }, { __index = endpoint })
@@ -616,6 +617,7 @@ function Run:finish()
   self:judge_liveness(r)
   r.never_seen = self.monitor:never_seen()
   r.safe = r.agreement and #r.findings == 0
+  r.verdict = harness.verdict(r)
   r.lanes, r.names, r.attempts, r.faults = self.lanes, self.names, self.attempts, self.faults
   if self.log then
     local classify = c.protocol.classify or harness.classify
@@ -632,6 +634,21 @@ function Run:finish()
   if ok and c.svg then ok, err, code = timeline.write(r, c.svg) end
   if not ok then return r, err, code end
   return r
+end
+
+--- A run's verdict: "invalid" when an invariant was violated (agreement,
+-- validity, equivocation, an always assertion, liveness after the gst, or
+-- a node stuck short of the target), "unknown" when the run ended before
+-- the question was settled (liveness after the gst not yet due, or every
+-- node short of the target still advancing), else "valid".
+function harness.verdict(r)
+  local live = r.liveness
+  if not r.safe or (live and live.verdict == "violated") then return "invalid" end
+  for _, s in ipairs(r.stuck) do
+    if not s.advancing then return "invalid" end
+  end
+  if (live and live.verdict == "unknown") or not r.progress then return "unknown" end
+  return "valid"
 end
 
 --- Runs an experiment; returns the report (see harness.format), and, when

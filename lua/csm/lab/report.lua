@@ -190,6 +190,7 @@ function report.format(r)
       end
     end
   end
+  if r.verdict then line("verdict: %s", r.verdict) end
   return table.concat(out, "\n") .. "\n"
 end
 
