@@ -45,6 +45,16 @@ Protocols: reference, minimal, or FILE.lua, a Lua file that returns a
 protocol module (docs/lab.md, "Protocols"); equivocate and double_vote are
 roles a protocol must offer, silent and crash work with any.
 The same seed gives the same run, byte for byte in --trace.]])
+  experiment.options(c)
+  c:option("--trace", "Write every transition and message as JSON lines to FILE.")
+  c:flag("--check-determinism", "Run the experiment in two fresh processes instead, and compare their "
+    .. "traces: exit 1 naming the first line that differs.")
+  c:option("--svg", "Write a timeline of every node's states to FILE.")
+end
+
+--- Adds the options that make an experiment's configuration to parser
+-- command c (csm sweep takes them too); without_seed leaves --seed out.
+function experiment.options(c, without_seed)
   c:option("--protocol", "reference, minimal, or FILE.lua returning a protocol module.", "reference")
   c:option("--adversary", "FILE.lua returning an adversary module (see docs/lab.md, Adversaries); "
     .. "--byzantine N:adversary gives it nodes to speak for.")
@@ -56,7 +66,7 @@ The same seed gives the same run, byte for byte in --trace.]])
   c:option("--nodes", "Number of nodes.", "4"):convert(cmd.integer("--nodes", 1, harness.max_nodes))
   c:option("--byzantine", "COUNT:KIND, e.g. 5:equivocate (repeatable, or comma-separated).")
     :count("*")
-  cmd.seed_option(c)
+  if not without_seed then cmd.seed_option(c) end
   c:option("--ranks", "Stop when every honest node finalized this many ranks.", "100")
     :convert(cmd.integer("--ranks", 0))
   c:option("--time", "Stop after this many virtual seconds.", "3600"):convert(cmd.number("--time", 0))
@@ -79,10 +89,6 @@ The same seed gives the same run, byte for byte in --trace.]])
   c:option("--steps-per-instant", "Steps at one virtual instant before the run is a livelock "
     .. "(default 1,000,000; a run at zero latency may need more).")
     :convert(cmd.integer("--steps-per-instant", 1))
-  c:option("--trace", "Write every transition and message as JSON lines to FILE.")
-  c:flag("--check-determinism", "Run the experiment in two fresh processes instead, and compare their "
-    .. "traces: exit 1 naming the first line that differs.")
-  c:option("--svg", "Write a timeline of every node's states to FILE.")
 end
 
 local KINDS = {}
@@ -280,7 +286,25 @@ function experiment.protocol(text)
     cmd.usage_error("--protocol: unknown protocol '%s' (shipped: %s; or a FILE.lua)", text,
       table.concat(names, ", "))
   end
-  return (experiment.load("--protocol", "protocol", text))
+  return experiment.load("--protocol", "protocol", text)
+end
+
+--- What a run file says of the modules of parsed arguments: { protocol =
+-- { name, file, source }, adversary = { name, file, source } or nil } (a
+-- shipped protocol by its name alone).
+function experiment.modules(args)
+  local out = {}
+  local mod, source = experiment.protocol(args.protocol)
+  if type(mod) == "string" then
+    out.protocol = { name = mod }
+  else
+    out.protocol = { name = mod.name, file = args.protocol, source = source }
+  end
+  if args.adversary then
+    local adv, asource = experiment.load("--adversary", "adversary", args.adversary)
+    out.adversary = { name = adv.name, file = args.adversary, source = asource }
+  end
+  return out
 end
 
 --- The module a Lua file returns, and the fingerprint of its source (a

@@ -13,7 +13,7 @@ local has_argparse, argparse = pcall(require, "argparse")
 local cmd = {}
 
 --- The subcommands, in the order --help lists them.
-cmd.names = { "experiment", "soak", "diagram", "example" }
+cmd.names = { "experiment", "sweep", "shrink", "replay", "soak", "diagram", "example" }
 
 --- Exit status: every invariant held.
 cmd.OK = 0
@@ -94,7 +94,7 @@ end
 function cmd.parser()
   local parser = argparse("csm", "csm: a consensus engine for Lua, and a lab to attack protocols in.")
     :epilog("Run 'csm <command> --help' for a command's options. Exit status: 0 when every "
-      .. "invariant held, 1 when one was violated, 2 on a usage error.")
+      .. "invariant held, 1 when one was violated, 2 on a usage error, 3 when a run ended before a verdict.")
   parser:command_target("command")
   parser:help_max_width(100)
   for _, m in ipairs(modules()) do

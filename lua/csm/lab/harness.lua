@@ -46,7 +46,7 @@ local DEFAULTS = {
 local OPTIONS = { byzantine = true, restart_after = true, timing = true, view_timeout = true,
                   trace = true, svg = true, steps_per_instant = true, protocol = true, adversary = true,
                   adversary_source = true, schedule = true, twins = true, twin_sides = true,
-                  liveness_bound = true }
+                  liveness_bound = true, on_end = true }
 
 --- The protocols shipped with csm, by name.
 harness.protocols = { reference = "csm.protocols.reference", minimal = "csm.protocols.minimal" }
@@ -160,6 +160,7 @@ function harness.config(c)
     fail("harness: %d adversary node(s) and no adversary (option 'adversary')", out.byzantine.adversary)
   end
   check.number(fname, "liveness_bound", out.liveness_bound, 0, nil, true)
+  check.type(fname, "on_end", out.on_end, "function", true)
   check.type(fname, "twins", out.twins, "table", true)
   local known, seen = {}, {}
   for _, name in ipairs(net.names(out.nodes)) do known[name] = true end
@@ -339,7 +340,7 @@ function harness.header(c, names, parts)
   local config = {}
   for k, v in pairs(c) do
     if k ~= "trace" and k ~= "svg" and k ~= "protocol" and k ~= "adversary" and k ~= "adversary_source"
-      and k ~= "schedule" then
+      and k ~= "schedule" and k ~= "on_end" then
       config[k] = v
     end
   end
@@ -626,6 +627,8 @@ function Run:finish()
       self.log:message("in_flight", m.id, m.from, m.to, kind, rank, attempt)
     end
   end
+  -- on_end sees the nodes as the run left them, before their world closes
+  if c.on_end then c.on_end(self.nodes) end
   -- the run is over: its machines and timers go with its world
   self.world:close()
   -- the run is done: a file that could not be written is said beside it

@@ -100,9 +100,12 @@ local function providers(node)
     broadcast("receive_vote", name, name, vote)
     return name
   end
+  -- in voter order: with a quorum too small (examples/protocols/
+  -- broken_quorum.lua), two identities may reach it, and pairs order,
+  -- which differs between processes, must not choose
   local function winner(votes)
     local tally = {}
-    for _, v in pairs(votes) do
+    for _, v in csm.sorted_pairs(votes) do
       local k = v:identity()
       tally[k] = (tally[k] or 0) + 1
       if tally[k] >= node.quorum then return k end
@@ -113,7 +116,7 @@ local function providers(node)
   end
   function voting:finalize_votes(proposals, votes)
     local identity = winner(votes)
-    for peer, p in pairs(proposals) do
+    for peer, p in csm.sorted_pairs(proposals) do
       if p:identity() == identity then return p, peer end
     end
     return nil, "no proposal matches the quorum"

@@ -1,0 +1,345 @@
+--- `csm sweep`: one experiment over a range of seeds, each seed a run in
+-- one of -j worker processes; failures grouped by invariant and signature,
+-- each group with its fastest seed and the line that reproduces it; with
+-- --out DIR, DIR/summary.json and a run file per failing seed
+-- (csm.lab.runfile) for `csm replay` and `csm shrink`.
+-- @module csm.cmd.sweep
+
+local cmd = require "csm.cmd"
+local experiment = require "csm.cmd.experiment"
+local harness = require "csm.lab.harness"
+local net = require "csm.lab.net"
+local generate = require "csm.lab.generate"
+local runfile = require "csm.lab.runfile"
+local trace = require "csm.lab.trace"
+
+local sweep = {}
+
+sweep.summary = "Run an experiment over many seeds in worker processes and group the failures."
+
+function sweep.add(c)
+  c:description([[
+Runs the experiment its options describe (those of csm experiment) once per
+seed of --seeds A-B, in -j worker processes, with a progress line on a
+terminal. --partitions A-B gives each seed that many random partitions into
+two groups, drawn from the seed; --swarm draws each seed's loss,
+duplication, reordering, partitions, isolations and pauses from it (after
+TigerBeetle's VOPR). Prints the failures grouped by invariant and
+signature, with each group's fastest failing seed (least virtual time) and
+the command that reproduces it. With --out DIR, writes DIR/summary.json and
+DIR/fail-SEED.json per failing seed: a run file that csm replay and csm
+shrink take. Exit status 1 when any run failed, 0 otherwise.]])
+  c:epilog([[
+Example: csm sweep --protocol examples/protocols/broken_quorum.lua --ranks 10
+--partitions 0-3 --seeds 1-200 -j 2 --out /tmp/bq. A seed's drawn faults are
+the same in every process; the runs themselves are those of csm experiment
+--seed SEED with the drawn faults added to --fault and --schedule's.]])
+  experiment.options(c, true)
+  c:option("--seeds", "A-B: the seeds to run (or one seed).")
+  c:option("-j --jobs", "Worker processes (default: the number of cores).")
+    :convert(cmd.integer("--jobs", 1, 256))
+  c:option("--partitions", "A-B: each seed draws A to B partitions into two groups.")
+  c:flag("--swarm", "Draw each seed's fault rates and schedule from the seed.")
+  c:option("--horizon", "Seconds of virtual time in which drawn faults start (default: 1 s and 0.1 s per "
+    .. "rank of --ranks, times the timing scale).")
+    :convert(cmd.number("--horizon", 0))
+  c:option("--out", "DIR: write summary.json and a run file per failing seed.")
+  c:flag("--quiet", "No progress line.")
+  c:flag("--worker"):hidden(true)
+end
+
+-- A..B of text, checked: two integers, A <= B (or one).
+local function range(option, text, min, max)
+  local a, b = text:match("^(%d+)%-(%d+)$")
+  if not a then a = text:match("^(%d+)$"); b = a end
+  a, b = tonumber(a), tonumber(b)
+  if not a or a > b or a < min or b > max then
+    cmd.usage_error("bad %s '%s' (A-B expected, integers %d <= A <= B <= %s)", option, text, min,
+      max == 2 ^ 53 and "2^53" or tostring(max))
+  end
+  return a, b
+end
+
+local function copy(t)
+  local out = {}
+  for k, v in pairs(t) do out[k] = v end
+  return out
+end
+
+-- ---- the worker: seeds in on stdin, one JSON line per run out ----
+
+--- The span in which drawn faults start: --horizon, or 1 s (the nodes'
+-- first liveness round) and 0.1 s per rank, at the run's timing scale.
+function sweep.horizon(args, c)
+  if args.horizon then return args.horizon end
+  local scale = c.timing and c.timing.scale or 1
+  return (1 + 0.1 * (c.ranks or 100)) * scale
+end
+
+-- The harness configuration of seed, given the base configuration: the
+-- drawn faults added.
+function sweep.config_for(base, args, seed)
+  local c = copy(base)
+  c.seed = seed
+  c.schedule = copy(base.schedule or {})
+  local names = net.names(c.nodes)
+  local d = generate.draw(seed)
+  local horizon = sweep.horizon(args, c)
+  if args.swarm then
+    local rates, drawn = generate.swarm(d, names, horizon)
+    for k, v in pairs(rates) do c[k] = v end
+    for _, f in ipairs(drawn) do c.schedule[#c.schedule + 1] = f end
+  end
+  if args.partitions then
+    local lo, hi = range("--partitions", args.partitions, 0, 100)
+    for _, f in ipairs(generate.partitions(d, names, lo, hi, horizon)) do c.schedule[#c.schedule + 1] = f end
+  end
+  return c
+end
+
+-- One seed's run, as the line the worker writes.
+local function run_seed(base, args, modules, seed)
+  local c = sweep.config_for(base, args, seed)
+  local clock = os.clock()
+  local ok, r = pcall(harness.run, c)
+  local out = { seed = seed, wall = os.clock() - clock }
+  if not ok then
+    -- a run that raises (the protocol's error, or the adversary's) failed
+    out.verdict, out.invariant = "invalid", "error"
+    out.signature = "error:" .. tostring(r):gsub("\n.*", ""):gsub("^[^:]*:%d+: ", "")
+    out.text = tostring(r):gsub("\n.*", "")
+    out.run = runfile.make(c, nil, modules)
+    out.run.expect = { verdict = out.verdict, invariant = "error", signature = out.signature }
+    return out
+  end
+  local o = runfile.outcome(r)
+  for k, v in pairs(o) do out[k] = v end
+  out.virtual, out.rounds = r.virtual, r.rounds
+  if o.verdict ~= "valid" then out.run = runfile.make(c, r, modules) end
+  return out
+end
+
+local function worker(args)
+  local base = experiment.config(args)
+  base.trace, base.svg = nil, nil
+  local modules = experiment.modules(args)
+  for line in io.lines() do
+    local seed = tonumber(line)
+    if seed then
+      io.stdout:write(trace.json(run_seed(base, args, modules, seed)), "\n")
+      io.stdout:flush()
+    end
+  end
+  return cmd.OK
+end
+
+-- ---- the parent: hands seeds to workers, gathers their lines ----
+
+-- This command line for a worker: the sweep's own options less those only
+-- the parent uses.
+local function worker_args()
+  local command = cmd.self_command()
+  local out = {}
+  for k = 2, #command do out[#out + 1] = command[k] end
+  local skip = false
+  local parent_only = { ["--seeds"] = true, ["-j"] = true, ["--jobs"] = true, ["--out"] = true }
+  for _, a in ipairs(cmd.argv or {}) do
+    if skip then
+      skip = false
+    elseif parent_only[a] then
+      skip = true
+    elseif a ~= "--quiet" and not a:match("^%-%-seeds=") and not a:match("^%-%-jobs=")
+      and not a:match("^%-%-out=") and not a:match("^%-j%d") then
+      out[#out + 1] = a
+    end
+  end
+  out[#out + 1] = "--worker"
+  return command[1], out
+end
+
+local function cores()
+  local ok, uv = pcall(require, "luv")
+  if ok and uv.available_parallelism then return uv.available_parallelism() end
+  if ok and uv.cpu_info then return #(uv.cpu_info() or { 1 }) end
+  return 1
+end
+
+-- Runs seeds lo..hi on jobs workers; on_result(line table) for each, in
+-- the order they finish. Returns nil, message when a worker fails.
+local function farm(lo, hi, jobs, on_result)
+  local uv = require "luv"
+  local cjson = require "cjson"
+  local program, wargs = worker_args()
+  local next_seed, failure = lo, nil
+  local live = 0
+  local function feed(w)
+    if next_seed <= hi then
+      w.stdin:write(tostring(next_seed) .. "\n")
+      next_seed = next_seed + 1
+    elseif not w.closed then
+      w.closed = true
+      w.stdin:shutdown()
+    end
+  end
+  for _ = 1, math.min(jobs, hi - lo + 1) do
+    local w = { stdin = uv.new_pipe(false), stdout = uv.new_pipe(false), buffer = "" }
+    local handle, err = uv.spawn(program, { args = wargs, stdio = { w.stdin, w.stdout, 2 } }, function(code)
+      live = live - 1
+      if code ~= 0 and not failure then failure = string.format("a worker exited with status %d", code) end
+      w.handle:close()
+    end)
+    if not handle then return nil, "cannot start a worker: " .. tostring(err) end
+    w.handle = handle
+    live = live + 1
+    w.stdout:read_start(function(rerr, chunk)
+      if rerr or chunk == nil then
+        w.stdout:close()
+        return
+      end
+      w.buffer = w.buffer .. chunk
+      while true do
+        local nl = w.buffer:find("\n", 1, true)
+        if not nl then break end
+        local line = w.buffer:sub(1, nl - 1)
+        w.buffer = w.buffer:sub(nl + 1)
+        local ok, result = pcall(cjson.decode, line)
+        if ok and type(result) == "table" then
+          result.seed = math.tointeger and math.tointeger(result.seed) or result.seed
+          on_result(result)
+          feed(w)
+        elseif not failure then
+          failure = "a worker wrote what is not a result: " .. line:sub(1, 200)
+        end
+      end
+    end)
+    feed(w)
+  end
+  while live > 0 do uv.run("once") end
+  uv.run("nowait")
+  if failure then return nil, failure end
+  return true
+end
+
+local function is_tty()
+  local ok, uv = pcall(require, "luv")
+  return ok and uv.guess_handle(2) == "tty"
+end
+
+-- The command line that reproduces seed: the replay of its run file
+-- when there is one, else this sweep on that seed alone.
+local function reproduce(args, seed)
+  if args.out then return string.format("csm replay %s/fail-%d.json", args.out, seed) end
+  local out = { "csm sweep" }
+  local skip = false
+  for _, a in ipairs(cmd.argv or {}) do
+    if skip then
+      skip = false
+    elseif a == "--seeds" or a == "-j" or a == "--jobs" then
+      skip = true
+    elseif a ~= "sweep" and a ~= "--quiet" then
+      out[#out + 1] = a:match("^[%w%-%._/=,:]+$") and a or ("'" .. a:gsub("'", "'\\''") .. "'")
+    end
+  end
+  out[#out + 1] = "--seeds " .. seed
+  return table.concat(out, " ")
+end
+
+local function mkdir(path)
+  local uv = require "luv"
+  local ok, err, code = uv.fs_mkdir(path, 493) -- 0755
+  if not ok and code ~= "EEXIST" then cmd.usage_error("--out: cannot make %s: %s", path, tostring(err)) end
+  local stat = uv.fs_stat(path)
+  if not stat or stat.type ~= "directory" then cmd.usage_error("--out: %s is not a directory", path) end
+end
+
+function sweep.run(args)
+  if args.worker then return worker(args) end
+  if not args.seeds then cmd.usage_error("--seeds A-B is required") end
+  local lo, hi = range("--seeds", args.seeds, 0, 2 ^ 53)
+  if args.partitions then range("--partitions", args.partitions, 0, 100) end
+  -- the options are checked here, once, before any worker starts
+  local checked, why = pcall(harness.config, experiment.config(args))
+  if not checked then cmd.usage_error("%s", tostring(why)) end
+  if args.out then mkdir(args.out) end
+  local jobs = args.jobs or cores()
+  local total, done, failed, unknown = hi - lo + 1, 0, 0, 0
+  local groups, order, results = {}, {}, {}
+  local clock = require("luv").hrtime()
+  local tty = is_tty() and not args.quiet
+  local last_print = 0
+  local function progress(final)
+    local uv = require "luv"
+    local now = uv.hrtime()
+    if not final and now - last_print < 2e8 then return end
+    last_print = now
+    local elapsed = (now - clock) / 1e9
+    local rate = elapsed > 0 and done / elapsed or 0
+    local left = rate > 0 and (total - done) / rate or 0
+    io.stderr:write(string.format("\rsweep: %d/%d runs, %d failed, %.1f runs/s, %s left   ", done, total,
+      failed,
+      rate, left >= 1 and string.format("%.0f s", left) or "<1 s"))
+    if final then io.stderr:write("\n") end
+  end
+  local ok, err = farm(lo, hi, jobs, function(res)
+    done = done + 1
+    results[#results + 1] = { seed = res.seed, verdict = res.verdict, signature = res.signature }
+    if res.verdict == "invalid" then
+      failed = failed + 1
+      local g = groups[res.signature]
+      if not g then
+        g = { signature = res.signature, invariant = res.invariant, count = 0, seeds = {} }
+        groups[res.signature] = g
+        order[#order + 1] = res.signature
+      end
+      g.count = g.count + 1
+      g.seeds[#g.seeds + 1] = res.seed
+      local v = res.virtual or math.huge
+      if not g.fastest or v < g.fastest_virtual or (v == g.fastest_virtual and res.seed < g.fastest) then
+        g.fastest, g.fastest_virtual, g.text = res.seed, v, res.text
+      end
+      if args.out and res.run then
+        local written, werr = runfile.write(res.run, string.format("%s/fail-%d.json", args.out, res.seed))
+        if not written then io.stderr:write("csm sweep: ", werr, "\n") end
+      end
+    elseif res.verdict == "unknown" then
+      unknown = unknown + 1
+    end
+    if tty then progress(false) end
+  end)
+  if tty then progress(true) end
+  if not ok then cmd.usage_error("%s", err) end
+  local elapsed = (require("luv").hrtime() - clock) / 1e9
+  table.sort(order)
+  table.sort(results, function(a, b) return a.seed < b.seed end)
+  print(string.format("csm sweep: seeds %d-%d, %d runs on %d worker(s) in %.1f s (%.1f runs/s): %d failed, "
+    .. "%d unknown", lo, hi, total, math.min(jobs, total), elapsed, elapsed > 0 and total / elapsed or 0,
+    failed,
+    unknown))
+  local summary = { seeds = { lo, hi }, runs = total, failed = failed, unknown = unknown, jobs = jobs,
+                    wall = elapsed, groups = {}, results = results }
+  for _, sig in ipairs(order) do
+    local g = groups[sig]
+    table.sort(g.seeds)
+    local shown = {}
+    for i = 1, math.min(#g.seeds, 10) do shown[i] = tostring(g.seeds[i]) end
+    print(string.format("  %s: %d run(s), seeds %s%s", sig, g.count, table.concat(shown, " "),
+      #g.seeds > 10 and " ..." or ""))
+    print(string.format("    fastest: seed %d (%.3f virtual s): %s", g.fastest, g.fastest_virtual,
+      tostring(g.text or "")))
+    local line = reproduce(args, g.fastest)
+    print("    reproduce: " .. line)
+    summary.groups[#summary.groups + 1] = { signature = sig, invariant = g.invariant, count = g.count,
+      seeds = g.seeds, fastest = g.fastest, fastest_virtual = g.fastest_virtual, reproduce = line }
+  end
+  if args.out then
+    local path = args.out .. "/summary.json"
+    local fh, ferr = io.open(path, "wb")
+    if not fh then cmd.usage_error("--out: cannot write %s", tostring(ferr)) end
+    fh:write(trace.json(summary), "\n")
+    fh:close()
+    print("summary: " .. path)
+  end
+  return failed > 0 and cmd.VIOLATED or cmd.OK
+end
+
+return sweep

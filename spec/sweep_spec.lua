@@ -1,0 +1,190 @@
+-- csm sweep, csm shrink and csm replay: many seeds in worker processes,
+-- run files, shrinking a failure and replaying it; and the schedules a
+-- seed draws (csm.lab.generate).
+local cjson = require "cjson"
+local harness = require "csm.lab.harness"
+local generate = require "csm.lab.generate"
+local runfile = require "csm.lab.runfile"
+local trace = require "csm.lab.trace"
+local support = require "support"
+
+local quote = support.quote
+
+local function csm(args)
+  return support.run("bin/csm", args)
+end
+
+local function tmpdir()
+  local path = os.tmpname()
+  os.remove(path)
+  assert(os.execute("mkdir -p " .. quote(path)))
+  return path
+end
+
+local function usage_error(args, text)
+  local out, status = csm(args)
+  assert.are.equal(2, status, out)
+  assert.is_truthy(out:find(text, 1, true), "wanted '" .. text .. "' in: " .. out)
+  assert.is_falsy(out:find("stack traceback", 1, true), out)
+end
+
+local BROKEN = "--protocol examples/protocols/broken_quorum.lua --nodes 4 --ranks 10 --partitions 0-3 "
+
+describe("csm.lab.generate", function()
+  it("draws the same schedule for a seed in every process, and different ones for neighbouring seeds",
+    function()
+    local names = { "n01", "n02", "n03", "n04" }
+    local a = trace.json(generate.partitions(generate.draw(7), names, 0, 3, 2))
+    assert.are.equal(a, trace.json(generate.partitions(generate.draw(7), names, 0, 3, 2)))
+    local counts = {}
+    for seed = 1, 40 do
+      local list = generate.partitions(generate.draw(seed), names, 0, 3, 2)
+      counts[#list] = (counts[#list] or 0) + 1
+      for _, f in ipairs(list) do
+        assert.is_true(f.at >= 0 and f.at < 2 and f.duration >= 0.1 and f.duration <= 1, trace.json(f))
+        assert.are.equal(2, #f.groups)
+        assert.are.equal(4, #f.groups[1] + #f.groups[2])
+      end
+    end
+    for k = 0, 3 do assert.is_true((counts[k] or 0) > 0, "no seed drew " .. k .. " partitions") end
+    local rates, schedule = generate.swarm(generate.draw(3), names, 10)
+    assert.are.equal("table", type(schedule))
+    for _, k in ipairs { "loss", "duplicate", "reorder" } do
+      assert.is_true(rates[k] >= 0 and rates[k] < 1)
+    end
+  end)
+end)
+
+describe("csm sweep #sweep", function()
+  it("finds broken_quorum's agreement violations, groups them and writes run files that replay", function()
+    local dir = tmpdir()
+    local out, status = csm("sweep " .. BROKEN .. "--seeds 1-60 -j 2 --out " .. quote(dir))
+    assert.are.equal(1, status, out)
+    assert.is_truthy(out:find("csm sweep: seeds 1-60, 60 runs on 2 worker(s)", 1, true), out)
+    local fastest = out:match("  agreement: %d+ run%(s%), seeds [%d ]+[^\n]*\n    fastest: seed (%d+)")
+    assert.is_truthy(fastest, out)
+    local line = "reproduce: csm replay " .. dir .. "/fail-" .. fastest .. ".json"
+    assert.is_truthy(out:find(line, 1, true), out)
+    local summary = cjson.decode(support.slurp(dir .. "/summary.json"))
+    assert.are.equal(60, summary.runs)
+    local group
+    for _, g in ipairs(summary.groups) do if g.signature == "agreement" then group = g end end
+    assert.is_truthy(group)
+    assert.are.equal(tonumber(fastest), group.fastest)
+    -- the run file is self-contained: the same violation, run after run
+    local path = dir .. "/fail-" .. fastest .. ".json"
+    local rf = assert(runfile.read(path))
+    assert.are.equal("csm-run 1", rf.format)
+    assert.are.equal("agreement", rf.expect.signature)
+    assert.is_truthy(rf.protocol.source:match("^fnv1a32:"))
+    for _ = 1, 10 do
+      local r = harness.run((runfile.config(rf, path)))
+      assert.is_true(runfile.matches(rf, runfile.outcome(r)))
+    end
+    out, status = csm("replay " .. quote(path))
+    assert.are.equal(1, status, out)
+    assert.is_truthy(out:find("replay: as recorded (invalid, agreement)", 1, true), out)
+    os.execute("rm -rf " .. quote(dir))
+  end)
+
+  it("gives each seed the same verdict whatever the number of workers, and exits 0 when all hold", function()
+    local a, b = tmpdir(), tmpdir()
+    local out, status = csm("sweep --ranks 10 --loss 0.05 --seeds 1-12 -j 1 --out " .. quote(a))
+    assert.are.equal(0, status, out)
+    assert.is_truthy(out:find("12 runs on 1 worker(s)", 1, true), out)
+    out, status = csm("sweep --ranks 10 --loss 0.05 --seeds 1-12 -j 2 --out " .. quote(b))
+    assert.are.equal(0, status, out)
+    assert.are.same(cjson.decode(support.slurp(a .. "/summary.json")).results,
+                    cjson.decode(support.slurp(b .. "/summary.json")).results)
+    os.execute("rm -rf " .. quote(a) .. " " .. quote(b))
+  end)
+
+  it("refuses bad ranges and options before any worker starts", function()
+    usage_error("sweep --ranks 5", "--seeds A-B is required")
+    usage_error("sweep --seeds 5-2", "bad --seeds '5-2' (A-B expected")
+    usage_error("sweep --seeds 1-2 --partitions x", "bad --partitions 'x'")
+    usage_error("sweep --seeds 1-2 --nodes 4 --byzantine 4:silent", "--byzantine: 4 byzantine nodes")
+  end)
+end)
+
+describe("csm shrink #sweep", function()
+  it("cuts a failing broken_quorum run to one short partition, no loss, the same signature", function()
+    local dir = tmpdir()
+    -- a run file as a sweep writes it, with loss and three partitions
+    local rf = runfile.make({ nodes = 4, ranks = 10, loss = 0.02, seed = 72, byzantine = {},
+      schedule = generate.partitions(generate.draw(72), { "n01", "n02", "n03", "n04" }, 3, 3, 2) }, nil,
+      { protocol = { name = "broken_quorum", file = "examples/protocols/broken_quorum.lua" } })
+    local path = dir .. "/run.json"
+    local c = runfile.config(rf, path)
+    rf.expect = runfile.outcome(harness.run(c))
+    assert.are.equal("agreement", rf.expect.signature)
+    assert(runfile.write(rf, path))
+    local out, status = csm("shrink " .. quote(path) .. " --out " .. quote(dir .. "/small.json"))
+    assert.are.equal(0, status, out)
+    assert.is_truthy(out:find("kept: deleted", 1, true), out)
+    local small = assert(runfile.read(dir .. "/small.json"))
+    assert.is_true(#small.schedule <= 3 and #small.schedule >= 1, out)
+    assert.are.equal(0, small.config.loss)
+    assert.are.equal("agreement", small.expect.signature)
+    out, status = csm("replay " .. quote(dir .. "/small.json"))
+    assert.are.equal(1, status, out)
+    assert.is_truthy(out:find("replay: as recorded (invalid, agreement)", 1, true), out)
+    os.execute("rm -rf " .. quote(dir))
+  end)
+
+  it("refuses a run file with no failure to keep, or one that no longer fails as recorded", function()
+    local dir = tmpdir()
+    local rf = runfile.make({ nodes = 4, ranks = 3, seed = 1, byzantine = {} }, nil,
+      { protocol = { name = "reference" } })
+    rf.expect = { verdict = "valid" }
+    assert(runfile.write(rf, dir .. "/valid.json"))
+    usage_error("shrink " .. quote(dir .. "/valid.json"), "records no failure to keep")
+    rf.expect = { verdict = "invalid", signature = "agreement" }
+    assert(runfile.write(rf, dir .. "/wrong.json"))
+    usage_error("shrink " .. quote(dir .. "/wrong.json"), "does not fail as recorded")
+    os.execute("rm -rf " .. quote(dir))
+  end)
+end)
+
+describe("csm replay #sweep", function()
+  it("records a run's trace and names the first line where a changed run differs", function()
+    local dir = tmpdir()
+    local rf = runfile.make({ nodes = 4, ranks = 5, seed = 3, loss = 0.1, byzantine = {} }, nil,
+      { protocol = { name = "reference" } })
+    assert(runfile.write(rf, dir .. "/a.json"))
+    local out, status = csm("replay " .. quote(dir .. "/a.json") .. " --record " .. quote(dir .. "/b.json"))
+    assert.are.equal(0, status, out)
+    local b = assert(runfile.read(dir .. "/b.json"))
+    assert.is_true(b.trace.lines > 100)
+    assert.are.equal(8 * b.trace.lines, #b.trace.hashes)
+    out, status = csm("replay " .. quote(dir .. "/b.json"))
+    assert.are.equal(0, status, out)
+    assert.is_truthy(out:find("replay: as recorded (valid)", 1, true), out)
+    assert.is_truthy(out:find("trace: the same as recorded (" .. b.trace.lines .. " lines", 1, true), out)
+    -- another seed: the run differs, and says where
+    b.seed = 4
+    assert(runfile.write(b, dir .. "/c.json"))
+    out = csm("replay " .. quote(dir .. "/c.json"))
+    assert.is_truthy(out:match("trace: differs from the recorded one from line %d+: {"), out)
+    os.execute("rm -rf " .. quote(dir))
+  end)
+
+  it("prints a node's machine and protocol state at a virtual time", function()
+    local dir = tmpdir()
+    local rf = runfile.make({ nodes = 4, ranks = 50, seed = 1, byzantine = {} }, nil,
+      { protocol = { name = "reference" } })
+    assert(runfile.write(rf, dir .. "/a.json"))
+    local out, status = csm("replay " .. quote(dir .. "/a.json") .. " --until 1.5 --inspect n02")
+    assert.are.equal(0, status, out)
+    assert.is_truthy(out:find("n02 at 1.500 virtual s:", 1, true), out)
+    assert.is_truthy(out:find("protocol: height = %d+"), out)
+    usage_error("replay " .. quote(dir .. "/a.json") .. " --until 1.5 --inspect n09", "unknown node 'n09'")
+    usage_error("replay " .. quote(dir .. "/a.json") .. " --inspect n02", "--until and --inspect go together")
+    usage_error("replay /nonexistent.json", "cannot read")
+    local fh = io.open(dir .. "/x.json", "wb")
+    fh:write('{"format":"other"}')
+    fh:close()
+    usage_error("replay " .. quote(dir .. "/x.json"), "is not a run file")
+    os.execute("rm -rf " .. quote(dir))
+  end)
+end)
