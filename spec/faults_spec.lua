@@ -123,6 +123,38 @@ describe("csm.lab.faults", function()
     end)
   end)
 
+  describe("named drops", function()
+    it("drop the occurrence-th copy of one kind of message from one node to another, and no other", function()
+      local trace_path = os.tmpname()
+      -- with loss, n01 announces its liveness at rank 2 again: the second
+      -- copy to n04 is the one dropped by name
+      local r = harness.run { nodes = 4, ranks = 3, seed = 1, loss = 0.3, trace = trace_path, schedule = {
+        { kind = "drop", from = "n01", to = "n04", message = "liveness", rank = 2, occurrence = 2 } } }
+      assert.is_true(r.messages.dropped > 1)
+      local ids, dropped = {}, {}
+      for line in io.lines(trace_path) do
+        local id = line:match('"id":(%d+),"node":"n01","to":"n04","message":"liveness","rank":2')
+        if id and line:find('"kind":"send"', 1, true) then ids[#ids + 1] = id end
+        if line:find('"why":"schedule"', 1, true) then dropped[#dropped + 1] = line:match('"id":(%d+)') end
+      end
+      assert.is_true(#ids >= 2, #ids)
+      assert.are.same({ ids[2] }, dropped)
+      os.remove(trace_path)
+    end)
+
+    it("are refused with a time, or without their message", function()
+      local function bad(fault) return error_of(faults.check, "f", { fault }, names) end
+      assert.are.equal("f: faults[1]: a drop names a message (from, to, message, rank, attempt, occurrence), "
+        .. "not a time", bad { kind = "drop", at = 1, from = "n01", to = "n02", message = "vote" })
+      assert.are.equal("f: option 'faults[1].message' must be a string (got nil)",
+        bad { kind = "drop", from = "n01", to = "n02" })
+      assert.are.equal("f: option 'faults[1].occurrence' must be an integer >= 1 (got 0)",
+        bad { kind = "drop", from = "n01", to = "n02", message = "vote", occurrence = 0 })
+      assert.are.equal("f: faults[1]: unknown node 'n09'",
+        bad { kind = "drop", from = "n09", to = "n02", message = "vote" })
+    end)
+  end)
+
   describe("in the harness", function()
     it("starts a fault at a protocol point: when a node finalizes a rank", function()
       local path = os.tmpname()

@@ -39,7 +39,7 @@ describe("csm.lab", function()
 
     it("raises naming the fault and what is wrong", function()
       assert.are.equal("f: faults[1] must be one of partition, one_way, isolate, heal, link, crash, restart, "
-        .. "pause, gst (got string \"flood\")",
+        .. "pause, gst, drop (got string \"flood\")",
         error_of(faults.check, "f", { { kind = "flood", at = 1 } }, names))
       assert.are.equal("f: faults[1]: unknown node 'n09'",
         error_of(faults.check, "f", { { kind = "crash", node = "n09", at = 1 } }, names))

@@ -13,6 +13,7 @@
 --     { kind = "restart", node = "n01", at = 30 }
 --     { kind = "pause", node = "n03", at = 2, duration = 1 }
 --     { kind = "gst", at = 40 }                       -- every fault stops here
+--     { kind = "drop", from = "n01", to = "n02", message = "vote", rank = 3, attempt = 0, occurrence = 1 }
 --
 -- A partition cuts every pair of nodes in different groups (nodes in no
 -- group form one more); one_way cuts only from -> to; isolate cuts a node
@@ -25,7 +26,11 @@
 -- duplication and reordering off, and no fault starts after it. `when` is
 -- { finalized = R }, { attempt = A [, rank = R] } or { state = S [, rank =
 -- R] } (the rank being decided), with node = name (any node when left
--- out); it fires the first time it holds.
+-- out); it fires the first time it holds. A drop has no time: it drops the
+-- occurrence-th copy (default 1) from -> to of one kind of message, at
+-- the rank and attempt when named, as the protocol classifies it; named
+-- so, it still means the same message when the run's timing changes
+-- (csm shrink turns random loss into such drops).
 -- @module csm.lab.faults
 
 local check = require "csm.check"
@@ -35,7 +40,8 @@ local fail = check.fail
 local faults = {}
 
 --- The kinds of fault, in the order messages list them.
-faults.kinds = { "partition", "one_way", "isolate", "heal", "link", "crash", "restart", "pause", "gst" }
+faults.kinds = { "partition", "one_way", "isolate", "heal", "link", "crash", "restart", "pause", "gst",
+                 "drop" }
 local KINDS = {}
 for _, kind in ipairs(faults.kinds) do KINDS[kind] = true end
 
@@ -136,7 +142,19 @@ function faults.check(fname, list, names, label)
         type(fault) == "table" and check.show(fault.kind) or check.show(fault))
     end
     local kind = fault.kind
-    if fault.when ~= nil then
+    if kind == "drop" then
+      -- a drop is of a message, not at a time: it counts from the start
+      if fault.at ~= nil or fault.when ~= nil then
+        fail("%s: %s: a drop names a message (from, to, message, rank, attempt, occurrence), not a time",
+          fname, what)
+      end
+      check_node(fname, what, fault.from, known, "from")
+      check_node(fname, what, fault.to, known, "to")
+      check.type(fname, what .. ".message", fault.message, "string")
+      check.integer(fname, what .. ".rank", fault.rank, 0, nil, true)
+      check.integer(fname, what .. ".attempt", fault.attempt, 0, nil, true)
+      check.integer(fname, what .. ".occurrence", fault.occurrence, 1, nil, true)
+    elseif fault.when ~= nil then
       if fault.at ~= nil then fail("%s: %s: 'at' and 'when' both given (one start only)", fname, what) end
       if kind == "gst" then fail("%s: %s: a gst is at a time ('at'), not a protocol point", fname, what) end
       check_when(fname, what, fault.when, known)
@@ -219,7 +237,8 @@ Armed.__index = Armed
 -- crash(name, fault) is called before the node goes down, restart(name,
 -- fault) after it is back up; event(kind, fields), when given, is told of
 -- each fault as it starts and ends ("crash", "restart", "partition",
--- "heal", "gst", ..., with the fault's fields); gst() when the gst comes.
+-- "heal", "gst", ..., with the fault's fields); gst() when the gst comes;
+-- classify(msg) -> kind, rank, attempt, when the schedule names drops.
 -- Timers at equal times fire in the order they were armed: the crashes
 -- (each before its restart) in list order, then the other faults in list
 -- order (each before its end). Returns the armed schedule, whose
@@ -250,8 +269,38 @@ function faults.arm(network, list, hooks)
   for _, fault in ipairs(list) do
     if fault.kind == "crash" then self:schedule(fault) end
   end
+  local drops = {}
   for _, fault in ipairs(list) do
-    if fault.kind ~= "crash" then self:schedule(fault) end
+    if fault.kind == "drop" then
+      drops[#drops + 1] = { fault = fault, seen = 0 }
+    elseif fault.kind ~= "crash" then
+      self:schedule(fault)
+    end
+  end
+  if #drops > 0 then
+    if type(hooks.classify) ~= "function" then
+      fail("faults.arm: hooks.classify must be a function (the schedule names drops)")
+    end
+    local classify = hooks.classify
+    -- the occurrence-th copy from -> to of a message kind (and rank and
+    -- attempt, when named) is dropped, until the gst
+    network:drop_when(function(from, to, msg)
+      if self.gst then return false end
+      local kind, rank, attempt
+      local hit = false
+      for _, d in ipairs(drops) do
+        local f = d.fault
+        if f.from == from and f.to == to then
+          if kind == nil then kind, rank, attempt = classify(msg) end
+          if f.message == kind and (f.rank == nil or f.rank == rank)
+            and (f.attempt == nil or f.attempt == attempt) then
+            d.seen = d.seen + 1
+            if d.seen == (f.occurrence or 1) then hit = true end
+          end
+        end
+      end
+      return hit
+    end)
   end
   return self
 end

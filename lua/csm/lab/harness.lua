@@ -46,7 +46,7 @@ local DEFAULTS = {
 local OPTIONS = { byzantine = true, restart_after = true, timing = true, view_timeout = true,
                   trace = true, svg = true, steps_per_instant = true, protocol = true, adversary = true,
                   adversary_source = true, schedule = true, twins = true, twin_sides = true,
-                  liveness_bound = true, on_end = true }
+                  liveness_bound = true, on_end = true, html = true }
 
 --- The protocols shipped with csm, by name.
 harness.protocols = { reference = "csm.protocols.reference", minimal = "csm.protocols.minimal" }
@@ -161,6 +161,7 @@ function harness.config(c)
   end
   check.number(fname, "liveness_bound", out.liveness_bound, 0, nil, true)
   check.type(fname, "on_end", out.on_end, "function", true)
+  check.type(fname, "html", out.html, "string", true)
   check.type(fname, "twins", out.twins, "table", true)
   local known, seen = {}, {}
   for _, name in ipairs(net.names(out.nodes)) do known[name] = true end
@@ -273,6 +274,13 @@ local function new_run(c)
     local err
     log, err = trace.open(c.trace, self.world, harness.header(c, self.names, self.parts))
     if not log then fail("harness: %s", err) end
+  end
+  if c.html then
+    local viewer = require "csm.lab.viewer"
+    self.view = viewer.recorder(self.world, self.names, harness.header(c, self.names, self.parts))
+    log = viewer.tee(log, self.view)
+  end
+  if log then
     self.log = log
     if self.adversary then self.adversary.log = log end
   end
@@ -284,7 +292,7 @@ local function new_run(c)
     end
     if log then
       local kind, rank, attempt = classify(msg)
-      log:message(what, id, from, to, kind, rank, attempt, why)
+      log:message(what, id, from, to, kind, rank, attempt, why, msg)
     end
   end
   return self
@@ -340,7 +348,7 @@ function harness.header(c, names, parts)
   local config = {}
   for k, v in pairs(c) do
     if k ~= "trace" and k ~= "svg" and k ~= "protocol" and k ~= "adversary" and k ~= "adversary_source"
-      and k ~= "schedule" and k ~= "on_end" then
+      and k ~= "schedule" and k ~= "on_end" and k ~= "html" then
       config[k] = v
     end
   end
@@ -574,6 +582,7 @@ function Run:start()
   self.armed = faults.arm(self.network, harness.schedule(self.c, self.names, self.parts), {
     crash = function(name, fault) self:crash(name, fault.durable ~= false) end,
     restart = function(name) self:restart(name) end,
+    classify = self.c.protocol.classify or harness.classify,
     event = function(kind, fields)
       local list = self.faults
       list[#list + 1] = { self.world:now(), kind, fields }
@@ -635,6 +644,7 @@ function Run:finish()
   local ok, err, code = true, nil, nil
   if self.log then ok, err, code = self.log:close() end
   if ok and c.svg then ok, err, code = timeline.write(r, c.svg) end
+  if ok and self.view then ok, err, code = require("csm.lab.viewer").write(self.view, r, c.html) end
   if not ok then return r, err, code end
   return r
 end

@@ -588,6 +588,12 @@ local function route(self, from, to, msg, now)
   local id = self.next_id + 1
   self.next_id = id
   observe(self, "send", from, to, msg, id)
+  -- a drop the schedule names (csm.lab.faults, kind "drop")
+  if self.dropper and self.dropper(from, to, msg) then
+    stats.dropped = stats.dropped + 1
+    observe(self, "drop", from, to, msg, id, "schedule")
+    return
+  end
   local extra, copies = 0, 0
   if self.interceptor then
     local replace
@@ -727,6 +733,16 @@ end
 -- or "pass", "drop", or a table { delay = extra seconds, duplicate = extra
 -- copies, replace = another message } (any of them). msg is the copy on the
 -- wire; id numbers the copies sent, from 1.
+--- Sets fn(from, to, msg) -> boolean, which drops each copy it says true
+-- for before anything else decides its fate (nil: none); the fault
+-- schedule's named drops use it. The drop is observed with why "schedule".
+function Network:drop_when(fn)
+  if fn ~= nil and type(fn) ~= "function" then
+    argerror("network:drop_when", 1, "fn", "function or nil expected", fn)
+  end
+  self.dropper = fn
+end
+
 function Network:intercept(fn)
   if fn ~= nil and type(fn) ~= "function" then
     argerror("network:intercept", 1, "fn", "function or nil expected", fn)

@@ -5,7 +5,9 @@
 --
 -- 1. faults deleted, by delta debugging (halves, then quarters, ..., then
 --    one at a time);
--- 2. loss, duplication, reordering and jitter set to 0, one at a time;
+-- 2. loss, duplication, reordering and jitter set to 0, one at a time,
+--    and loss a run needs turned into the drops it made (named by sender,
+--    receiver, kind, rank, attempt and occurrence), which step 1 then cuts;
 -- 3. fewer ranks (the run stops once the violation's rank is reached);
 -- 4. fewer nodes (faults lose the nodes that are gone);
 -- 5. each fault simplified: shorter, later, and a partition's groups cut
@@ -43,12 +45,12 @@ function shrink.new(rf, path, budget, on_step)
 end
 
 -- The outcome of candidate (a run file), or nil when the budget is spent.
-function Shrinker:outcome(candidate)
+function Shrinker:outcome(candidate, trace_path)
   if self.runs >= self.budget then return nil end
   self.runs = self.runs + 1
   local c = {}
   for k, v in pairs(candidate.config) do c[k] = deep(v) end
-  c.seed, c.schedule, c.partitions = candidate.seed, deep(candidate.schedule), {}
+  c.seed, c.schedule, c.partitions, c.trace = candidate.seed, deep(candidate.schedule), {}, trace_path
   c.protocol, c.adversary, c.adversary_source = self.protocol, self.adversary, self.adversary_source
   local ok, r = pcall(harness.run, c)
   if not ok then return { verdict = "error", signature = "error" } end
@@ -110,6 +112,49 @@ function Shrinker:rates()
     end
   end
   return changed
+end
+
+-- The random losses of the current run, as named drops: sender,
+-- receiver, kind, rank, attempt and which copy of those it was.
+function Shrinker:losses()
+  local path = os.tmpname()
+  local o = self:outcome(self.rf, path)
+  if o == nil then os.remove(path) return nil end
+  local cjson = require "cjson"
+  local count, occurrence, drops = {}, {}, {}
+  local function key(e) return table.concat({ e.node, e.to, tostring(e.message), tostring(e.rank),
+                                              tostring(e.attempt) }, "|") end
+  for line in io.lines(path) do
+    if line:find('"kind":"send"', 1, true) then
+      local e = cjson.decode(line)
+      local k = key(e)
+      count[k] = (count[k] or 0) + 1
+      occurrence[e.id] = count[k]
+    elseif line:find('"why":"loss"', 1, true) then
+      local e = cjson.decode(line)
+      if e.message ~= nil then
+        drops[#drops + 1] = { kind = "drop", from = e.node, to = e.to, message = e.message,
+                              rank = e.rank ~= nil and math.floor(e.rank) or nil,
+                              attempt = e.attempt ~= nil and math.floor(e.attempt) or nil,
+                              occurrence = occurrence[e.id] }
+      end
+    end
+  end
+  os.remove(path)
+  return drops
+end
+
+-- Random loss turned into the drops it made, so that delta debugging can
+-- cut them down one by one.
+function Shrinker:drops()
+  local loss = self.rf.config.loss or 0
+  if loss == 0 or self:spent() then return false end
+  local drops = self:losses()
+  if drops == nil then return false end
+  local candidate = deep(self.rf)
+  candidate.config.loss = 0
+  for _, d in ipairs(drops) do candidate.schedule[#candidate.schedule + 1] = d end
+  return self:try(candidate, string.format("loss %g turned into %d named drops", loss, #drops))
 end
 
 function Shrinker:ranks()
@@ -215,7 +260,7 @@ end
 function Shrinker:run()
   while not self:spent() do
     local changed = false
-    for _, step in ipairs { "faults", "rates", "ranks", "nodes", "simplify" } do
+    for _, step in ipairs { "faults", "rates", "drops", "ranks", "nodes", "simplify" } do
       if self[step](self) then changed = true end
     end
     if not changed then break end
