@@ -50,6 +50,7 @@ The same seed gives the same run, byte for byte in --trace.]])
   c:flag("--check-determinism", "Run the experiment in two fresh processes instead, and compare their "
     .. "traces: exit 1 naming the first line that differs.")
   c:option("--svg", "Write a timeline of every node's states to FILE.")
+  c:option("--html", "Write the run's viewer to FILE: one self-contained page (lanes, messages, faults).")
 end
 
 --- Adds the options that make an experiment's configuration to parser
@@ -349,7 +350,7 @@ function experiment.config(args)
     loss = args.loss, duplicate = args.duplicate, reorder = args.reorder,
     partitions = experiment.partitions(args.partition, net.names(args.nodes)),
     crash_at = args.crash_at, restart_after = args.restart_after, view_timeout = args.view_timeout,
-    timing = experiment.timing(args.timing), trace = args.trace,
+    timing = experiment.timing(args.timing), trace = args.trace, html = args.html,
     steps_per_instant = args.steps_per_instant, protocol = experiment.protocol(args.protocol),
     adversary = adversary, adversary_source = adversary_source, schedule = schedule,
     twins = #args.twins > 0 and args.twins or nil, twin_sides = experiment.twin_sides(args),
@@ -391,9 +392,10 @@ function experiment.check_determinism()
   for _, a in ipairs(cmd.argv or {}) do
     if skip then
       skip = false
-    elseif a == "--trace" or a == "--svg" then
+    elseif a == "--trace" or a == "--svg" or a == "--html" then
       skip = true
-    elseif a ~= "--check-determinism" and not a:match("^%-%-trace=") and not a:match("^%-%-svg=") then
+    elseif a ~= "--check-determinism" and not a:match("^%-%-trace=") and not a:match("^%-%-svg=")
+      and not a:match("^%-%-html=") then
       argv[#argv + 1] = a
     end
   end
@@ -437,15 +439,17 @@ function experiment.run(args)
   -- be written are refused before the run
   if args.trace then writable("--trace", args.trace) end
   if args.svg then writable("--svg", args.svg) end
+  if args.html then writable("--html", args.html) end
   local report, unwritten = harness.run(config)
   io.write(harness.format(report))
-  if unwritten then cmd.usage_error("--trace: %s", unwritten) end
+  if unwritten then cmd.usage_error("%s: %s", args.html and "--trace/--html" or "--trace", unwritten) end
   if args.svg then
     local written, err = timeline.write(report, args.svg)
     if not written then cmd.usage_error("--svg: %s", err) end
     print("timeline: " .. args.svg)
   end
   if args.trace then print("trace: " .. args.trace) end
+  if args.html then print("page: " .. args.html) end
   return experiment.status(report)
 end
 

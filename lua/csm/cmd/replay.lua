@@ -26,6 +26,7 @@ Exit status as csm experiment's: 0 valid, 1 invalid, 3 unknown.]])
   c:argument("file", "The run file.")
   c:option("--trace", "Write every transition and message as JSON lines to FILE.")
   c:option("--svg", "Write a timeline of every node's states to FILE.")
+  c:option("--html", "Write the run's viewer to FILE: one self-contained page (lanes, messages, faults).")
   c:option("--record", "Write the run file again to FILE, with this run's outcome and its trace's line "
     .. "hashes (so a later replay names the first line that differs).")
   c:option("--until", "With --inspect: the virtual time to stop at.")
@@ -82,8 +83,18 @@ local function inspect_node(c, name, at)
     if not seen then return end
     print(string.format("%s at %.3f virtual s:", name, at))
     if seen.sm and seen.sm.inspect then
-      local ok, text = pcall(seen.sm.inspect, seen.sm)
-      print(ok and tostring(text) or ("(sm:inspect failed: " .. tostring(text) .. ")"))
+      local ok, info = pcall(seen.sm.inspect, seen.sm)
+      if ok and type(info) == "table" then
+        local keys = {}
+        for k in pairs(info) do keys[#keys + 1] = k end
+        table.sort(keys, function(a, b) return tostring(a) < tostring(b) end)
+        for _, k in ipairs(keys) do
+          local jok, text = pcall(trace.json, info[k])
+          print(string.format("  %s: %s", tostring(k), jok and text or tostring(info[k])))
+        end
+      else
+        print(ok and tostring(info) or ("(sm:inspect failed: " .. tostring(info) .. ")"))
+      end
     end
     local fields = {}
     for _, k in ipairs { "height", "rank", "attempt", "lock", "needs_sync" } do
@@ -123,7 +134,7 @@ function replay.run(args)
   local path = args.trace
   local temporary = false
   if path == nil and (rf.trace or args.record) then path, temporary = os.tmpname(), true end
-  c.trace = path
+  c.trace, c.html = path, args.html
   local report, unwritten = harness.run(c)
   if args.inspect then
     if not found() then print("(the node was not running at " .. args["until"] .. " s)") end
@@ -166,6 +177,7 @@ function replay.run(args)
     print("timeline: " .. args.svg)
   end
   if temporary then os.remove(path) elseif path then print("trace: " .. path) end
+  if args.html then print("page: " .. args.html) end
   return experiment.status(report)
 end
 
