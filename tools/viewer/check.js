@@ -27,8 +27,10 @@ async function main() {
       if (!ids.has(id)) { ids.add(id); deliveries++; }
     }
   }
+  const env = Object.assign({}, process.env);
+  delete env.LD_PRELOAD; // a sanitizer runtime preloaded for csm's tests keeps Chromium from starting
   const browser = await chromium.launch({ executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
-    args: ["--no-sandbox", "--disable-gpu"] });
+    args: ["--no-sandbox", "--disable-gpu"], env, timeout: 60000 });
   const page = await browser.newPage({ viewport: { width: 1400, height: 800 } });
   const errors = [];
   page.on("console", m => { if (m.type() === "error") errors.push(m.text()); });
