@@ -94,9 +94,47 @@ describe("csm sweep #sweep", function()
     assert.is_truthy(out:find("12 runs on 1 worker(s)", 1, true), out)
     out, status = csm("sweep --ranks 10 --loss 0.05 --seeds 1-12 -j 2 --out " .. quote(b))
     assert.are.equal(0, status, out)
+    -- coverage: the machine's transitions taken over the runs, and the
+    -- reference protocol's marks
+    local taken = tonumber(out:match("coverage: (%d+) of the machine's 37 transitions taken in some run"))
+    assert.is_truthy(taken and taken > 10 and taken < 37, out)
+    assert.is_truthy(out:find("never taken: [^\n]*starting %-%-stop%-%-> stopping"), out)
+    assert.is_truthy(out:find("marks: [^\n]*attempt: view timeout %d+"), out)
+    local cov = cjson.decode(support.slurp(b .. "/summary.json")).coverage
+    assert.are.equal(taken, cov.taken)
+    assert.are.equal(37, cov.transitions)
     assert.are.same(cjson.decode(support.slurp(a .. "/summary.json")).results,
                     cjson.decode(support.slurp(b .. "/summary.json")).results)
     os.execute("rm -rf " .. quote(a) .. " " .. quote(b))
+  end)
+
+  it("sweeps parameters: a CSV row per point and seed, the same for any -j, and a plot per metric", function()
+    local a, b = tmpdir(), tmpdir()
+    local sweep = "sweep --param timing.scale=1,0.5 --param loss=0,0.05 --seeds 1-4 --ranks 10 "
+    local out, status = csm(sweep .. "-j 1 --out " .. quote(a))
+    assert.are.equal(0, status, out)
+    assert.is_truthy(out:find("seeds 1-4 at 4 points, 16 runs on 1 worker(s)", 1, true), out)
+    out, status = csm(sweep .. "-j 2 --out " .. quote(b))
+    assert.are.equal(0, status, out)
+    local csv = support.slurp(a .. "/points.csv")
+    assert.are.equal(csv, support.slurp(b .. "/points.csv"))
+    local lines = {}
+    for line in csv:gmatch("[^\n]+") do lines[#lines + 1] = line end
+    assert.are.equal(17, #lines)
+    assert.are.equal("timing.scale,loss,seed,verdict,signature,p50,p99,ranks_per_s,messages_per_rank",
+      lines[1])
+    assert.is_truthy(lines[2]:match("^1,0,1,valid,,[%d.]+,[%d.]+,[%d.]+,[%d.]+$"), lines[2])
+    for _, metric in ipairs { "p50", "p99", "ranks_per_s", "messages_per_rank" } do
+      local svg = support.slurp(a .. "/" .. metric .. ".svg")
+      assert.is_truthy(svg:find("^<svg "), metric)
+      local _, medians = svg:gsub("<title>median ", "")
+      assert.are.equal(4, medians, metric) -- two values of each of two parameters
+    end
+    os.execute("rm -rf " .. quote(a) .. " " .. quote(b))
+    usage_error("sweep --seeds 1-2 --param loss=0,0.1", "--param needs --out DIR")
+    usage_error("sweep --seeds 1-2 --param speed=1 --out /tmp", "unknown parameter 'speed'")
+    usage_error("sweep --seeds 1-2 --param loss=2 --out /tmp", "'2' is not a probability in [0, 1]")
+    usage_error("sweep --seeds 1-2 --param timing.nothing=1 --out /tmp", "unknown timing 'nothing'")
   end)
 
   it("refuses bad ranges and options before any worker starts", function()

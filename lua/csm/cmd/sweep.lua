@@ -44,6 +44,10 @@ the same in every process; the runs themselves are those of csm experiment
     .. "rank of --ranks, times the timing scale).")
     :convert(cmd.number("--horizon", 0))
   c:option("--out", "DIR: write summary.json and a run file per failing seed.")
+  c:option("--param", "NAME=V1,V2,...: run every seed at each value (repeatable: every combination); NAME is "
+    .. "an experiment option (loss, latency, jitter, duplicate, reorder, view_timeout, nodes, ranks) or "
+    .. "timing.NAME. Writes DIR/points.csv and a plot per metric (needs --out).")
+    :count("*")
   c:flag("--quiet", "No progress line.")
   c:flag("--worker"):hidden(true)
 end
@@ -64,6 +68,82 @@ local function copy(t)
   local out = {}
   for k, v in pairs(t) do out[k] = v end
   return out
+end
+
+-- ---- parameters ----
+
+local PARAMS = { loss = "probability", duplicate = "probability", reorder = "probability", latency = "number",
+                 jitter = "number", view_timeout = "number", nodes = "integer", ranks = "integer" }
+
+--- The names of --param items, in order.
+function sweep.param_names(args)
+  local out = {}
+  for _, item in ipairs(args.param or {}) do out[#out + 1] = item:match("^([%w_.]+)=") end
+  return out
+end
+
+--- The points of --param items: every combination of their values, the
+-- first parameter slowest; nil without --param.
+function sweep.points(args)
+  if not args.param or #args.param == 0 then return nil end
+  local axes = {}
+  for _, item in ipairs(args.param) do
+    local name, values = item:match("^([%w_.]+)=(.+)$")
+    if not name then cmd.usage_error("bad --param '%s' (NAME=V1,V2,... expected)", item) end
+    local timing = name:match("^timing%.([%w_]+)$")
+    if not timing and not PARAMS[name] then
+      local known = {}
+      for k in pairs(PARAMS) do known[#known + 1] = k end
+      table.sort(known)
+      cmd.usage_error("bad --param '%s': unknown parameter '%s' (%s, or timing.NAME)", item, name,
+        table.concat(known, ", "))
+    end
+    if timing and require("csm").defaults.timing[timing] == nil then
+      cmd.usage_error("bad --param '%s': unknown timing '%s'", item, timing)
+    end
+    local list = {}
+    for v in values:gmatch("[^,]+") do
+      local x = tonumber(v)
+      local kind = timing and "number" or PARAMS[name]
+      if x == nil or x < 0 or (kind == "probability" and x > 1)
+        or (kind == "integer" and (x % 1 ~= 0 or x < 1))
+        or (timing and x <= 0) then
+        cmd.usage_error("bad --param '%s': '%s' is not a %s", item, v,
+          kind == "probability" and "probability in [0, 1]" or kind == "integer" and "positive integer"
+          or timing and "number > 0" or "number >= 0")
+      end
+      list[#list + 1] = x
+    end
+    axes[#axes + 1] = { name = name, values = list }
+  end
+  local points = { {} }
+  for _, axis in ipairs(axes) do
+    local next_points = {}
+    for _, p in ipairs(points) do
+      for _, v in ipairs(axis.values) do
+        local q = copy(p)
+        q[axis.name] = v
+        next_points[#next_points + 1] = q
+      end
+    end
+    points = next_points
+  end
+  return points
+end
+
+--- base with a point's parameters set (timing.NAME into a copy of timing).
+function sweep.with_params(base, params)
+  local c = copy(base)
+  for name, v in pairs(params) do
+    local timing = name:match("^timing%.([%w_]+)$")
+    if timing then
+      c.timing = copy(c.timing or {})
+      c.timing[timing] = v
+    else
+      c[name] = v
+    end
+  end
+  return c
 end
 
 -- ---- the worker: seeds in on stdin, one JSON line per run out ----
@@ -115,6 +195,10 @@ local function run_seed(base, args, modules, seed)
   local o = runfile.outcome(r)
   for k, v in pairs(o) do out[k] = v end
   out.virtual, out.rounds = r.virtual, r.rounds
+  out.coverage = r.coverage
+  out.p50, out.p99 = r.latency.p50, r.latency.p99
+  out.ranks_per_s = r.virtual > 0 and r.rounds / r.virtual or 0
+  out.messages_per_rank = r.messages.sent / math.max(r.rounds, 1)
   if o.verdict ~= "valid" then out.run = runfile.make(c, r, modules) end
   return out
 end
@@ -123,10 +207,20 @@ local function worker(args)
   local base = experiment.config(args)
   base.trace, base.svg = nil, nil
   local modules = experiment.modules(args)
+  local cjson = require "cjson"
   for line in io.lines() do
-    local seed = tonumber(line)
+    local seed, point, params = tonumber(line), nil, nil
+    if seed == nil and line:sub(1, 1) == "{" then
+      local job = cjson.decode(line)
+      seed, point, params = job.seed, job.point, job.params
+      if math.tointeger then seed = math.tointeger(seed) or seed end
+    end
     if seed then
-      io.stdout:write(trace.json(run_seed(base, args, modules, seed)), "\n")
+      local config = base
+      if params then config = sweep.with_params(base, params) end
+      local res = run_seed(config, args, modules, seed)
+      res.point = point
+      io.stdout:write(trace.json(res), "\n")
       io.stdout:flush()
     end
   end
@@ -142,14 +236,15 @@ local function worker_args()
   local out = {}
   for k = 2, #command do out[#out + 1] = command[k] end
   local skip = false
-  local parent_only = { ["--seeds"] = true, ["-j"] = true, ["--jobs"] = true, ["--out"] = true }
+  local parent_only = { ["--seeds"] = true, ["-j"] = true, ["--jobs"] = true, ["--out"] = true,
+                        ["--param"] = true }
   for _, a in ipairs(cmd.argv or {}) do
     if skip then
       skip = false
     elseif parent_only[a] then
       skip = true
     elseif a ~= "--quiet" and not a:match("^%-%-seeds=") and not a:match("^%-%-jobs=")
-      and not a:match("^%-%-out=") and not a:match("^%-j%d") then
+      and not a:match("^%-%-out=") and not a:match("^%-j%d") and not a:match("^%-%-param=") then
       out[#out + 1] = a
     end
   end
@@ -166,22 +261,22 @@ end
 
 -- Runs seeds lo..hi on jobs workers; on_result(line table) for each, in
 -- the order they finish. Returns nil, message when a worker fails.
-local function farm(lo, hi, jobs, on_result)
+local function farm(list, jobs, on_result)
   local uv = require "luv"
   local cjson = require "cjson"
   local program, wargs = worker_args()
-  local next_seed, failure = lo, nil
+  local next_job, failure = 1, nil
   local live = 0
   local function feed(w)
-    if next_seed <= hi then
-      w.stdin:write(tostring(next_seed) .. "\n")
-      next_seed = next_seed + 1
+    if next_job <= #list then
+      w.stdin:write(list[next_job] .. "\n")
+      next_job = next_job + 1
     elseif not w.closed then
       w.closed = true
       w.stdin:shutdown()
     end
   end
-  for _ = 1, math.min(jobs, hi - lo + 1) do
+  for _ = 1, math.min(jobs, #list) do
     local w = { stdin = uv.new_pipe(false), stdout = uv.new_pipe(false), buffer = "" }
     local handle, err = uv.spawn(program, { args = wargs, stdio = { w.stdin, w.stdout, 2 } }, function(code)
       live = live - 1
@@ -252,6 +347,30 @@ local function mkdir(path)
   if not stat or stat.type ~= "directory" then cmd.usage_error("--out: %s is not a directory", path) end
 end
 
+--- Prints and returns the coverage of a sweep: of the machine's
+-- transitions (list), those taken (counts by name) and never taken, and
+-- the protocol's marks.
+function sweep.coverage(transitions, taken, marks)
+  local never, count = {}, 0
+  for _, t in ipairs(transitions) do
+    if (taken[t] or 0) > 0 then count = count + 1 else never[#never + 1] = t end
+  end
+  if #transitions > 0 then
+    print(string.format("coverage: %d of the machine's %d transitions taken in some run", count,
+      #transitions))
+    if #never > 0 then print("  never taken: " .. table.concat(never, "; ")) end
+  end
+  local names = {}
+  for k in pairs(marks) do names[#names + 1] = k end
+  table.sort(names)
+  if #names > 0 then
+    local shown = {}
+    for i, k in ipairs(names) do shown[i] = string.format("%s %d", k, marks[k]) end
+    print("  marks: " .. table.concat(shown, ", "))
+  end
+  return { transitions = #transitions, taken = count, never = never, marks = marks, counts = taken }
+end
+
 function sweep.run(args)
   if args.worker then return worker(args) end
   if not args.seeds then cmd.usage_error("--seeds A-B is required") end
@@ -262,7 +381,22 @@ function sweep.run(args)
   if not checked then cmd.usage_error("%s", tostring(why)) end
   if args.out then mkdir(args.out) end
   local jobs = args.jobs or cores()
-  local total, done, failed, unknown = hi - lo + 1, 0, 0, 0
+  local points = sweep.points(args)
+  if points and not args.out then
+    cmd.usage_error("--param needs --out DIR (for points.csv and the plots)")
+  end
+  local list = {}
+  for seed = lo, hi do
+    if points then
+      for k, point in ipairs(points) do
+        list[#list + 1] = trace.json { seed = seed, point = k, params = point }
+      end
+    else
+      list[#list + 1] = tostring(seed)
+    end
+  end
+  local total, done, failed, unknown = #list, 0, 0, 0
+  local rows = {}
   local groups, order, results = {}, {}, {}
   local clock = require("luv").hrtime()
   local tty = is_tty() and not args.quiet
@@ -280,8 +414,22 @@ function sweep.run(args)
       rate, left >= 1 and string.format("%.0f s", left) or "<1 s"))
     if final then io.stderr:write("\n") end
   end
-  local ok, err = farm(lo, hi, jobs, function(res)
+  local transitions, taken, marks = nil, {}, {}
+  local ok, err = farm(list, jobs, function(res)
     done = done + 1
+    if points then rows[#rows + 1] = res end
+    local cov = res.coverage
+    if type(cov) == "table" then
+      if transitions == nil and type(cov.transitions) == "table" and #cov.transitions > 0 then
+        transitions = cov.transitions
+      end
+      for k, n in pairs(type(cov.taken) == "table" and cov.taken or {}) do
+        taken[k] = (taken[k] or 0) + n
+      end
+      for k, n in pairs(type(cov.marks) == "table" and cov.marks or {}) do
+        marks[k] = (marks[k] or 0) + n
+      end
+    end
     results[#results + 1] = { seed = res.seed, verdict = res.verdict, signature = res.signature }
     if res.verdict == "invalid" then
       failed = failed + 1
@@ -311,8 +459,9 @@ function sweep.run(args)
   local elapsed = (require("luv").hrtime() - clock) / 1e9
   table.sort(order)
   table.sort(results, function(a, b) return a.seed < b.seed end)
-  print(string.format("csm sweep: seeds %d-%d, %d runs on %d worker(s) in %.1f s (%.1f runs/s): %d failed, "
-    .. "%d unknown", lo, hi, total, math.min(jobs, total), elapsed, elapsed > 0 and total / elapsed or 0,
+  print(string.format("csm sweep: seeds %d-%d%s, %d runs on %d worker(s) in %.1f s (%.1f runs/s): %d failed, "
+    .. "%d unknown", lo, hi, points and string.format(" at %d points", #points) or "", total,
+    math.min(jobs, total), elapsed, elapsed > 0 and total / elapsed or 0,
     failed,
     unknown))
   local summary = { seeds = { lo, hi }, runs = total, failed = failed, unknown = unknown, jobs = jobs,
@@ -330,6 +479,21 @@ function sweep.run(args)
     print("    reproduce: " .. line)
     summary.groups[#summary.groups + 1] = { signature = sig, invariant = g.invariant, count = g.count,
       seeds = g.seeds, fastest = g.fastest, fastest_virtual = g.fastest_virtual, reproduce = line }
+  end
+  summary.coverage = sweep.coverage(transitions or {}, taken, marks)
+  if points then
+    local plots = require "csm.lab.plots"
+    local names = sweep.param_names(args)
+    local csv = args.out .. "/points.csv"
+    local written, werr = plots.csv(csv, names, points, rows)
+    if not written then cmd.usage_error("--out: %s", werr) end
+    print("points: " .. csv)
+    for _, metric in ipairs(plots.metrics) do
+      local path = string.format("%s/%s.svg", args.out, metric)
+      written, werr = plots.svg(path, metric, names, points, rows)
+      if not written then cmd.usage_error("--out: %s", werr) end
+      print("plot: " .. path)
+    end
   end
   if args.out then
     local path = args.out .. "/summary.json"

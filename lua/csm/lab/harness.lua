@@ -245,7 +245,7 @@ Run.__index = Run
 local function new_run(c)
   local self = setmetatable({ c = c, clock = os.clock(), nodes = {}, index = {}, lanes = {},
     agreement = checker.agreement(), honest_total = 0, honest_done = 0, protocol = c.protocol,
-    heights = {}, finalized_at = {}, reached = {}, attempts = {}, faults = {} }, Run)
+    heights = {}, finalized_at = {}, reached = {}, attempts = {}, faults = {}, taken = {}, marks = {} }, Run)
   self.world = csm.sim { seed = c.seed, steps_per_instant = c.steps_per_instant }
   self.network = net.new(self.world, { latency = c.latency, jitter = c.jitter, loss = c.loss,
     duplicate = c.duplicate, reorder = c.reorder })
@@ -397,6 +397,8 @@ function Run:make(i, sync, restore)
     lab = {
       always = function(assertion, cond, detail) self.monitor:always(name, assertion, cond, detail) end,
       sometimes = function(assertion, cond) self.monitor:sometimes(assertion, cond) end,
+      -- a protocol's own coverage point: csm sweep counts them over its runs
+      mark = function(mark) self.marks[mark] = (self.marks[mark] or 0) + 1 end,
     },
     note = function(kind, fields)
       if self.log then self.log:note(name, kind, fields) end
@@ -433,7 +435,11 @@ function Run:make(i, sync, restore)
   node.part = part or "honest"
   self.lanes[node.name] = self.lanes[node.name] or {}
   local lane, log = self.lanes[node.name], self.log
+  local taken = self.taken
+  if self.machine_transitions == nil then self.machine_transitions = node.sm:transitions() end
   node.sm:add_listener(function(from, to, event)
+    local key = from .. " --" .. event .. "--> " .. to
+    taken[key] = (taken[key] or 0) + 1
     lane[#lane + 1] = { world:now(), to }
     if self.armed then
       local active = node.sm:active_state()
@@ -629,6 +635,13 @@ function Run:finish()
   r.safe = r.agreement and #r.findings == 0
   r.verdict = harness.verdict(r)
   r.lanes, r.names, r.attempts, r.faults = self.lanes, self.names, self.attempts, self.faults
+  -- coverage: the machine's transitions taken (by "from --event--> to")
+  -- and the protocol's marks (options.lab.mark), counted over all nodes
+  local all = {}
+  for i, t in ipairs(self.machine_transitions or {}) do
+    all[i] = t.from .. " --" .. t.event .. "--> " .. t.to
+  end
+  r.coverage = { transitions = all, taken = self.taken, marks = self.marks }
   if self.log then
     local classify = c.protocol.classify or harness.classify
     for _, m in ipairs(self.network:pending()) do

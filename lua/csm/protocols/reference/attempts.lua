@@ -112,6 +112,7 @@ end
 function methods:advance()
   local target = self:jump_target()
   if target or self.world:now() >= self.attempt_start + self.view_timeout then
+    if self.mark then self:mark(target and "attempt: jump to f + 1 peers" or "attempt: view timeout") end
     self:move_to(target or self.attempt + 1)
     return "attempt " .. self.attempt
   end

@@ -124,7 +124,7 @@ function reference.node(options)
     view_timeout = options.view_timeout or VIEW_TIMEOUT * scale,
     sync_wait = options.sync_wait or SYNC_WAIT * scale,
     needs_sync = options.sync == true,
-    on_finalize = options.on_finalize, note = options.note,
+    on_finalize = options.on_finalize, note = options.note, lab = options.lab,
     finalized = {}, finalized_at = {}, chain = {}, progress = {}, deciding_votes = {},
     refused = 0, refusals = {}, refusal_examples = {}, height = 0, rotations = {}, ranks = {},
   }, Node)
@@ -215,6 +215,13 @@ end
 -- @type Node
 
 for name, fn in pairs(attempts.methods) do Node[name] = fn end
+
+--- Counts a coverage point of the protocol (the lab's options.lab.mark:
+-- csm sweep reports how often each was reached over its runs).
+function Node:mark(name)
+  local lab = self.lab
+  if lab and lab.mark then lab.mark(name) end
+end
 
 --- The identity with a polka in attempt tally t.
 function Node:polka_in(t)
@@ -312,7 +319,10 @@ function Node:prove(prior, ctx)
   -- it prevote nothing else until they learn of a later polka
   local id = self:valid()
   local held = id and self:held(id)
-  if held then return proposal(id, rank, held.parent, held.attempt, held.proposer, attempt) end
+  if held then
+    self:mark("leader offers a polka again")
+    return proposal(id, rank, held.parent, held.attempt, held.proposer, attempt)
+  end
   return proposal(string.format("%d.%d:%s", rank, attempt, self.name), rank, prior:identity(), attempt,
     self.name, attempt)
 end
@@ -343,8 +353,14 @@ end
 function Node:choose(rank)
   local id, at = self:valid()
   local lock = self.lock
-  if lock and not (id and at > lock.attempt) then return lock.id end
-  if id then return id end
+  if lock and not (id and at > lock.attempt) then
+    self:mark("prevote the lock")
+    return lock.id
+  end
+  if id then
+    if lock then self:mark("unlock on a later polka") end
+    return id
+  end
   local p = self:candidate(rank)
   return p and p:identity()
 end
