@@ -13,7 +13,7 @@ local has_argparse, argparse = pcall(require, "argparse")
 local cmd = {}
 
 --- The subcommands, in the order --help lists them.
-cmd.names = { "experiment", "sweep", "shrink", "replay", "soak", "diagram", "example" }
+cmd.names = { "experiment", "sweep", "shrink", "replay", "diff", "soak", "diagram", "example" }
 
 --- Exit status: every invariant held.
 cmd.OK = 0
