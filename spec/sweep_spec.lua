@@ -137,6 +137,23 @@ describe("csm sweep #sweep", function()
     usage_error("sweep --seeds 1-2 --param timing.nothing=1 --out /tmp", "unknown timing 'nothing'")
   end)
 
+  it("hands its jobs to GNU parallel with --hosts, and merges the same results", function()
+    local a, b = tmpdir(), tmpdir()
+    local hosts = a .. "/hosts"
+    local fh = assert(io.open(hosts, "wb"))
+    fh:write(":\n") -- this machine, as GNU parallel's --sshloginfile names it
+    fh:close()
+    local sweep = "sweep " .. BROKEN .. "--seeds 1-12 -j 2 --time 60 "
+    local out, status = csm(sweep .. "--hosts " .. quote(hosts) .. " --out " .. quote(a))
+    assert.are.equal(1, status, out)
+    out, status = csm(sweep .. "--out " .. quote(b))
+    assert.are.equal(1, status, out)
+    assert.are.same(cjson.decode(support.slurp(b .. "/summary.json")).results,
+                    cjson.decode(support.slurp(a .. "/summary.json")).results)
+    os.execute("rm -rf " .. quote(a) .. " " .. quote(b))
+    usage_error("sweep --seeds 1-2 --hosts /nonexistent/hosts", "--hosts: cannot read /nonexistent/hosts")
+  end)
+
   it("refuses bad ranges and options before any worker starts", function()
     usage_error("sweep --ranks 5", "--seeds A-B is required")
     usage_error("sweep --seeds 5-2", "bad --seeds '5-2' (A-B expected")

@@ -48,6 +48,8 @@ the same in every process; the runs themselves are those of csm experiment
     .. "an experiment option (loss, latency, jitter, duplicate, reorder, view_timeout, nodes, ranks) or "
     .. "timing.NAME. Writes DIR/points.csv and a plot per metric (needs --out).")
     :count("*")
+  c:option("--hosts", "FILE: run the jobs on the hosts of FILE through GNU parallel (--sshloginfile FILE; "
+    .. "':' is this machine); each host runs csm at the same path.")
   c:flag("--quiet", "No progress line.")
   c:flag("--worker"):hidden(true)
 end
@@ -237,14 +239,15 @@ local function worker_args()
   for k = 2, #command do out[#out + 1] = command[k] end
   local skip = false
   local parent_only = { ["--seeds"] = true, ["-j"] = true, ["--jobs"] = true, ["--out"] = true,
-                        ["--param"] = true }
+                        ["--param"] = true, ["--hosts"] = true }
   for _, a in ipairs(cmd.argv or {}) do
     if skip then
       skip = false
     elseif parent_only[a] then
       skip = true
     elseif a ~= "--quiet" and not a:match("^%-%-seeds=") and not a:match("^%-%-jobs=")
-      and not a:match("^%-%-out=") and not a:match("^%-j%d") and not a:match("^%-%-param=") then
+      and not a:match("^%-%-out=") and not a:match("^%-j%d") and not a:match("^%-%-param=")
+      and not a:match("^%-%-hosts=") then
       out[#out + 1] = a
     end
   end
@@ -261,13 +264,43 @@ end
 
 -- Runs seeds lo..hi on jobs workers; on_result(line table) for each, in
 -- the order they finish. Returns nil, message when a worker fails.
-local function farm(list, jobs, on_result)
+local function shell_quote(s)
+  if s:match("^[%w%-%._/=,:+]+$") then return s end
+  return "'" .. s:gsub("'", "'\\''") .. "'"
+end
+
+-- With --hosts, one worker: GNU parallel, which runs each job (its line on
+-- parallel's stdin) as `echo JOB | csm sweep ... --worker` on a host of the
+-- file, and writes each job's lines as they come.
+local function parallel_worker(hosts, jobs)
+  local program, wargs = worker_args()
+  local command = { shell_quote(program) }
+  for _, a in ipairs(wargs) do command[#command + 1] = shell_quote(a) end
+  return "parallel", { "--sshloginfile", hosts, "--line-buffer", "-j", tostring(jobs), "--no-notice",
+                       "echo {} | " .. table.concat(command, " ") }
+end
+
+local function farm(list, jobs, on_result, hosts)
   local uv = require "luv"
   local cjson = require "cjson"
   local program, wargs = worker_args()
+  local workers = math.min(jobs, #list)
+  if hosts then
+    program, wargs = parallel_worker(hosts, jobs)
+    workers = 1
+  end
   local next_job, failure = 1, nil
   local live = 0
   local function feed(w)
+    if hosts then
+      -- parallel takes every job at once, and hands them out itself
+      if not w.closed then
+        for _, job in ipairs(list) do w.stdin:write(job .. "\n") end
+        w.closed = true
+        w.stdin:shutdown()
+      end
+      return
+    end
     if next_job <= #list then
       w.stdin:write(list[next_job] .. "\n")
       next_job = next_job + 1
@@ -276,14 +309,17 @@ local function farm(list, jobs, on_result)
       w.stdin:shutdown()
     end
   end
-  for _ = 1, math.min(jobs, #list) do
+  for _ = 1, workers do
     local w = { stdin = uv.new_pipe(false), stdout = uv.new_pipe(false), buffer = "" }
     local handle, err = uv.spawn(program, { args = wargs, stdio = { w.stdin, w.stdout, 2 } }, function(code)
       live = live - 1
       if code ~= 0 and not failure then failure = string.format("a worker exited with status %d", code) end
       w.handle:close()
     end)
-    if not handle then return nil, "cannot start a worker: " .. tostring(err) end
+    if not handle then
+      return nil, hosts and ("cannot start GNU parallel (apt-get install parallel): " .. tostring(err))
+        or ("cannot start a worker: " .. tostring(err))
+    end
     w.handle = handle
     live = live + 1
     w.stdout:read_start(function(rerr, chunk)
@@ -415,6 +451,11 @@ function sweep.run(args)
     if final then io.stderr:write("\n") end
   end
   local transitions, taken, marks = nil, {}, {}
+  if args.hosts then
+    local fh = io.open(args.hosts, "rb")
+    if not fh then cmd.usage_error("--hosts: cannot read %s", args.hosts) end
+    fh:close()
+  end
   local ok, err = farm(list, jobs, function(res)
     done = done + 1
     if points then rows[#rows + 1] = res end
@@ -453,7 +494,7 @@ function sweep.run(args)
       unknown = unknown + 1
     end
     if tty then progress(false) end
-  end)
+  end, args.hosts)
   if tty then progress(true) end
   if not ok then cmd.usage_error("%s", err) end
   local elapsed = (require("luv").hrtime() - clock) / 1e9
