@@ -59,9 +59,9 @@ local function run(base, text, seed)
     end
   end
   os.remove(c.trace)
-  return { lines = lines, decisions = decisions, p50 = r.latency.p50, p99 = r.latency.p99,
-           ranks_per_s = r.virtual > 0 and r.rounds / r.virtual or 0,
-           messages_per_rank = r.messages.sent / math.max(r.rounds, 1), verdict = r.verdict }
+  local out = plots.metrics_of(r)
+  out.lines, out.decisions, out.verdict = lines, decisions, r.verdict
+  return out
 end
 
 local function first_rank(a, b)
@@ -89,10 +89,7 @@ end
 
 function diff.run(args)
   if not args.a or not args.b then cmd.usage_error("--a and --b name the two protocols") end
-  local lo, hi = args.seeds:match("^(%d+)%-(%d+)$")
-  if not lo then lo = args.seeds:match("^(%d+)$"); hi = lo end
-  lo, hi = tonumber(lo), tonumber(hi)
-  if not lo or lo > hi then cmd.usage_error("bad --seeds '%s' (A-B expected, A <= B)", args.seeds) end
+  local lo, hi = require("csm.cmd.sweep").range("--seeds", args.seeds, 0, 2 ^ 53)
   args.protocol = args.a
   local base = experiment.config(args)
   local checked, why = pcall(harness.config, base)

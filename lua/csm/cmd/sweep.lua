@@ -54,8 +54,9 @@ the same in every process; the runs themselves are those of csm experiment
   c:flag("--worker"):hidden(true)
 end
 
--- A..B of text, checked: two integers, A <= B (or one).
-local function range(option, text, min, max)
+--- A..B of text, checked: two integers, A <= B (or one); a usage error
+-- naming option otherwise.
+function sweep.range(option, text, min, max)
   local a, b = text:match("^(%d+)%-(%d+)$")
   if not a then a = text:match("^(%d+)$"); b = a end
   a, b = tonumber(a), tonumber(b)
@@ -65,6 +66,8 @@ local function range(option, text, min, max)
   end
   return a, b
 end
+
+local range = sweep.range
 
 local function copy(t)
   local out = {}
@@ -198,9 +201,7 @@ local function run_seed(base, args, modules, seed)
   for k, v in pairs(o) do out[k] = v end
   out.virtual, out.rounds = r.virtual, r.rounds
   out.coverage = r.coverage
-  out.p50, out.p99 = r.latency.p50, r.latency.p99
-  out.ranks_per_s = r.virtual > 0 and r.rounds / r.virtual or 0
-  out.messages_per_rank = r.messages.sent / math.max(r.rounds, 1)
+  for k, v in pairs(require("csm.lab.plots").metrics_of(r)) do out[k] = v end
   if o.verdict ~= "valid" then out.run = runfile.make(c, r, modules) end
   return out
 end
@@ -230,6 +231,12 @@ local function worker(args)
 end
 
 -- ---- the parent: hands seeds to workers, gathers their lines ----
+
+-- s as one word of a shell command line.
+local function shell_quote(s)
+  if s:match("^[%w%-%._/=,:+]+$") then return s end
+  return "'" .. s:gsub("'", "'\\''") .. "'"
+end
 
 -- This command line for a worker: the sweep's own options less those only
 -- the parent uses.
@@ -264,11 +271,6 @@ end
 
 -- Runs seeds lo..hi on jobs workers; on_result(line table) for each, in
 -- the order they finish. Returns nil, message when a worker fails.
-local function shell_quote(s)
-  if s:match("^[%w%-%._/=,:+]+$") then return s end
-  return "'" .. s:gsub("'", "'\\''") .. "'"
-end
-
 -- With --hosts, one worker: GNU parallel, which runs each job (its line on
 -- parallel's stdin) as `echo JOB | csm sweep ... --worker` on a host of the
 -- file, and writes each job's lines as they come.
@@ -368,7 +370,7 @@ local function reproduce(args, seed)
     elseif a == "--seeds" or a == "-j" or a == "--jobs" then
       skip = true
     elseif a ~= "sweep" and a ~= "--quiet" then
-      out[#out + 1] = a:match("^[%w%-%._/=,:]+$") and a or ("'" .. a:gsub("'", "'\\''") .. "'")
+      out[#out + 1] = shell_quote(a)
     end
   end
   out[#out + 1] = "--seeds " .. seed

@@ -11,6 +11,13 @@ local plots = {}
 --- The metrics of a run, as the CSV names them.
 plots.metrics = { "p50", "p99", "ranks_per_s", "messages_per_rank" }
 
+--- The metrics of report r, by the names of plots.metrics.
+function plots.metrics_of(r)
+  return { p50 = r.latency.p50, p99 = r.latency.p99,
+           ranks_per_s = r.virtual > 0 and r.rounds / r.virtual or 0,
+           messages_per_rank = r.messages.sent / math.max(r.rounds, 1) }
+end
+
 local LABELS = { p50 = "round latency p50 (virtual s)", p99 = "round latency p99 (virtual s)",
                  ranks_per_s = "ranks per virtual second", messages_per_rank = "messages per rank" }
 
