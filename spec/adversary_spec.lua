@@ -60,11 +60,20 @@ describe("csm.lab.adversary #sweep", function()
     end
   end)
 
-  it("finds what the reference protocol lets a sync liar do: an agreement violation", function()
-    local r = harness.run { nodes = 4, ranks = 30, seed = 1, byzantine = { adversary = 1 },
-                            adversary = example("sync_liar") }
+  it("finds what a sync that trusts answers lets a sync liar do; the reference protocol refuses it",
+    function()
+    -- regression: the reference protocol adopted a state once n - 1
+    -- answers of one byzantine peer agreed on it (20 of 20 seeds)
+    local broken = dofile("examples/protocols/broken_sync.lua")
+    local r = harness.run { protocol = broken, nodes = 4, ranks = 30, seed = 1, loss = 0.2,
+                            byzantine = { adversary = 1 }, adversary = example("sync_liar") }
     assert.is_false(r.agreement)
-    assert.is_truthy(harness.format(r):find("#forged", 1, true))
+    assert.is_truthy(harness.format(r):find("n01#", 1, true))
+    for seed = 1, 10 do
+      local ok = harness.run { nodes = 4, ranks = 30, seed = seed, loss = 0.2, byzantine = { adversary = 1 },
+                               adversary = example("sync_liar") }
+      assert.are.equal("valid", harness.verdict(ok), harness.format(ok))
+    end
   end)
 
   it("traces every decision other than pass, and names the adversary and its source in the header", function()

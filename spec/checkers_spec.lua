@@ -43,31 +43,49 @@ describe("the lab's checkers #sweep", function()
     assert.are.equal(4, #r.findings) -- one per honest node
   end)
 
-  it("report an honest reference node that restarts without its state and votes twice in an attempt",
-    function()
-    -- n03 crashes as it finalizes a rank and comes back at once, knowing
-    -- nothing; with an equivocating leader about, it prevotes (or proposes)
-    -- otherwise than it did before the crash on some of these seeds
+  it("report a restarted node that comes back without a message it sent (durability)", function()
+    -- examples/protocols/unsynced.lua sends before its record is synced: a
+    -- crash at that write loses the record, not the message
+    local unsynced = dofile("examples/protocols/unsynced.lua")
     local found
-    for seed = 1, 40 do
-      for _, rank in ipairs { 3, 5 } do
-        local r = harness.run { nodes = 4, ranks = 12, seed = seed, loss = 0.1, time = 120,
-          view_timeout = 0.5, byzantine = { equivocate = 1 },
-          schedule = { { kind = "crash", node = "n03", durable = false, restart_after = 0.02,
-                         when = { node = "n03", state = "finalizing", rank = rank } } } }
-        for _, f in ipairs(r.findings) do
-          if f.invariant == "equivocation" then found = found or { f, r } end
-        end
+    for write = 2, 12 do
+      local r = harness.run { protocol = unsynced, nodes = 4, ranks = 8, seed = 1, byzantine = { silent = 1 },
+        schedule = { { kind = "crash", node = "n02", restart_after = 0.05,
+                       when = { node = "n02", write = write } } } }
+      for _, f in ipairs(r.findings) do
+        if f.invariant == "durability" then found = found or { f, r } end
       end
     end
     assert.is_not_nil(found)
     local f, r = found[1], found[2]
-    assert.are.equal("n03", f.node)
-    assert.is_truthy(f.kind == "prevote" or f.kind == "proposal" or f.kind == "vote", f.kind)
-    assert.are.equal(string.format("honest node n03 sent two different %s messages at rank %d attempt %d",
-      f.kind, f.rank, f.attempt), f.text)
+    assert.are.equal("n02", f.node)
+    local shape = "^honest node n02 came back without the %a+ it sent at rank %d+ attempt %d+"
+    assert.is_truthy(f.text:find(shape), f.text)
     assert.is_false(r.safe)
-    assert.is_truthy(harness.format(r):find("equivocation VIOLATED: honest node n03", 1, true))
+    assert.is_truthy(harness.format(r):find("durability VIOLATED: honest node n02", 1, true))
+    assert.are.equal("invalid", harness.verdict(r))
+  end)
+
+  it("find no durability or equivocation fault of the reference protocol at any of a node's first writes",
+    function()
+    for write = 2, 30 do
+      for _, tear in ipairs { false, true } do
+        local r = harness.run { nodes = 4, ranks = 8, seed = write, loss = 0.05, byzantine = { silent = 1 },
+          schedule = { { kind = "crash", node = "n02", restart_after = 0.05, tear = tear,
+                         when = { node = "n02", write = write } } } }
+        assert.are.equal("valid", harness.verdict(r), "write " .. write .. "\n" .. harness.format(r))
+      end
+    end
+  end)
+
+  it("count a node that lost its disk as byzantine: it abstains, and is not held to what it sent", function()
+    for seed = 1, 10 do
+      local r = harness.run { nodes = 4, ranks = 12, seed = seed, loss = 0.1, time = 300,
+        byzantine = { equivocate = 1 },
+        schedule = { { kind = "crash", node = "n03", durable = false, restart_after = 0.02,
+                       when = { node = "n03", state = "finalizing", rank = 3 } } } }
+      assert.are.equal("valid", harness.verdict(r), harness.format(r))
+    end
   end)
 
   it("name, for a disagreement, the quorums each side knew of and who is in both", function()
@@ -196,11 +214,11 @@ describe("twins #sweep", function()
       return harness.run { protocol = protocol, twins = { "n01" }, twin_sides = sides, loss = 0.3,
                            seed = seed, ranks = 12 }
     end
-    local r = run(broken, 4)
+    local r = run(broken, 69)
     assert.is_false(r.agreement)
     assert.are.equal("invalid", r.verdict)
-    assert.is_truthy(harness.format(r):find("agreement VIOLATED at rank 4: n02 finalized 4.0:n01, "
-      .. "n03 finalized 4.1:n02\n  quorums: ", 1, true), harness.format(r))
+    assert.is_truthy(harness.format(r):find("agreement VIOLATED at rank 5: n04 finalized 5.0:n02, "
+      .. "n0%d finalized 5.1:n03\n  quorums: "), harness.format(r))
     for seed = 1, 20 do assert.is_true(run("reference", seed).agreement, seed) end
   end)
 end)

@@ -42,10 +42,11 @@ describe("csm.lab.faults", function()
       local function bad(fault) return error_of(faults.check, "f", { fault }, names) end
       assert.are.equal("f: faults[1]: 'at' and 'when' both given (one start only)",
         bad { kind = "heal", at = 1, when = { finalized = 1 } })
-      assert.are.equal("f: faults[1]: 'when' must name one point: finalized = rank, attempt = n or state "
-        .. "= name",
+      assert.are.equal("f: faults[1]: 'when' must name one point: finalized = rank, attempt = n, state "
+        .. "= name or write = n",
         bad { kind = "heal", when = { node = "n01" } })
-      assert.are.equal("f: faults[1]: unknown key 'height' in 'when' (node, finalized, attempt, rank, state)",
+      assert.are.equal("f: faults[1]: unknown key 'height' in 'when' (node, finalized, attempt, rank, state, "
+        .. "write)",
         bad { kind = "heal", when = { height = 1 } })
       assert.are.equal("f: faults[1]: unknown node 'n09' in 'to'",
         bad { kind = "one_way", at = 1, duration = 1, from = { "n01" }, to = { "n09" } })
@@ -179,9 +180,10 @@ describe("csm.lab.faults", function()
       local r = harness.run { nodes = 4, ranks = 20, seed = 3, schedule = {
         { kind = "crash", node = "n02", at = 1.5, restart_after = 1, durable = false } } }
       assert.is_true(r.progress)
-      -- n02 stays honest: it is held to the target like the others
+      -- n02 is held to the target like the others (the run ends when all
+      -- have it, so some may be past it)
       assert.are.equal("honest", r.nodes[2].part)
-      assert.are.equal(20, r.nodes[2].finalized)
+      assert.is_true(r.nodes[2].finalized >= 20)
     end)
 
     it("lets progress resume after the gst, whatever the adversary did to honest messages", function()

@@ -308,7 +308,14 @@ describe("csm.lab", function()
       assert.are.equal("reference.node: option 'view_timeout' must be > 0 (got 0)",
         error_of(reference.node, { name = "a", names = { "a" }, world = world, network = network,
           view_timeout = 0 }))
-      local node = reference.node { name = "a", names = { "a" }, world = world, network = network }
+      assert.are.equal("reference.node: option 'signer' must be a signer (sign and verify; got nil)",
+        error_of(reference.node, { name = "a", names = { "a" }, world = world, network = network }))
+      local keyring = require("csm.lab.signer").keyring(1, { "a" })
+      assert.are.equal("reference.node: option 'store' must be a store (append, sync, records, rewrite; "
+        .. "got 1)", error_of(reference.node, { name = "a", names = { "a" }, world = world,
+          network = network, signer = keyring:signer("a"), store = 1 }))
+      local node = reference.node { name = "a", names = { "a" }, world = world, network = network,
+                                    signer = keyring:signer("a") }
       assert.are.equal("node:start: bad self (reference node expected, got nil)", error_of(node.start))
       node.sm:close()
       assert.are.equal("reference.node: unknown option 'bogus'",

@@ -5,6 +5,13 @@ local net = require "csm.lab.net"
 local reference = require "csm.protocols.reference"
 local harness = require "csm.lab.harness"
 local support = require "spec.support"
+local signer = require "csm.lab.signer"
+local reference_messages = require "csm.protocols.reference.messages"
+
+-- The lab's signers for names (one keyring per seed).
+local function keys(names, seed)
+  return signer.keyring(seed or 1, names)
+end
 
 -- n reference nodes named n01.. on one sim world; roles[i] is node i's role.
 local function group(n, roles, params, seed)
@@ -13,9 +20,10 @@ local function group(n, roles, params, seed)
   local names = {}
   for i = 1, n do names[i] = string.format("n%02d", i) end
   local nodes = {}
+  local keyring = keys(names, seed)
   for i, name in ipairs(names) do
     nodes[i] = reference.node { name = name, names = names, world = world, network = network,
-      role = roles and roles[i], initial = csm.value("genesis", 0) }
+      role = roles and roles[i], initial = csm.value("genesis", 0), signer = keyring:signer(name) }
   end
   return nodes, world, network
 end
@@ -99,12 +107,13 @@ describe("csm.reference #sweep", function()
       local world = csm.sim { seed = 1 }
       local network = net.new(world)
       local names = { "a", "b", "c", "d" }
+      local keyring = keys(names)
       local a = reference.node { name = "a", names = names, world = world, network = network,
-        initial = csm.value("genesis", 0), timing = { scale = 0.5 } }
+        initial = csm.value("genesis", 0), timing = { scale = 0.5 }, signer = keyring:signer("a") }
       assert.are.equal(4, a.view_timeout)
       assert.are.equal(1, a.sync_wait)
       local b = reference.node { name = "b", names = names, world = world, network = network,
-        initial = csm.value("genesis", 0), view_timeout = 3, sync_wait = 0.1 }
+        initial = csm.value("genesis", 0), view_timeout = 3, sync_wait = 0.1, signer = keyring:signer("b") }
       assert.are.equal(3, b.view_timeout)
       assert.are.equal(0.1, b.sync_wait)
     end)
@@ -145,33 +154,38 @@ describe("csm.reference #sweep", function()
       assert.is_true(network.stats.dropped > 0 and network.stats.duplicated > 0)
     end)
 
-    it("answers a vote or prevote for a rank it has left with its own vote for that rank", function()
+    it("answers a peer still deciding a rank it has finished with the rank's certified state", function()
       -- regression: a node that finalized stopped re-sending its vote, and
-      -- peers that had lost it waited forever (4 honest nodes, 20 % loss)
+      -- peers that had lost it waited forever (4 honest nodes, 20 % loss);
+      -- and when f or fewer honest nodes had decided, nothing brought the
+      -- others there
       local nodes, world, network = group(4)
       for _, node in ipairs(nodes) do node:start() end
       assert.is_true(world:run_until(function() return nodes[1].height >= 4 end, 3600))
-      -- answers go to re-sends: half a vote_resend interval after the rank
       world:run_for(1)
       local a = nodes[1]
-      assert.are.equal("vote", a.deciding_votes[2].kind)
-      assert.are.equal(2, a.deciding_votes[2].value:rank())
+      local keyring = keys(a.names)
+      local function from_n02(msg) return reference.seal(msg, keyring:signer("n02")) end
       -- n02 is replaced by a recorder of what n01 sends it for ranks 2 and 3
       local answers = {}
       network:join("n02", function(from, msg)
-        if from == "n01" and msg.kind == "vote" and msg.value:rank() <= 3 then answers[#answers + 1] = msg end
+        if from == "n01" and msg.kind == "confirmation" and msg.value:rank() <= 3 then
+          answers[#answers + 1] = msg
+        end
       end)
-      a:deliver("n02", { kind = "vote", attempt = 0, value = csm.value("2.0:n03", 2) })
-      a:deliver("n02", { kind = "prevote", rank = 3, attempt = 0, id = "3.0:n04" })
-      -- an answer is never answered: two nodes past a rank would echo forever
-      a:deliver("n02", { kind = "vote", attempt = 0, value = csm.value("2.0:n03", 2), answer = true })
+      local head = a.finalized[1]
+      a:deliver("n02", from_n02 { kind = "vote", value = csm.value("2.0:n03", 2,
+        { attempt = 0, proposer = "n03", parent = head }) })
+      a:deliver("n02", from_n02 { kind = "prevote", rank = 3, attempt = 0, id = "3.0:n04" })
+      -- once per peer and rank each vote_resend: two nodes past a rank never echo
+      a:deliver("n02", from_n02 { kind = "prevote", rank = 3, attempt = 0, id = "3.0:n04" })
       world:run_for(0.1)
       for _, node in ipairs(nodes) do node.sm:close() end
       assert.are.equal(2, #answers)
+      table.sort(answers, function(x, y) return x.value:rank() < y.value:rank() end)
       for i, rank in ipairs { 2, 3 } do
-        assert.are.equal(a.deciding_votes[rank].value, answers[i].value)
-        assert.are.equal(a.deciding_votes[rank].attempt, answers[i].attempt)
-        assert.is_true(answers[i].answer)
+        assert.are.equal(a.finalized[rank], answers[i].value:identity())
+        assert.is_nil(reference_messages.certificate_problem(a, answers[i].value, answers[i].cert))
       end
     end)
 
@@ -188,7 +202,7 @@ describe("csm.reference #sweep", function()
       late.sm:close()
       network:restart("n04")
       local fresh = reference.node { name = "n04", names = late.names, world = world, network = network,
-        initial = csm.value("genesis", 0), sync = true }
+        initial = csm.value("genesis", 0), sync = true, signer = keys(late.names):signer("n04") }
       nodes[4] = fresh
       fresh:start()
       local target = upto(nodes[1].height)
@@ -197,7 +211,7 @@ describe("csm.reference #sweep", function()
       return nodes, fresh
     end
 
-    it("a node started with sync adopts what f + 1 peers finalized, then goes on with them", function()
+    it("a node started with sync adopts its peers' certified states, then goes on with them", function()
       local nodes, fresh = rejoin(12, function() return 20 end)
       for rank = 1, 20 do
         assert.are.equal(nodes[1].finalized[rank], fresh.finalized[rank])
@@ -233,16 +247,23 @@ describe("csm.reference #sweep", function()
       return a, world
     end
 
+    local keyring = keys { "n01", "n02", "n03", "n04" }
+    -- msg as peer from signs it
+    local function by(from, msg) return reference.seal(msg, keyring:signer(from)) end
     local function proposal(id, attempt)
       local proposer = id:match(":(.*)$")
-      return csm.value(id, 1, { attempt = attempt, proposer = proposer, offer = attempt })
+      return csm.value(id, 1, { attempt = attempt, proposer = proposer, offer = attempt, parent = "genesis" })
+    end
+    local function vote_of(id, attempt, rank)
+      local proposer = id:match(":(.*)$")
+      return csm.value(id, rank or 1, { attempt = attempt, proposer = proposer, parent = "genesis" })
     end
 
     it("a locked node prevotes its lock, not a later attempt's proposal", function()
       local a = lone()
       a.lock = { id = "1.0:n02", attempt = 0 }
       a:move_to(1)
-      a:deliver("n03", { kind = "proposal", value = proposal("1.1:n03", 1) })
+      a:deliver("n03", by("n03", { kind = "proposal", value = proposal("1.1:n03", 1) }))
       assert.are.equal("1.1:n03", a:candidate(1):identity())
       assert.are.equal("1.0:n02", a:choose(1))
     end)
@@ -252,8 +273,7 @@ describe("csm.reference #sweep", function()
       a.lock = { id = "1.0:n02", attempt = 0 }
       a:move_to(2)
       for _, voter in ipairs { "n03", "n04" } do
-        assert.is_true(a:deliver(voter, { kind = "vote", proposer = "n03", attempt = 1,
-          value = csm.value("1.1:n03", 1, { attempt = 1 }) }) == nil)
+        assert.is_true(a:deliver(voter, by(voter, { kind = "vote", value = vote_of("1.1:n03", 1) })) == nil)
       end
       assert.are.same({ "1.1:n03", 1 }, { a:valid() })
       assert.are.equal("1.1:n03", a:choose(1))
@@ -263,10 +283,10 @@ describe("csm.reference #sweep", function()
       function()
       local a = lone()
       a:move_to(1)
-      a:deliver("n03", { kind = "proposal", value = proposal("1.1:n03", 1) })
+      a:deliver("n03", by("n03", { kind = "proposal", value = proposal("1.1:n03", 1) }))
       assert.are.equal("1.1:n03", a:choose(1))
       for _, voter in ipairs { "n02", "n03", "n04" } do
-        a:deliver(voter, { kind = "prevote", rank = 1, attempt = 0, id = "1.0:n02" })
+        a:deliver(voter, by(voter, { kind = "prevote", rank = 1, attempt = 0, id = "1.0:n02" }))
       end
       assert.are.equal("1.0:n02", a:choose(1))
     end)
@@ -275,8 +295,7 @@ describe("csm.reference #sweep", function()
       local a = lone()
       a:move_to(2) -- no peer is ahead of it, so is_quorum has no attempt to move to
       local function vote(voter, attempt)
-        a:deliver(voter, { kind = "vote", proposer = "n02", attempt = attempt,
-          value = csm.value("1.0:n02", 1, { attempt = attempt }) })
+        a:deliver(voter, by(voter, { kind = "vote", value = vote_of("1.0:n02", attempt) }))
       end
       vote("n02", 0)
       vote("n03", 1)
@@ -294,13 +313,14 @@ describe("csm.reference #sweep", function()
       local slack = reference.attempt_slack
       assert.are.equal(16, slack)
       for attempt = 0, 10000 do
-        a:deliver("n02", { kind = "vote", proposer = "n02", attempt = attempt,
-          value = csm.value("1." .. attempt .. ":n02", 1, { attempt = attempt }) })
-        a:deliver("n02", { kind = "proposal", value = proposal("1." .. attempt .. ":n02", attempt) })
-        a:deliver("n02", { kind = "prevote", rank = 1, attempt = attempt, id = "x" .. attempt })
+        a:deliver("n02", by("n02", { kind = "vote", value = vote_of("1." .. attempt .. ":n02", attempt) }))
+        local id = "1." .. attempt .. ":n02"
+        a:deliver("n02", by("n02", { kind = "proposal", value = proposal(id, attempt) }))
+        a:deliver("n02", by("n02", { kind = "prevote", rank = 1, attempt = attempt, id = "x" .. attempt }))
       end
       for _, bad in ipairs { -1, 0.5, "1", 1 / 0, 0 / 0 } do
-        a:deliver("n03", { kind = "vote", proposer = "n03", attempt = bad, value = csm.value("1.0:n03", 1) })
+        a:deliver("n03", { kind = "vote", sig = "x", value = csm.value("1.0:n03", 1,
+          { attempt = bad, proposer = "n03", parent = "genesis" }) })
       end
       assert.are.equal(slack + 1, a.sm:count("votes", 1))
       -- the machine keeps the first, as the original does; the node one per attempt
@@ -310,20 +330,20 @@ describe("csm.reference #sweep", function()
       for _ in pairs(a.offers) do offers = offers + 1 end
       assert.are.equal(slack + 1, attempts)
       assert.are.equal(slack + 1, offers)
-      assert.are.equal(2 * (10000 - slack) + 5, a.refusals["vote: attempt"]
-        + a.refusals["proposal: attempt"])
+      assert.are.equal(3 * (10000 - slack), a.refusals["vote: attempt"]
+        + a.refusals["proposal: attempt"] + a.refusals["prevote: attempt"])
+      -- badly typed attempts fail the schema, before anything else
+      assert.are.equal(5, a.refusals["vote: schema"])
       -- the next rank takes attempts up to the slack; later ranks nothing
-      a:deliver("n02", { kind = "vote", proposer = "n02", attempt = slack, value = csm.value("2.0:n02", 2) })
-      a:deliver("n02", { kind = "vote", proposer = "n02", attempt = slack + 1,
-        value = csm.value("2.1:n02", 2) })
-      a:deliver("n02", { kind = "vote", proposer = "n02", attempt = 0, value = csm.value("3.0:n02", 3) })
+      a:deliver("n02", by("n02", { kind = "vote", value = vote_of("2.0:n02", slack, 2) }))
+      a:deliver("n02", by("n02", { kind = "vote", value = vote_of("2.1:n02", slack + 1, 2) }))
+      a:deliver("n02", by("n02", { kind = "vote", value = vote_of("3.0:n02", 0, 3) }))
       assert.are.equal(1, a.sm:count("votes", 2))
       assert.are.equal(0, a.sm:count("votes", 3))
       assert.are.equal(1, a.refusals["vote: far"])
       -- moving on widens the range by as much
       a:move_to(5)
-      a:deliver("n02", { kind = "vote", proposer = "n02", attempt = slack + 5,
-        value = csm.value("1.x:n02", 1, { attempt = slack + 5 }) })
+      a:deliver("n02", by("n02", { kind = "vote", value = vote_of("1.99:n02", slack + 5) }))
       assert.are.equal(slack + 2, a.sm:count("votes", 1))
       a.sm:close()
     end)
@@ -350,7 +370,7 @@ describe("csm.reference #sweep", function()
       local attempts = {}
       network.observer = function(what, from, _, msg)
         if what == "send" and from == "n01" and msg.kind == "vote" and msg.value:rank() == 1 then
-          attempts[msg.attempt] = true
+          attempts[msg.value.attempt] = true
         end
       end
       for _, node in ipairs(nodes) do node:start() end
@@ -448,7 +468,7 @@ describe("csm.reference #sweep", function()
         -- among the refusals: its conflicting votes
         local node = built[i]
         assert.are.equal(r.nodes[i].name, node.name)
-        assert.is_true((node.refusals["vote: conflict"] or 0) > 0)
+        assert.is_true((node.refusals["vote: conflict"] or 0) > 0 or node.evidence > 0)
       end
     end)
 

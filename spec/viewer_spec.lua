@@ -50,15 +50,15 @@ describe("the viewer #sweep", function()
 
   it("jumps to a violation, from csm replay --html too", function()
     local out, status = support.run("bin/csm", "experiment --protocol examples/protocols/broken_lock.lua "
-      .. "--twins n01 --twin-sides 'n01=n02,n03|n02,n04' --loss 0.3 --ranks 12 --seed 4 --html "
+      .. "--twins n01 --twin-sides 'n01=n02,n03|n02,n04' --loss 0.3 --ranks 12 --seed 69 --html "
       .. quote(page) .. " --trace " .. quote(trace_path))
     assert.are.equal(1, status, out)
     out, status = check_page(page, trace_path, "--violation")
     assert.are.equal(0, status, out)
-    assert.is_truthy(out:find("jumped to the violation: agreement violated at rank 4", 1, true), out)
+    assert.is_truthy(out:find("jumped to the violation: agreement violated at rank 5", 1, true), out)
     -- the same run from a run file
     local runfile = require "csm.lab.runfile"
-    local rf = runfile.make({ nodes = 4, ranks = 12, seed = 4, loss = 0.3, byzantine = {}, twins = { "n01" },
+    local rf = runfile.make({ nodes = 4, ranks = 12, seed = 69, loss = 0.3, byzantine = {}, twins = { "n01" },
       twin_sides = { n01 = { { "n02", "n03" }, { "n02", "n04" } } } }, nil,
       { protocol = { name = "broken_lock", file = "examples/protocols/broken_lock.lua" } })
     local path = os.tmpname()
@@ -69,7 +69,7 @@ describe("the viewer #sweep", function()
     assert.are.equal(1, status, out)
     out, status = check_page(page, trace_path, "--violation")
     assert.are.equal(0, status, out)
-    assert.is_truthy(out:find("jumped to the violation: agreement violated at rank 4", 1, true), out)
+    assert.is_truthy(out:find("jumped to the violation: agreement violated at rank 5", 1, true), out)
   end)
 
   it("refuses a page it cannot write, before the run", function()

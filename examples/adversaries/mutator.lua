@@ -3,7 +3,8 @@
 -- rank or its attempt one up or down (in the message and in the value it
 -- carries) — or, with probability OMIT, left out. Small changes find the
 -- bugs that random bytes do not: a node that trusts a peer's rank or
--- attempt a little too much.
+-- attempt a little too much. The changed message is signed again with the
+-- sender's own key (a byzantine node signs what it likes, as itself).
 --
 --   bin/csm experiment --adversary examples/adversaries/mutator.lua --byzantine 1:adversary
 local csm = require "csm"
@@ -37,6 +38,6 @@ return {
     if type(msg.rank) == "number" then msg.rank = math.max(0, msg.rank + dr) end
     if type(msg.attempt) == "number" then msg.attempt = math.max(0, msg.attempt + da) end
     if csm.is_value(msg.value) then msg.value = moved(msg.value, dr, da) end
-    return { replace = msg }
+    return { replace = a:seal(m.from, msg) }
   end,
 }

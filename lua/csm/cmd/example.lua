@@ -7,6 +7,7 @@
 local cmd = require "csm.cmd"
 local csm = require "csm"
 local net = require "csm.lab.net"
+local signer = require "csm.lab.signer"
 local checker = require "csm.lab.checker"
 local reference = require "csm.protocols.reference"
 
@@ -30,9 +31,10 @@ function example.run(args)
   local names = net.names(4)
   local roles = { n03 = "double_vote" }
   local nodes, honest = {}, {}
+  local keyring = signer.keyring(args.seed, names)
   for i, name in ipairs(names) do
     nodes[i] = reference.node { name = name, names = names, world = world, network = network,
-      role = roles[name], initial = csm.value("genesis", 0) }
+      role = roles[name], initial = csm.value("genesis", 0), signer = keyring:signer(name) }
     if nodes[i].role == "honest" then honest[#honest + 1] = nodes[i] end
   end
   for _, node in ipairs(nodes) do node:start() end

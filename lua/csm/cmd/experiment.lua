@@ -84,6 +84,9 @@ function experiment.options(c, without_seed)
     :convert(cmd.number("--crash-at", 0))
   c:option("--restart-after", "Seconds until a crashed node restarts.")
     :convert(cmd.number("--restart-after", 0))
+  c:option("--restarts", "Crash and restart N honest nodes, with their store, at protocol points "
+    .. "drawn from the seed.")
+    :convert(cmd.integer("--restarts", 0))
   c:option("--view-timeout", "Seconds before a node gives up an attempt (> 0).")
     :convert(cmd.number("--view-timeout", 0))
   c:option("--timing", "Timing overrides, name=seconds,...")
@@ -350,7 +353,7 @@ function experiment.config(args)
     loss = args.loss, duplicate = args.duplicate, reorder = args.reorder,
     partitions = experiment.partitions(args.partition, net.names(args.nodes)),
     crash_at = args.crash_at, restart_after = args.restart_after, view_timeout = args.view_timeout,
-    timing = experiment.timing(args.timing), trace = args.trace, html = args.html,
+    restarts = args.restarts, timing = experiment.timing(args.timing), trace = args.trace, html = args.html,
     steps_per_instant = args.steps_per_instant, protocol = experiment.protocol(args.protocol),
     adversary = adversary, adversary_source = adversary_source, schedule = schedule,
     twins = #args.twins > 0 and args.twins or nil, twin_sides = experiment.twin_sides(args),

@@ -18,6 +18,8 @@
 local cmd = require "csm.cmd"
 local csm = require "csm"
 local net = require "csm.lab.net"
+local signer = require "csm.lab.signer"
+local store = require "csm.lab.store"
 local checker = require "csm.lab.checker"
 local memory = require "csm.lab.memory"
 local reference = require "csm.protocols.reference"
@@ -108,10 +110,11 @@ local function new(args)
     if v then self:violation("agreement violated at %s", checker.describe(v)) end
     if rank > self.top then self.top = rank end
   end
+  local keyring = signer.keyring(args.seed, self.names)
   for i, name in ipairs(self.names) do
     self.nodes[i] = reference.node { name = name, names = self.names, world = self.world,
       network = self.network, initial = csm.value("genesis", 0), timing = { scale = args.scale },
-      on_finalize = on_finalize }
+      on_finalize = on_finalize, signer = keyring:signer(name), store = store.sim() }
   end
   return self
 end

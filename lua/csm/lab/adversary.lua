@@ -20,7 +20,9 @@
 -- node cannot be forged). Every decision other than pass is traced. The
 -- handle a offers the run's names, the controlled nodes, the world's
 -- generator (a:random) and clock (a:now, a:after), a:send and a:publish as
--- a controlled node, and a:note for the trace.
+-- a controlled node, a:signer(name) and a:seal(name, msg) (a controlled
+-- node's signer, and msg signed by it: a protocol that signs refuses what
+-- is not), and a:note for the trace.
 -- @module csm.lab.adversary
 
 local check = require "csm.check"
@@ -53,7 +55,8 @@ Handle.__index = Handle
 
 --- A handle for mod in a run: o = { world, network, names, controlled (a
 -- list of names), classify = fn(msg), log = trace or nil,
--- unauthenticated = boolean }. handle:intercept() is the network's
+-- unauthenticated = boolean, keyring = the run's signers (csm.lab.signer)
+-- or nil, seal = the protocol's seal(msg, signer) or nil }. handle:intercept() is the network's
 -- interceptor; handle:wrap_network() the network a controlled node joins
 -- through.
 function adversary.handle(mod, o)
@@ -64,7 +67,24 @@ function adversary.handle(mod, o)
     mod = mod, world = o.world, network = o.network, log = o.log, classify = o.classify,
     names = o.names, controlled = o.controlled, is = controlled, endpoints = {},
     n = n, f = math.floor((n - 1) / 3), unauthenticated = o.unauthenticated == true, deciding = false,
+    keyring = o.keyring, sealer = o.seal,
   }, Handle)
+end
+
+--- The signer of controlled node name: it signs as that node only.
+function Handle:signer(name)
+  if not self.is[name] then
+    fail("adversary:signer: '%s' is not a node this adversary controls", tostring(name))
+  end
+  if self.keyring == nil then fail("adversary:signer: this run's protocol signs nothing") end
+  return self.keyring:signer(name)
+end
+
+--- msg signed as controlled node name, by the protocol's seal; returns msg.
+function Handle:seal(name, msg)
+  local s = self:signer(name)
+  if self.sealer == nil then fail("adversary:seal: this run's protocol has no seal") end
+  return self.sealer(msg, s)
 end
 
 --- An adversary's handle (adversary.handle).

@@ -264,6 +264,54 @@ function Monitor:on_send(from, msg)
   end
 end
 
+--- Node came back from a crash with its store: recovered is a list of {
+-- kind, rank, attempt, content } (what the protocol read back, as
+-- classify and content name messages) and height the rank it had
+-- finalized. Every slot it sent above height before the crash must be
+-- among them, with the same content: a message that left before what
+-- guards it was written is a durability violation.
+function Monitor:on_recover(node, height, recovered)
+  if not self.honest[node] then return end
+  local have = {}
+  for _, s in ipairs(recovered) do
+    local mine = slot(have, s[2], 1)
+    mine[s[1] .. "/" .. tostring(s[3])] = s[4]
+  end
+  local ranks = self.sent[node]
+  if ranks == nil then return end
+  local list = {}
+  for rank in pairs(ranks) do
+    if rank > height then list[#list + 1] = rank end
+  end
+  table.sort(list)
+  for _, rank in ipairs(list) do
+    local keys = {}
+    for key in pairs(ranks[rank]) do
+      if key:sub(-1) ~= "!" then keys[#keys + 1] = key end
+    end
+    table.sort(keys)
+    local got = have[rank] and have[rank][1] or {}
+    for _, key in ipairs(keys) do
+      local content = ranks[rank][key]
+      if got[key] ~= content then
+        local kind, attempt = key:match("^(.-)/(.*)$")
+        finding(self, "durability", string.format(
+          "honest node %s came back without the %s it sent at rank %d "
+          .. "attempt %s (%s; it recovered %s)", node, kind, rank, attempt, tostring(content),
+          got[key] and tostring(got[key]) or "nothing there"),
+          { node = node, kind = kind, rank = rank, attempt = tonumber(attempt) })
+        return
+      end
+    end
+  end
+end
+
+--- Node lost what it wrote down (its disk): that counts as a byzantine
+-- fault, and what it sends is not held against it any more.
+function Monitor:forget(node)
+  self.honest[node] = nil
+end
+
 --- A message from -> to was delivered: a vote is counted for to.
 function Monitor:on_deliver(from, to, msg)
   local identity = self.vote(msg)

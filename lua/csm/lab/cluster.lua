@@ -10,6 +10,8 @@
 local csm = require "csm"
 local check = require "csm.check"
 local net = require "csm.lab.net"
+local signer = require "csm.lab.signer"
+local store = require "csm.lab.store"
 
 local cluster = {}
 
@@ -19,8 +21,9 @@ local OPTIONS = { protocol = true, n = true, world = true, network = true, param
 --- n nodes of options.protocol (a module with node{name=, names=, world=,
 -- network=, initial=, timing=}), named n01, n02, ..., on options.world,
 -- joined to options.network (one is made with options.params when
--- absent), each starting from options.initial (default genesis, rank 0).
--- Returns the nodes, not yet started, and the network.
+-- absent), each starting from options.initial (default genesis, rank 0),
+-- with a signer and a store of the lab's when the protocol needs them
+-- (protocol.needs). Returns the nodes, not yet started, and the network.
 function cluster.new(options)
   local fname = "cluster.new"
   check.options(fname, options, OPTIONS)
@@ -37,10 +40,13 @@ function cluster.new(options)
     check.network(fname, network)
   end
   local names = net.names(n)
+  local needs = protocol.needs or {}
+  local keyring = needs.signer and signer.keyring(0, names)
   local nodes = {}
   for i = 1, n do
     nodes[i] = protocol.node { name = names[i], names = names, world = world, network = network,
-      initial = options.initial or csm.value("genesis", 0), timing = options.timing }
+      initial = options.initial or csm.value("genesis", 0), timing = options.timing,
+      signer = keyring and keyring:signer(names[i]), store = needs.store and store.sim() or nil }
   end
   return nodes, network
 end

@@ -10,6 +10,7 @@
 --     { kind = "heal", at = 20 }                      -- ends every cut now
 --     { kind = "link", at = 1, duration = 9, a = "n01", b = "n02", loss = 0.5, latency = 0.2 }
 --     { kind = "crash", node = "n01", at = 5, restart_after = 10, durable = false }
+--     { kind = "crash", node = "n01", when = { node = "n01", write = 7 }, restart_after = 1, tear = true }
 --     { kind = "restart", node = "n01", at = 30 }
 --     { kind = "pause", node = "n03", at = 2, duration = 1 }
 --     { kind = "gst", at = 40 }                       -- every fault stops here
@@ -19,14 +20,17 @@
 -- group form one more); one_way cuts only from -> to; isolate cuts a node
 -- from all others; each lasts `duration` seconds, and cuts add up. link sets
 -- a link's parameters (both ways) for a window. crash closes a node's
--- machine and takes it off the network; with durable = false it comes back
--- with nothing it wrote down. pause holds what a node sends and receives
+-- machine and takes it off the network; its store loses what was not
+-- synced (keep = n: the first n of those records reached the disk; tear:
+-- the next one is half written); with durable = false it comes back with
+-- nothing it wrote down (its disk lost). pause holds what a node sends and receives
 -- and hands it over when the pause ends. gst (global stabilization time)
 -- ends every cut, link window and pause, turns the network's loss,
 -- duplication and reordering off, and no fault starts after it. `when` is
 -- { finalized = R }, { attempt = A [, rank = R] } or { state = S [, rank =
--- R] } (the rank being decided), with node = name (any node when left
--- out); it fires the first time it holds. A drop has no time: it drops the
+-- R] } (the rank being decided) or { write = n } (the node's n-th store
+-- write: the crash comes before the write is synced), with node = name
+-- (any node when left out); it fires the first time it holds. A drop has no time: it drops the
 -- occurrence-th copy (default 1) from -> to of one kind of message, at
 -- the rank and attempt when named, as the protocol classifies it; named
 -- so, it still means the same message when the run's timing changes
@@ -89,7 +93,7 @@ local function check_groups(fname, what, groups, known)
   end
 end
 
-local WHEN_KEYS = { node = true, finalized = true, attempt = true, rank = true, state = true }
+local WHEN_KEYS = { node = true, finalized = true, attempt = true, rank = true, state = true, write = true }
 
 -- Checks a protocol point.
 local function check_when(fname, what, when, known)
@@ -98,22 +102,26 @@ local function check_when(fname, what, when, known)
   end
   for k in pairs(when) do
     if not WHEN_KEYS[k] then
-      fail("%s: %s: unknown key '%s' in 'when' (node, finalized, attempt, rank, state)", fname, what,
+      fail("%s: %s: unknown key '%s' in 'when' (node, finalized, attempt, rank, state, write)", fname, what,
         tostring(k))
     end
   end
   if when.node ~= nil then check_node(fname, what, when.node, known) end
   local points = 0
-  for _, k in ipairs { "finalized", "attempt", "state" } do
+  for _, k in ipairs { "finalized", "attempt", "state", "write" } do
     if when[k] ~= nil then points = points + 1 end
   end
   if points ~= 1 then
-    fail("%s: %s: 'when' must name one point: finalized = rank, attempt = n or state = name", fname, what)
+    fail("%s: %s: 'when' must name one point: finalized = rank, attempt = n, state = name or write = n",
+      fname, what)
   end
-  for _, k in ipairs { "finalized", "attempt", "rank" } do
+  if when.write ~= nil and when.node == nil then
+    fail("%s: %s: 'when.write' counts one node's store writes: name the node", fname, what)
+  end
+  for _, k in ipairs { "finalized", "attempt", "rank", "write" } do
     if when[k] ~= nil then check.integer(fname, what .. ".when." .. k, when[k], 0) end
   end
-  if when.rank ~= nil and when.finalized ~= nil then
+  if when.rank ~= nil and (when.finalized ~= nil or when.write ~= nil) then
     fail("%s: %s: 'when.rank' qualifies an attempt or a state", fname, what)
   end
   if when.state ~= nil then check.type(fname, what .. ".when.state", when.state, "string") end
@@ -195,6 +203,8 @@ function faults.check(fname, list, names, label)
     elseif kind == "crash" then
       check.number(fname, what .. ".restart_after", fault.restart_after, 0, nil, true)
       check.type(fname, what .. ".durable", fault.durable, "boolean", true)
+      check.integer(fname, what .. ".keep", fault.keep, 0, nil, true)
+      check.type(fname, what .. ".tear", fault.tear, "boolean", true)
     end
   end
   return list
@@ -408,9 +418,11 @@ function Armed:stabilize()
 end
 
 --- Tells the schedule that node reached a protocol point: point is
--- "finalized" (value: the rank), "attempt" (value: the attempt) or "state"
--- (value: the state's name), rank the rank it is deciding. Faults waiting
--- for it start now.
+-- "finalized" (value: the rank), "attempt" (value: the attempt), "state"
+-- (value: the state's name) or "write" (value: the count), rank the rank
+-- it is deciding. Faults waiting for it start now; a crash at a write is
+-- told to hooks.crash at once (hooks.frozen(name, fault)), so that the
+-- write is never synced.
 function Armed:reached(node, point, value, rank)
   local waiting = self.waiting
   if #waiting == 0 then return end
@@ -421,7 +433,12 @@ function Armed:reached(node, point, value, rank)
     if (when.node == nil or when.node == node) and when[point] == value
       and (when.rank == nil or when.rank == rank) then
       table.remove(waiting, i)
-      if not self.gst then self:start_at(fault, self.network.world:now()) end
+      if not self.gst then
+        if point == "write" and fault.kind == "crash" and self.hooks.frozen then
+          self.hooks.frozen(node, fault)
+        end
+        self:start_at(fault, self.network.world:now())
+      end
     else
       i = i + 1
     end

@@ -24,6 +24,9 @@ local trace = require "csm.lab.trace"
 local timeline = require "csm.lab.timeline"
 local report = require "csm.lab.report"
 local adversary = require "csm.lab.adversary"
+local signer = require "csm.lab.signer"
+local store = require "csm.lab.store"
+local generate = require "csm.lab.generate"
 
 local fail = check.fail
 
@@ -46,7 +49,7 @@ local DEFAULTS = {
 local OPTIONS = { byzantine = true, restart_after = true, timing = true, view_timeout = true,
                   trace = true, svg = true, steps_per_instant = true, protocol = true, adversary = true,
                   adversary_source = true, schedule = true, twins = true, twin_sides = true,
-                  liveness_bound = true, on_end = true, html = true }
+                  liveness_bound = true, on_end = true, html = true, restarts = true }
 
 --- The protocols shipped with csm, by name.
 harness.protocols = { reference = "csm.protocols.reference", minimal = "csm.protocols.minimal" }
@@ -127,6 +130,7 @@ function harness.config(c)
   for _, k in ipairs { "latency", "jitter", "crash_at" } do check.number(fname, k, out[k], 0) end
   for _, k in ipairs { "loss", "duplicate", "reorder" } do check.number(fname, k, out[k], 0, 1) end
   check.number(fname, "restart_after", out.restart_after, 0, nil, true)
+  check.integer(fname, "restarts", out.restarts, 0, nil, true)
   if out.steps_per_instant ~= math.huge then
     check.integer(fname, "steps_per_instant", out.steps_per_instant, 1, nil, true)
   end
@@ -220,9 +224,41 @@ function harness.config(c)
   return out
 end
 
+-- The states a restart may come in, and the longest ranks it waits for.
+local RESTART_STATES = { "collecting", "liveness_check", "proving", "publishing", "voting", "finalizing",
+                         "verifying" }
+local RESTART_RANKS = 40
+
+--- The crashes of c.restarts (an integer): honest nodes in turn, each at a
+-- protocol point drawn from the seed (a state, at a rank), back after up
+-- to 2 x (timing.scale or 0.1) x 10 seconds with their store, half of
+-- them with the last record torn.
+function harness.restarts(c, names, parts)
+  local list = {}
+  local count = c.restarts or 0
+  if count == 0 then return list end
+  local honest = {}
+  for i, name in ipairs(names) do
+    if parts[i] == nil then honest[#honest + 1] = name end
+  end
+  if #honest == 0 then return list end
+  local d = generate.draw(c.seed * 7919 + 17)
+  local scale = c.timing and c.timing.scale or 0.1
+  local top = math.max(1, math.min((c.ranks or 10) - 1, RESTART_RANKS))
+  local first = d:int(1, #honest)
+  for k = 1, count do
+    local name = honest[(first + k - 2) % #honest + 1]
+    list[#list + 1] = {
+      kind = "crash", node = name, restart_after = d:between(0.05, 20 * scale), tear = d:float() < 0.5,
+      when = { node = name, state = RESTART_STATES[d:int(1, #RESTART_STATES)], rank = d:int(1, top) },
+    }
+  end
+  return list
+end
+
 --- The fault schedule of configuration c (names and parts: the node names
 -- and the part each byzantine one plays): the crash nodes' crashes, then
--- the partitions, then c.schedule's faults.
+-- c.restarts' crashes, the partitions, then c.schedule's faults.
 function harness.schedule(c, names, parts)
   local list = {}
   for i, name in ipairs(names) do
@@ -230,6 +266,7 @@ function harness.schedule(c, names, parts)
       list[#list + 1] = { kind = "crash", node = name, at = c.crash_at, restart_after = c.restart_after }
     end
   end
+  for _, fault in ipairs(harness.restarts(c, names, parts)) do list[#list + 1] = fault end
   for _, p in ipairs(c.partitions) do
     list[#list + 1] = { kind = "partition", at = p.at, duration = p.duration, groups = p.groups }
   end
@@ -252,13 +289,18 @@ local function new_run(c)
   self.names = net.names(c.nodes)
   self.parts = assign_parts(c)
   self.genesis = csm.value("genesis", 0)
+  local needs = c.protocol.needs or {}
+  self.needs = needs
+  if needs.signer then self.keyring = signer.keyring(c.seed, self.names) end
+  self.stores = {}
   if c.adversary then
     local controlled = {}
     for i, name in ipairs(self.names) do
       if self.parts[i] == "adversary" then controlled[#controlled + 1] = name end
     end
     self.adversary = adversary.handle(c.adversary, { world = self.world, network = self.network,
-      names = self.names, controlled = controlled, classify = c.protocol.classify or harness.classify })
+      names = self.names, controlled = controlled, classify = c.protocol.classify or harness.classify,
+      keyring = self.keyring, seal = c.protocol.seal })
   end
   local protocol = c.protocol
   local classify = protocol.classify or harness.classify
@@ -394,11 +436,14 @@ function Run:make(i, sync, restore)
     network = handle and handle:wrap_network() or self.network,
     initial = self.genesis, timing = c.timing, view_timeout = c.view_timeout, sync = sync,
     on_finalize = function(_, rank, state) self:finalized(name, rank, state) end, restore = restore,
+    signer = self.keyring and self.keyring:signer(name), store = self.needs.store and self:store_of(name),
     lab = {
       always = function(assertion, cond, detail) self.monitor:always(name, assertion, cond, detail) end,
       sometimes = function(assertion, cond) self.monitor:sometimes(assertion, cond) end,
       -- a protocol's own coverage point: csm sweep counts them over its runs
       mark = function(mark) self.marks[mark] = (self.marks[mark] or 0) + 1 end,
+      -- what a restarted node read back from its store (the durability check)
+      recovered = function(height, slots) self.monitor:on_recover(name, height, slots) end,
     },
     note = function(kind, fields)
       if self.log then self.log:note(name, kind, fields) end
@@ -534,6 +579,7 @@ function Run:twins(options)
     local o = {}
     for key, v in pairs(options) do o[key] = v end
     o.network = copy_network(k)
+    if k == 2 and o.store then o.store = store.sim() end
     copies[k] = self.protocol.node(o)
   end
   local first, second = copies[1], copies[2]
@@ -548,12 +594,40 @@ function Run:twins(options)
            start = function() first:start(); second:start() end }
 end
 
+-- The store of node name (made on first use; a crash keeps it, unless
+-- the disk is lost): each append is a protocol point ("write").
+function Run:store_of(name)
+  local s = self.stores[name]
+  if s == nil then
+    s = store.sim()
+    self.stores[name] = s
+  end
+  s:on_append(function(count)
+    if self.armed then self.armed:reached(name, "write", count) end
+  end)
+  return s
+end
+
+-- A crash of name's store: what was not synced is lost (fault.keep of
+-- those records reach the disk, fault.tear leaves the next half written).
+function Run:crash_store(name, fault)
+  local s = self.stores[name]
+  if s and not s.crashed then s:crash { keep = fault.keep, tear = fault.tear } end
+end
+
 -- What a crash does to a node (what it wrote down is taken first, when its
 -- protocol keeps anything), and how it comes back.
-function Run:crash(name, durable)
+function Run:crash(name, durable, fault)
   local node = self.nodes[self.index[name]]
   self.kept = self.kept or {}
   if durable and type(node.durable) == "function" then self.kept[name] = node:durable() end
+  self:crash_store(name, fault or {})
+  -- a lost disk: the node comes back with an empty store, and counts as
+  -- byzantine from now on
+  if not durable then
+    self.stores[name] = nil
+    self.monitor:forget(name)
+  end
   node.sm:close()
   local lane = self.lanes[name]
   lane[#lane + 1] = { self.world:now(), "crashed" }
@@ -563,6 +637,7 @@ function Run:restart(name)
   local i = self.index[name]
   local kept = self.kept and self.kept[name]
   if self.kept then self.kept[name] = nil end
+  if self.stores[name] then self.stores[name]:recover() end
   local fresh = self:make(i, true, kept)
   self.nodes[i] = fresh
   fresh:start()
@@ -586,7 +661,8 @@ function Run:start()
   if handle and handle.mod.start then handle.mod.start(handle) end
   local log = self.log
   self.armed = faults.arm(self.network, harness.schedule(self.c, self.names, self.parts), {
-    crash = function(name, fault) self:crash(name, fault.durable ~= false) end,
+    crash = function(name, fault) self:crash(name, fault.durable ~= false, fault) end,
+    frozen = function(name, fault) self:crash_store(name, fault) end,
     restart = function(name) self:restart(name) end,
     classify = self.c.protocol.classify or harness.classify,
     event = function(kind, fields)
@@ -663,7 +739,7 @@ function Run:finish()
 end
 
 --- A run's verdict: "invalid" when an invariant was violated (agreement,
--- validity, equivocation, an always assertion, liveness after the gst, or
+-- validity, equivocation, durability, an always assertion, liveness after the gst, or
 -- a node stuck short of the target), "unknown" when the run ended before
 -- the question was settled (liveness after the gst not yet due, or every
 -- node short of the target still advancing), else "valid".

@@ -422,7 +422,8 @@ function Network:connected(a, b)
   return not (separated(self, a, b) or separated(self, b, a))
 end
 
---- Takes a node down: it sends and receives nothing until restart.
+--- Takes a node down: it sends and receives nothing until restart (what
+-- it sent before is still delivered).
 function Network:crash(name)
   check_node(self, "network:crash", 1, "name", name)
   self.down[name] = true
@@ -492,10 +493,12 @@ local function arm(self)
   self.timer = self:at(first, self.on_timer)
 end
 
--- Why a message from -> to cannot pass now, or nil.
-local function blocked(self, from, to)
+-- Why a message from -> to cannot pass now, or nil. At delivery
+-- (arriving), a sender that crashed since does not matter: what it sent
+-- before is on the wire.
+local function blocked(self, from, to, arriving)
   local down = self.down
-  if down[from] or down[to] then return "down" end
+  if down[to] or (down[from] and not arriving) then return "down" end
   if separated(self, from, to) then return "partition" end
   return nil
 end
@@ -519,7 +522,7 @@ local function deliver_due(self)
       i = i + 4
       self.flying = self.flying - 1
       local handler = handlers[to]
-      local why = handler == nil and "no such node" or blocked(self, from, to)
+      local why = handler == nil and "no such node" or blocked(self, from, to, true)
       local held = self.held
       if why == nil and held ~= nil and (held[from] or held[to]) then
         local holding = self.holding

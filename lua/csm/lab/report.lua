@@ -147,7 +147,7 @@ function report.format(r)
   local findings = r.findings or {}
   local by = {}
   for _, f in ipairs(findings) do by[f.invariant] = (by[f.invariant] or 0) + 1 end
-  for _, invariant in ipairs { "validity", "equivocation", "always" } do
+  for _, invariant in ipairs { "validity", "equivocation", "durability", "always" } do
     if by[invariant] then
       local shown = 0
       for _, f in ipairs(findings) do

@@ -36,7 +36,7 @@ local KEPT = { "nodes", "ranks", "time", "latency", "jitter", "loss", "duplicate
                "twin_sides", "liveness_bound" }
 
 -- The invariants, in the order a run's signature picks its first.
-local ORDER = { "agreement", "validity", "equivocation", "always", "liveness", "progress" }
+local ORDER = { "agreement", "validity", "equivocation", "durability", "always", "liveness", "progress" }
 
 --- What failed in report r, as { verdict =, invariant =, signature =, rank
 -- =, nodes =, text = } (invariant and signature nil for a valid run). The

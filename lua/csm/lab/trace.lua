@@ -10,6 +10,7 @@
 
 local csm = require "csm"
 local check = require "csm.check"
+local fnv = require "csm.fnv"
 
 local trace = {}
 local Trace = {}
@@ -103,26 +104,11 @@ local function json(x, out)
   end
 end
 
--- Exclusive or of two integers in [0, 2^32).
-local bxor
-if jit then
-  local bit = require "bit"
-  bxor = function(a, b) return bit.bxor(a, b) % 4294967296 end
-else
-  bxor = load("return function(a, b) return a ~ b end")()
-end
-
 --- A fingerprint of text (32-bit FNV-1a, as 8 hex digits): the header
 -- names an adversary's source by it. It identifies; it does not protect.
 function trace.fingerprint(text)
   if type(text) ~= "string" then check.argerror("trace.fingerprint", 1, "text", "string expected", text) end
-  local h = 2166136261
-  for i = 1, #text do
-    h = bxor(h, text:byte(i))
-    -- h * 16777619 mod 2^32, exact in a double: 16777619 = 2^24 + 403
-    h = (h * 403 + (h % 256) * 16777216) % 4294967296
-  end
-  return string.format("fnv1a32:%08x", h)
+  return "fnv1a32:" .. fnv.hex(text)
 end
 
 --- Canonical JSON text of plain data (object keys sorted): what the header

@@ -5,7 +5,7 @@
 
 local tally = require "csm.protocols.reference.tally"
 
-local ipairs, type = ipairs, type
+local ipairs, pairs, type = ipairs, pairs, type
 
 local attempts = {}
 local methods = {}
@@ -34,6 +34,13 @@ function methods:current_rank()
     self.tally, self.prevoted, self.voted = record.tally, record.prevoted, record.voted
     self.offers, self.seen_attempt = record.offers, record.seen
     self.lock = nil        -- { id =, attempt = } of this node's latest vote at this rank
+    self.slot_bytes = {}   -- what this node wrote at this rank (a compaction keeps it)
+    -- votes taken early, before this rank's parent was known
+    tally.keep_parent(record, active and active:identity() or "genesis")
+    local ahead = self.ahead
+    for r in pairs(ahead) do
+      if r < rank then ahead[r] = nil end
+    end
   end
   return rank
 end
@@ -41,6 +48,8 @@ end
 function methods:move_to(attempt)
   self.attempt = attempt
   self.attempt_start = self.world:now()
+  -- written, so that a restart resumes here; the next guarded write syncs it
+  if self.write then self:write { "A", self.rank, attempt } end
   if self.note then self.note("attempt", { rank = self.rank, attempt = attempt }) end
 end
 
@@ -86,9 +95,11 @@ function methods:leaders(rank)
   return out
 end
 
---- Whether f + 1 peers have moved past the rank this node is deciding.
+--- Whether this node holds a certificate of the rank it is deciding, or
+-- f + 1 peers have moved past it.
 function methods:is_behind()
   local rank, ahead = self:current_rank(), 0
+  if self.ahead[rank] then return true end
   for _, name in ipairs(self.names) do
     if (self.progress[name] or 0) > rank then ahead = ahead + 1 end
   end
@@ -107,11 +118,37 @@ function methods:jump_target()
   return ahead[self.f + 1]
 end
 
--- Moves to the next attempt when this one's view_timeout has passed, or to
--- the one f + 1 peers have reached; returns why, or nil.
+-- How many nodes, this one included, have been seen in the current
+-- attempt or a later one.
+local function seen_here(self)
+  local attempt, count = self.attempt, 1
+  for name, a in pairs(self.seen_attempt) do
+    if a >= attempt and name ~= self.name then count = count + 1 end
+  end
+  return count
+end
+
+--- When the current attempt ends by timeout: its view after q nodes were
+-- first seen there (nil while fewer were: a node ahead waits for the
+-- others, or attempts would drift apart for ever).
+function methods:attempt_deadline()
+  local record = self.ranks[self.rank]
+  local attempt = self.attempt
+  local full = record.full[attempt]
+  if full == nil then
+    if seen_here(self) < self.q then return nil end
+    full = math.max(self.world:now(), self.attempt_start)
+    record.full[attempt] = full
+  end
+  return full + self:view(attempt)
+end
+
+-- Moves to the next attempt when this one's view has passed, or to the one
+-- f + 1 peers have reached; returns why, or nil.
 function methods:advance()
   local target = self:jump_target()
-  if target or self.world:now() >= self.attempt_start + self.view_timeout then
+  local deadline = not target and self:attempt_deadline()
+  if target or (deadline and self.world:now() >= deadline) then
     if self.mark then self:mark(target and "attempt: jump to f + 1 peers" or "attempt: view timeout") end
     self:move_to(target or self.attempt + 1)
     return "attempt " .. self.attempt

@@ -2,7 +2,9 @@
 -- node: each role wraps a node, replacing what it sends. The honest node
 -- sends its proposals, prevotes and votes through announce_proposal,
 -- announce_prevote and announce_vote, and everything through publish and
--- send; a role overrides some of these on the node itself.
+-- send; a role overrides some of these on the node itself. What a role
+-- sends is signed with the node's own key (node:seal), as a byzantine
+-- node's messages are: it can lie, not speak for others.
 --
 --   equivocate   a different proposal to every other peer
 --   double_vote  conflicting prevotes and votes to different peers, and a
@@ -11,6 +13,7 @@
 -- @module csm.protocols.reference.byzantine
 
 local csm = require "csm"
+local messages = require "csm.protocols.reference.messages"
 
 local ipairs = ipairs
 
@@ -18,20 +21,31 @@ local byzantine = {}
 
 local roles = {}
 
+-- A vote value for id at rank in attempt, on parent.
+local function vote_value(id, rank, attempt, parent)
+  local _, _, proposer = messages.parse_id(id)
+  return csm.value(id, rank, { attempt = attempt, proposer = proposer or id, parent = parent })
+end
+
+-- Another well-formed identity of rank, attempt and proposer: the same
+-- proposal with other data.
+local function other_id(id, mark)
+  local rank, attempt, proposer = messages.parse_id(id)
+  return messages.proposal_id(rank or 0, attempt or 0, proposer or id, mark)
+end
+
 roles.equivocate = {
-  -- every second peer gets a variant of the proposal (same rank and parent,
-  -- another identity)
-  announce_proposal = function(node, proposal, attempt)
+  -- every second peer gets a variant of the proposal (same rank, parent
+  -- and attempt; other data, so another identity)
+  announce_proposal = function(node, proposal, attempt, msg)
     local k = 0
+    local variant = node.proposal(other_id(proposal:identity(), "'"), proposal:rank(), proposal.parent,
+      proposal.attempt, proposal.proposer, attempt, "'")
+    local other = node:seal { kind = "proposal", value = variant }
     for _, to in ipairs(node.names) do
       if to ~= node.name then
         k = k + 1
-        local variant = proposal
-        if k % 2 == 0 then
-          variant = node.proposal(proposal:identity() .. "'", proposal:rank(), proposal.parent,
-            proposal.attempt, node.name, attempt)
-        end
-        node:send(to, { kind = "proposal", value = variant })
+        node:send(to, k % 2 == 0 and other or msg)
       end
     end
   end,
@@ -39,26 +53,23 @@ roles.equivocate = {
 
 roles.double_vote = {
   -- half the peers get a prevote for another identity
-  announce_prevote = function(node, rank, attempt, id)
+  announce_prevote = function(node, rank, attempt, id, msg)
+    local other = node:seal { kind = "prevote", rank = rank, attempt = attempt, id = other_id(id, "*") }
     for k, to in ipairs(node.names) do
-      if to ~= node.name then
-        node:send(to, { kind = "prevote", rank = rank, attempt = attempt,
-                        id = k % 2 == 0 and id or id .. "*" })
-      end
+      if to ~= node.name then node:send(to, k % 2 == 0 and msg or other) end
     end
   end,
   -- the real vote to half the peers, a conflicting one to the rest, then a
   -- second vote to everyone
   announce_vote = function(node, msg)
-    local id, rank, attempt, proposer = msg.value:identity(), msg.value:rank(), msg.attempt, msg.proposer
+    local v = msg.value
+    local id, rank, attempt, parent = v:identity(), v:rank(), v.attempt, v.parent
+    local conflicting = node:seal { kind = "vote",
+                                    value = vote_value(other_id(id, "~"), rank, attempt, parent) }
     for k, to in ipairs(node.names) do
-      if to ~= node.name then
-        node:send(to, k % 2 == 0 and msg or { kind = "vote", proposer = proposer, attempt = attempt,
-          value = csm.value(id .. "~", rank, { attempt = attempt }) })
-      end
+      if to ~= node.name then node:send(to, k % 2 == 0 and msg or conflicting) end
     end
-    node:publish { kind = "vote", proposer = proposer, attempt = attempt,
-                   value = csm.value(id .. "*", rank, { attempt = attempt }) }
+    node:publish(node:seal { kind = "vote", value = vote_value(other_id(id, "*"), rank, attempt, parent) })
   end,
 }
 

@@ -1,80 +1,124 @@
 --- The reference protocol's message handling: one handler per message
--- kind behind one dispatcher. Messages are tables with a `kind`:
---
---     liveness      { value = collected, again = true|nil }
---     proposal      { value = proposal }            (proposal.offer: its attempt)
---     prevote       { rank =, attempt =, id = }
---     vote          { proposer =, attempt =, value = vote, answer = true|nil }
---     confirmation  { value = finalized }
---     sync_request  { rank = the asker's active rank }
---     sync_response { chain = { [rank] = state, ... } }
+-- kind behind one dispatcher (csm.protocols.reference.messages lists the
+-- kinds). Every message is checked before any of it is used — its schema,
+-- then its signature — and a message that fails is dropped and counted;
+-- how far a peer has got is learnt only from messages taken.
 --
 -- A refused message is counted in node.refused and node.refusals, by kind
--- and code ("vote: stale"), with node.refusal_examples[reason] the first
--- message seen for each.
+-- and code ("vote: stale", "prevote: signature"), with
+-- node.refusal_examples[reason] the first message seen for each.
 -- @module csm.protocols.reference.receive
 
 local tally = require "csm.protocols.reference.tally"
 local sync = require "csm.protocols.reference.sync"
+local messages = require "csm.protocols.reference.messages"
 
 local type, tostring = type, tostring
 
 local receive = {}
-
--- The rank a message is about.
-local function message_rank(msg)
-  if msg.rank then return msg.rank end
-  if msg.value then return msg.value:rank() end
-end
 
 local handlers = {}
 
 function handlers.liveness(node, from, msg)
   local sm = node.sm
   local ok, err, code = sm:receive_liveness_check(from, msg.value)
-  local mine = msg.again and sm:get("liveness", msg.value:rank(), node.name)
+  local mine = ok and msg.again and sm:get("liveness", msg.value:rank(), node.name)
   if mine then node:send(from, { kind = "liveness", value = mine }) end
   return ok, err, code
 end
 
+-- Notes, once per voter and attempt, two different signed messages of one
+-- kind: evidence that voter is byzantine.
+local function evidence(node, record, kind, voter, attempt, a, b)
+  local seen = record.evidence or {}
+  record.evidence = seen
+  local key = kind .. " " .. voter .. " " .. attempt
+  if seen[key] then return end
+  seen[key] = true
+  node.evidence = node.evidence + 1
+  if node.note then
+    node.note("evidence", { voter = voter, kind = kind, rank = node.rank, attempt = attempt, ids = { a, b } })
+  end
+end
+
 function handlers.proposal(node, from, msg, r)
   local p = msg.value
-  local attempt = p.offer or 0
+  local attempt = p.offer
   local record, why, code = node:record_for(r, attempt)
   if why then return nil, why, code end
+  if record == nil then return node.sm:receive_proposal(from, p) end
+  local by = record.offers[attempt]
+  local had = by and by[from]
+  if had then
+    if had:identity() ~= p:identity() or had.parent ~= p.parent then
+      evidence(node, record, "proposal", from, attempt, had:identity(), p:identity())
+      return nil, "a second proposal in one attempt", "conflict"
+    end
+    return true
+  end
   local ok, err
   ok, err, code = node.sm:receive_proposal(from, p)
-  if ok and record then
+  if ok or code == "conflict" then
     tally.note_offer(record, from, attempt, p)
     tally.saw(record, from, attempt)
+    return true
   end
   return ok, err, code
 end
 
 function handlers.prevote(node, from, msg, r)
-  local record = type(msg.id) == "string" and node:record_for(r, msg.attempt)
-  if record then
-    tally.note_prevote(record, from, msg.attempt, msg.id)
-    tally.saw(record, from, msg.attempt)
-  end
+  local record, why, code = node:record_for(r, msg.attempt)
+  if why then return nil, why, code end
+  if record == nil then return nil, "stale rank", "stale" end
+  local t = tally.attempt(record, msg.attempt)
+  local had = t.by[from]
+  if had and had ~= msg.id then evidence(node, record, "prevote", from, msg.attempt, had, msg.id) end
+  tally.note_prevote(record, from, msg.attempt, msg.id)
+  tally.saw(record, from, msg.attempt)
   return true
 end
 
 function handlers.vote(node, from, msg, r)
-  local attempt = msg.attempt
+  local v = msg.value
+  local attempt = v.attempt
   local record, why, code = node:record_for(r, attempt)
   if why then return nil, why, code end
+  -- a vote for the rank being decided must build on this node's head
+  if record and r == node.rank and v.parent ~= node:head() then
+    return nil, "vote on another parent", "parent"
+  end
   local key = record and tally.key(from, attempt) or from .. "@" .. tostring(attempt)
   local ok, err
-  ok, err, code = node.sm:receive_vote(msg.proposer or from, key, msg.value)
-  if ok and record then
-    tally.saw(record, from, attempt)
-    tally.note_vote(record, from, attempt, msg.value:identity())
+  ok, err, code = node.sm:receive_vote(v.proposer, key, v)
+  if record then
+    local t = tally.attempt(record, attempt)
+    local had = t.voted[from]
+    if had and had ~= v:identity() then evidence(node, record, "vote", from, attempt, had, v:identity()) end
+    if ok or code == "full" then
+      tally.saw(record, from, attempt)
+      tally.note_vote(record, from, attempt, v:identity(), msg.sig, v.parent)
+      return true
+    end
   end
   return ok, err, code
 end
 
+-- A certified state of a rank this node has not reached: kept (ranks up
+-- to a sync answer's reach past the one being decided) until a sync
+-- adopts it.
+local function keep_ahead(node, entry)
+  local rank = entry.value:rank()
+  local current = node.rank
+  if rank < current or rank >= current + 2 * messages.ANSWER_RANKS or node.ahead[rank] then return end
+  node.ahead[rank] = entry
+  if rank == current and node.wake_pause then node.wake_pause() end
+end
+
 function handlers.confirmation(node, from, msg)
+  local rank = msg.value:rank()
+  -- of a rank this node has finished: nothing to learn
+  if rank < node.rank then return true end
+  keep_ahead(node, { value = msg.value, cert = msg.cert })
   return node.sm:receive_confirmation(from, msg.value)
 end
 
@@ -84,19 +128,15 @@ function handlers.sync_request(node, from, msg)
 end
 
 function handlers.sync_response(node, from, msg)
-  sync.take(node, from, msg)
-  return true
+  return sync.take(node, from, msg, keep_ahead)
 end
-
--- The handler of each message kind: handler(node, from, msg, rank) ->
--- true | nil, message, code.
 
 -- The kinds a waiting decision wakes up for.
 local WAKES = { prevote = true, vote = true, proposal = true }
 
 local function refuse(node, kind, err, code)
   node.refused = node.refused + 1
-  local reason = kind .. ": " .. tostring(code or "refused")
+  local reason = tostring(kind) .. ": " .. tostring(code or "refused")
   local count = node.refusals[reason]
   if count == nil then
     count = 0
@@ -105,35 +145,44 @@ local function refuse(node, kind, err, code)
   node.refusals[reason] = count + 1
 end
 
---- Handles msg from peer from: notes how far the peer has got, answers a
--- peer that may have lost this node's deciding vote of a rank it has left,
--- runs the kind's handler and counts a refusal.
+-- The kinds a peer still deciding sends: one that sends them about a rank
+-- this node has finished gets that rank's certificate.
+local DECIDING = { liveness = true, proposal = true, prevote = true, vote = true }
+
+--- Handles msg from peer from: checks it, runs the kind's handler, notes
+-- how far the peer has got, and answers a peer still deciding a rank this
+-- node has finished with the rank's certified state.
 function receive.deliver(node, from, msg)
   local sm = node.sm
   if sm:closed() then return end
-  local kind = msg.kind
   local rank = node:current_rank()
-  local r = message_rank(msg)
-  if r then
+  local kind = type(msg) == "table" and msg.kind
+  local ok, err, code = messages.check(node, from, msg)
+  if not ok then
+    refuse(node, type(kind) == "string" and kind or "message", err, code)
+    return
+  end
+  local r = messages.rank(msg)
+  local handler = handlers[kind]
+  ok, err, code = handler(node, from, msg, r)
+  if ok and r then
     -- a confirmation of rank r means its sender works on r + 1
     local progress = kind == "confirmation" and r + 1 or r
-    if kind ~= "sync_request" and progress > (node.progress[from] or 0) then
+    if kind ~= "sync_request" and kind ~= "sync_response" and progress > (node.progress[from] or 0) then
       node.progress[from] = progress
     end
+  elseif not ok then
+    refuse(node, kind, err, code)
   end
-  -- a peer still deciding, a re-send later, a rank this node has left may
-  -- have lost this node's vote, which nobody re-sends any more: answer with
-  -- it (never to an answer, or two nodes past the rank would echo forever)
-  local kept = r and r < rank and node.deciding_votes[r]
-  if kept and (kind == "prevote" or (kind == "vote" and not msg.answer))
-    and node.world:now() - (node.finalized_at[r] or -math.huge) >= sm:timing("vote_resend") / 2 then
-    node:send(from, { kind = "vote", proposer = kept.proposer, attempt = kept.attempt,
-                      value = kept.value, answer = true })
-  end
-  local handler = handlers[kind]
-  if handler then
-    local ok, err, code = handler(node, from, msg, r)
-    if not ok then refuse(node, kind, err, code) end
+  local entry = r and r < rank and DECIDING[kind] and node.certs[r]
+  if entry then
+    -- at most once per peer and rank each vote_resend
+    local last = node.answered[from]
+    local now = node.world:now()
+    if not last or last.rank ~= r or now - last.at >= sm:timing("vote_resend") then
+      node.answered[from] = { rank = r, at = now }
+      node:send(from, { kind = "confirmation", value = entry.value, cert = entry.cert })
+    end
   end
   if node.wake_pause and WAKES[kind] then node.wake_pause() end
 end

@@ -2,12 +2,15 @@
 -- record), and the counts that decide it. Pure functions on records; a
 -- node holds the records of the rank it decides and of the next.
 --
--- A record holds, per attempt, a tally `{ by, count, voted, votes }`:
--- `count[id]` prevotes for id (counted once per voter: `by[voter] = id`)
--- and `votes[id]` votes (once per voter: `voted[voter] = id`); the node's
--- own prevotes and votes (`prevoted[attempt]`, `voted[attempt]`), the
--- proposals offered (`offers[attempt][peer]`) and the latest attempt each
--- peer has been seen in (`seen[peer]`).
+-- A record holds, per attempt, a tally `{ by, count, voted, votes, sigs }`:
+-- `count[id]` prevotes for id (counted once per voter: `by[voter] = id`),
+-- `votes[id]` votes (once per voter: `voted[voter] = id`) and each vote's
+-- signature and parent (`sigs[voter] = { sig, parent }`); the node's own
+-- prevotes and votes (`prevoted[attempt]` the identity, `sent[attempt]`
+-- the signed prevote message, `voted[attempt]` the signed vote message),
+-- the proposals offered (`offers[attempt][peer]`), the latest attempt each
+-- peer has been seen in (`seen[peer]`) and when q nodes were first seen at
+-- or past an attempt (`full[attempt]`).
 -- @module csm.protocols.reference.tally
 
 local pairs, tonumber = pairs, tonumber
@@ -16,14 +19,14 @@ local tally = {}
 
 --- A new, empty record of one rank.
 function tally.record()
-  return { tally = {}, prevoted = {}, voted = {}, offers = {}, seen = {} }
+  return { tally = {}, prevoted = {}, sent = {}, voted = {}, offers = {}, seen = {}, full = {} }
 end
 
 --- The tally of attempt in record, made on first use.
 function tally.attempt(record, attempt)
   local t = record.tally[attempt]
   if t == nil then
-    t = { by = {}, count = {}, voted = {}, votes = {} }
+    t = { by = {}, count = {}, voted = {}, votes = {}, sigs = {} }
     record.tally[attempt] = t
   end
   return t
@@ -42,12 +45,42 @@ function tally.note_prevote(record, voter, attempt, id)
   count_once(t.by, t.count, voter, id)
 end
 
---- Counts voter's vote for id in attempt, and as its prevote there (a vote
--- only follows a polka for id); one of each per voter and attempt.
-function tally.note_vote(record, voter, attempt, id)
+--- Counts voter's vote for id (with parent, signed sig) in attempt, and as
+-- its prevote there (a vote only follows a polka for id); one of each per
+-- voter and attempt.
+function tally.note_vote(record, voter, attempt, id, sig, parent)
   local t = tally.attempt(record, attempt)
+  if t.voted[voter] then return end
   count_once(t.voted, t.votes, voter, id)
   count_once(t.by, t.count, voter, id)
+  t.sigs[voter] = { sig, parent }
+end
+
+--- Forgets the votes of record whose parent is not parent: votes for the
+-- next rank are taken before its parent is known.
+function tally.keep_parent(record, parent)
+  for _, t in pairs(record.tally) do
+    for voter, s in pairs(t.sigs) do
+      if s[2] ~= parent then
+        local id = t.voted[voter]
+        t.votes[id] = t.votes[id] - 1
+        t.voted[voter], t.sigs[voter] = nil, nil
+      end
+    end
+  end
+end
+
+--- The certificate of id in attempt: { attempt, sigs = { [voter] = sig } }
+-- of the votes for id there.
+function tally.certificate(record, attempt, id)
+  local t = record.tally[attempt]
+  local sigs = {}
+  if t then
+    for voter, s in pairs(t.sigs) do
+      if t.voted[voter] == id then sigs[voter] = s[1] end
+    end
+  end
+  return { attempt = attempt, sigs = sigs }
 end
 
 --- Records proposal p that peer offered in attempt.
@@ -60,21 +93,22 @@ function tally.note_offer(record, peer, attempt, p)
   by[peer] = p
 end
 
---- Notes that peer has reached attempt.
-function tally.saw(record, peer, attempt)
-  if attempt > (record.seen[peer] or -1) then record.seen[peer] = attempt end
-end
 
 --- The identity with a polka in attempt tally t: q prevotes, or f + 1 votes
 -- (one of them honest, and an honest node votes only on a polka).
 function tally.polka_in(t, q, f)
   if t == nil then return nil end
   for id, c in pairs(t.count) do
-    if c >= q then return id end
+    if c >= q and id ~= "" then return id end
   end
   for id, c in pairs(t.votes) do
     if c > f then return id end
   end
+end
+
+--- Notes that peer has reached attempt.
+function tally.saw(record, peer, attempt)
+  if attempt > (record.seen[peer] or -1) then record.seen[peer] = attempt end
 end
 
 --- The latest polka of the tallies (by attempt) up to attempt upto: its

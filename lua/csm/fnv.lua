@@ -1,0 +1,39 @@
+--- 32-bit FNV-1a, the same number on Lua 5.4 and LuaJIT: what the lab's
+-- fingerprints, its simulated signer and the reference protocol's content
+-- names are made of. It identifies; on its own it protects nothing.
+-- @module csm.fnv
+
+local byte = string.byte
+
+local fnv = {}
+
+--- The FNV-1a offset basis: hash32's default start.
+fnv.BASIS = 2166136261
+
+-- Exclusive or of two integers in [0, 2^32).
+local bxor
+if jit then
+  local bit = require "bit"
+  bxor = function(a, b) return bit.bxor(a, b) % 4294967296 end
+else
+  bxor = load("return function(a, b) return a ~ b end")()
+end
+
+--- The hash of text as an integer in [0, 2^32), from h (default BASIS):
+-- hash32(b, hash32(a)) == hash32(a .. b).
+function fnv.hash32(text, h)
+  h = h or 2166136261
+  for i = 1, #text do
+    h = bxor(h, byte(text, i))
+    -- h * 16777619 mod 2^32, exact in a double: 16777619 = 2^24 + 403
+    h = (h * 403 + (h % 256) * 16777216) % 4294967296
+  end
+  return h
+end
+
+--- The hash of text as 8 hex digits.
+function fnv.hex(text)
+  return string.format("%08x", fnv.hash32(text))
+end
+
+return fnv
