@@ -238,6 +238,75 @@ describe("csm.reference #sweep", function()
     end)
   end)
 
+  describe("messages", function()
+    it("checks every message before use: malformed, forged or type-confused ones are counted, never raise",
+      function()
+      local nodes, world = group(4)
+      local a = nodes[1]
+      a:current_rank()
+      local keyring = keys(a.names)
+      local n02 = keyring:signer("n02")
+      local good_vote = reference.seal({ kind = "vote", value = csm.value("1.0:n02", 1,
+        { attempt = 0, proposer = "n02", parent = "genesis" }) }, n02)
+      local cases = {
+        { "x", "message: kind" },
+        { {}, "message: kind" },
+        { { kind = "nonsense" }, "nonsense: kind" },
+        { { kind = 7 }, "message: kind" },
+        { { kind = "prevote", rank = "1", attempt = 0, id = "1.0:n02", sig = "x" }, "prevote: schema" },
+        { { kind = "prevote", rank = 1, attempt = 0, id = {}, sig = "x" }, "prevote: schema" },
+        { { kind = "prevote", rank = 1, attempt = 0, id = "1.0:n02", sig = "forged" }, "prevote: signature" },
+        { { kind = "vote", value = "1.0:n02" }, "vote: schema" },
+        { { kind = "vote", value = csm.value("1.0:n02", 1, { attempt = 0, proposer = "n02" }) },
+          "vote: schema" },
+        -- a vote whose identity names another rank than its value's
+        { reference.seal({ kind = "vote", value = csm.value("2.0:n02", 1,
+            { attempt = 0, proposer = "n02", parent = "genesis" }) }, n02), "vote: schema" },
+        -- signed by n02, sent by n03
+        { good_vote, "vote: signature", "n03" },
+        { { kind = "proposal", value = csm.value("1.0:n02", 1, { parent = "genesis", attempt = 0,
+            proposer = "n02", offer = 0, extra = true }) }, "proposal: schema" },
+        { { kind = "proposal", value = csm.value("1.0:n09", 1, { parent = "genesis", attempt = 0,
+            proposer = "n09", offer = 0 }) }, "proposal: schema" },
+        { { kind = "confirmation", value = csm.value("1.0:n02", 1, { parent = "genesis", attempt = 0,
+            proposer = "n02", offer = 0 }), cert = { attempt = 0, sigs = { n02 = "x" } } },
+          "confirmation: certificate" },
+        { { kind = "sync_request", rank = -1 }, "sync_request: schema" },
+        { { kind = "sync_response", rank = 1, chain = { x = 1 } }, "sync_response: schema" },
+        { { kind = "liveness", value = { 1 } }, "liveness: schema" },
+      }
+      for i, c in ipairs(cases) do
+        local before = a.refusals[c[2]] or 0
+        a:deliver(c[3] or "n02", c[1])
+        assert.are.equal(before + 1, a.refusals[c[2]], "case " .. i)
+      end
+      assert.is_nil(next(a.progress))
+      -- the good vote, from its signer, is taken, and tells how far n02 is
+      a:deliver("n02", good_vote)
+      assert.are.equal(1, a.progress.n02)
+      a.sm:close()
+      local _ = world
+    end)
+
+    it("answers a forged sync with nothing: one honest certificate is enough, a forged one is refused",
+      function()
+      local nodes, world = group(4)
+      for _, node in ipairs(nodes) do node:start() end
+      assert.is_true(world:run_until(function() return nodes[2].height >= 3 end, 3600))
+      local a = nodes[1]
+      local keyring = keys(a.names)
+      local state = reference.proposal(a.rank, 0, "n02", a:head(), 0, "forged")
+      local sig = keyring:signer("n02"):sign(reference_messages.vote_bytes(a.rank, 0, state:identity(),
+        a:head()))
+      -- one voter's signature, however often it is offered, is no certificate
+      assert.are.equal("certificate of 1 votes",
+        reference_messages.certificate_problem(a, state, { attempt = 0, sigs = { n02 = sig } }))
+      local entry = a.certs[2]
+      assert.is_nil(reference_messages.certificate_problem(a, entry.value, entry.cert))
+      for _, node in ipairs(nodes) do node.sm:close() end
+    end)
+  end)
+
   describe("attempts and locks", function()
     -- A node of group(4) at rank 1 (nothing started), its record ready.
     local function lone()

@@ -9,6 +9,11 @@
 #include "core/value.h"
 #include "util.h"
 
+/* ---- hash.c: csm.core.fnv1a32 ---- */
+
+/* Adds fnv1a32 to the module table on top. */
+void csm_open_hash(lua_State *L);
+
 /* ---- value.c: csm.value ---- */
 
 /* Adds value, peer and is_value to the module table on top; first: the

@@ -207,6 +207,8 @@ function schema.vote(node, from, msg)
 end
 
 function schema.confirmation(node, _, msg)
+  -- of a rank this node has finished: dropped unread, so not checked
+  if is_value(msg.value) and msg.value:rank() < (node.rank or 0) then return nil end
   local why = messages.certificate_problem(node, msg.value, msg.cert)
   if why then return why, "certificate" end
 end
