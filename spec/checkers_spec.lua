@@ -214,11 +214,17 @@ describe("twins #sweep", function()
       return harness.run { protocol = protocol, twins = { "n01" }, twin_sides = sides, loss = 0.3,
                            seed = seed, ranks = 12 }
     end
-    local r = run(broken, 69)
+    -- a few seeds in a hundred (which ones depends on the interpreter and
+    -- the build: table order differs in detail)
+    local r
+    for seed = 1, 100 do
+      r = run(broken, seed)
+      if not r.agreement then break end
+    end
     assert.is_false(r.agreement)
     assert.are.equal("invalid", r.verdict)
-    assert.is_truthy(harness.format(r):find("agreement VIOLATED at rank 5: n04 finalized 5.0:n02, "
-      .. "n0%d finalized 5.1:n03\n  quorums: "), harness.format(r))
+    assert.is_truthy(harness.format(r):find("agreement VIOLATED at rank %d+: n0%d finalized %d+%.%d+:n0%d, "
+      .. "n0%d finalized %d+%.%d+:n0%d\n  quorums: "), harness.format(r))
     for seed = 1, 20 do assert.is_true(run("reference", seed).agreement, seed) end
   end)
 end)

@@ -83,12 +83,15 @@ describe("the csm command", function()
     end)
 
     it("runs twins on sides that share a node, and reports what they broke", function()
-      local out, status = csm("experiment --protocol examples/protocols/broken_lock.lua --twins n01 "
-        .. "--twin-sides 'n01=n02,n03|n02,n04' --loss 0.3 --ranks 12 --seed 69")
+      local out, status = csm("sweep --protocol examples/protocols/broken_lock.lua --twins n01 "
+        .. "--twin-sides 'n01=n02,n03|n02,n04' --loss 0.3 --ranks 12 --seeds 1-100 --quiet")
       assert.are.equal(1, status, out)
-      assert.is_truthy(
-        out:find("agreement VIOLATED at rank 5: n04 finalized 5.0:n02, n0%d finalized 5.1:n03"),
-        out)
+      local seed = out:match("agreement: %d+ run%(s%), seeds[^\n]*\n%s+fastest: seed (%d+)")
+      assert.is_truthy(seed, out)
+      out, status = csm("experiment --protocol examples/protocols/broken_lock.lua --twins n01 "
+        .. "--twin-sides 'n01=n02,n03|n02,n04' --loss 0.3 --ranks 12 --seed " .. seed)
+      assert.are.equal(1, status, out)
+      assert.is_truthy(out:find("agreement VIOLATED at rank %d+: n0%d finalized [^,]+, n0%d finalized"), out)
       usage_error("bin/csm", "experiment --twins n01 --twin-sides 'n01=n02|n09'",
         "bad --twin-sides 'n01=n02|n09': unknown node 'n09' (nodes are n01 to n04)")
       usage_error("bin/csm", "experiment --twins n01 --twin-sides 'n01=n02'",
@@ -236,9 +239,15 @@ describe("the csm command", function()
     it("runs an adversary from a file, names it and its source in the trace, and reports what it broke",
       function()
       local trace = tmpname()
+      local sweep, swept = csm("sweep --protocol examples/protocols/broken_sync.lua --adversary "
+        .. "examples/adversaries/sync_liar.lua --byzantine 1:adversary --ranks 30 --loss 0.2 --seeds 1-30 "
+        .. "--quiet")
+      assert.are.equal(1, swept, sweep)
+      local seed = sweep:match("agreement: %d+ run%(s%), seeds (%d+)")
+      assert.is_truthy(seed, sweep)
       local out, status = csm("experiment --protocol examples/protocols/broken_sync.lua --adversary "
-        .. "examples/adversaries/sync_liar.lua --byzantine 1:adversary --ranks 30 --loss 0.2 --trace "
-        .. quote(trace))
+        .. "examples/adversaries/sync_liar.lua --byzantine 1:adversary --ranks 30 --loss 0.2 --seed " .. seed
+        .. " --trace " .. quote(trace))
       assert.are.equal(1, status, out)
       assert.is_truthy(out:find("4 broken_sync nodes (1 adversary)", 1, true), out)
       assert.is_truthy(out:find("agreement VIOLATED at rank %d+: n0%d finalized [^,]+, n0%d finalized"), out)

@@ -69,18 +69,23 @@ describe("the documentation", function()
     local code = blocks("docs/tutorial.md", "sh")
     local dir = os.tmpname()
     os.remove(dir)
+    -- (the interpreters, and builds, iterate some tables in different
+    -- orders, so their runs, alike in outcome, differ in detail: the seed
+    -- shrunk is the one this sweep finds)
+    local seed = "42"
     local function command(i)
-      local text = code[i]:gsub("\\\n%s*", ""):gsub("/tmp/blk", dir)
+      local text = code[i]:gsub("\\\n%s*", ""):gsub("/tmp/blk", dir):gsub("fail%-42", "fail-" .. seed)
       return text:match("^csm (.-)%s*$")
     end
     local out, status = support.run("bin/csm", command(2))
     assert.are.equal(1, status, out)
-    -- (the two interpreters iterate a table's integer keys in different
-    -- orders, so their runs, alike in outcome, differ in detail)
-    assert.is_truthy(out:find("agreement: %d run%(s%), seeds [%d ]*69\n"), out)
+    seed = out:match("agreement: %d run%(s%), seeds[^\n]*\n%s+fastest: seed (%d+)")
+    assert.is_truthy(seed, out)
     out, status = support.run("bin/csm", command(3))
     assert.are.equal(0, status, out)
-    assert.is_truthy(out:find("shrunk in %d+ runs %([%d.]+ s%): 4 nodes, 5 ranks"), out)
+    assert.is_truthy(out:find("kept: loss 0.3 turned into %d+ named drops"), out)
+    local faults = out:match("shrunk in %d+ runs %([%d.]+ s%): 4 nodes, %d+ ranks, (%d+) faults, loss 0\n")
+    assert.is_truthy(faults and tonumber(faults) <= 40, out)
     assert.is_truthy(out:find("still failing: agreement", 1, true), out)
     out, status = support.run("bin/csm", command(4))
     assert.are.equal(1, status, out)

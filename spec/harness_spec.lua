@@ -345,6 +345,30 @@ describe("csm.harness #sweep", function()
       assert.is_not_nil(fresh.certs[1].cert)
     end)
 
+    it("restarts N honest nodes with their stores at points drawn from the seed, and writes them down",
+      function()
+      local c = { nodes = 4, ranks = 20, seed = 5, loss = 0.1, restarts = 2 }
+      local r = harness.run(c)
+      assert.are.equal("valid", harness.verdict(r), harness.format(r))
+      local crashes, restarts = 0, 0
+      for _, f in ipairs(r.faults) do
+        if f[2] == "crash" then crashes = crashes + 1 end
+        if f[2] == "restart" then restarts = restarts + 1 end
+      end
+      assert.are.equal(2, crashes)
+      assert.are.equal(2, restarts)
+      local rf = require("csm.lab.runfile").make(c, r, { protocol = { name = "reference" } })
+      local written = 0
+      for _, f in ipairs(rf.schedule) do
+        if f.kind == "crash" then
+          written = written + 1
+          assert.are.equal(f.node, f.when.node)
+        end
+      end
+      assert.are.equal(2, written)
+      assert.is_nil(rf.config.restarts)
+    end)
+
     it("a crashed node that does not restart finalizes nothing more; the others go on", function()
       local r = harness.run { nodes = 4, ranks = 20, byzantine = { crash = 1 }, crash_at = 1.3 }
       assert.is_true(r.progress)

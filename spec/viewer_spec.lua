@@ -49,17 +49,28 @@ describe("the viewer #sweep", function()
   end)
 
   it("jumps to a violation, from csm replay --html too", function()
+    -- a seed on which twins break broken_lock under this interpreter and build
+    local broken = dofile("examples/protocols/broken_lock.lua")
+    local sides = { n01 = { { "n02", "n03" }, { "n02", "n04" } } }
+    local seed, rank
+    for s = 1, 100 do
+      local r = harness.run { protocol = broken, twins = { "n01" }, twin_sides = sides, loss = 0.3, seed = s,
+                              ranks = 12 }
+      if not r.agreement then seed, rank = s, r.violations[1].rank; break end
+    end
+    assert.is_not_nil(seed)
     local out, status = support.run("bin/csm", "experiment --protocol examples/protocols/broken_lock.lua "
-      .. "--twins n01 --twin-sides 'n01=n02,n03|n02,n04' --loss 0.3 --ranks 12 --seed 69 --html "
+      .. "--twins n01 --twin-sides 'n01=n02,n03|n02,n04' --loss 0.3 --ranks 12 --seed " .. seed .. " --html "
       .. quote(page) .. " --trace " .. quote(trace_path))
     assert.are.equal(1, status, out)
+    local jumped = "jumped to the violation: agreement violated at rank " .. rank
     out, status = check_page(page, trace_path, "--violation")
     assert.are.equal(0, status, out)
-    assert.is_truthy(out:find("jumped to the violation: agreement violated at rank 5", 1, true), out)
+    assert.is_truthy(out:find(jumped, 1, true), out)
     -- the same run from a run file
     local runfile = require "csm.lab.runfile"
-    local rf = runfile.make({ nodes = 4, ranks = 12, seed = 69, loss = 0.3, byzantine = {}, twins = { "n01" },
-      twin_sides = { n01 = { { "n02", "n03" }, { "n02", "n04" } } } }, nil,
+    local rf = runfile.make({ nodes = 4, ranks = 12, seed = seed, loss = 0.3, byzantine = {},
+      twins = { "n01" }, twin_sides = sides }, nil,
       { protocol = { name = "broken_lock", file = "examples/protocols/broken_lock.lua" } })
     local path = os.tmpname()
     assert(runfile.write(rf, path))
@@ -69,7 +80,7 @@ describe("the viewer #sweep", function()
     assert.are.equal(1, status, out)
     out, status = check_page(page, trace_path, "--violation")
     assert.are.equal(0, status, out)
-    assert.is_truthy(out:find("jumped to the violation: agreement violated at rank 5", 1, true), out)
+    assert.is_truthy(out:find(jumped, 1, true), out)
   end)
 
   it("refuses a page it cannot write, before the run", function()

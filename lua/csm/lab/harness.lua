@@ -112,6 +112,10 @@ local function assign_parts(c)
   return parts
 end
 
+--- The part each node of checked configuration c plays (nil: honest), by
+-- index.
+harness.parts = assign_parts
+
 --- Checks a configuration and fills in the defaults; raises naming the
 -- option that is wrong.
 function harness.config(c)
@@ -224,8 +228,9 @@ function harness.config(c)
   return out
 end
 
--- The states a restart may come in, and the longest ranks it waits for.
-local RESTART_STATES = { "collecting", "liveness_check", "proving", "publishing", "voting", "finalizing",
+-- The states a restart may come in (every node passes each at every rank
+-- it decides itself), and the longest ranks it waits for.
+local RESTART_STATES = { "collecting", "liveness_check", "proving", "voting", "finalizing",
                          "verifying" }
 local RESTART_RANKS = 40
 

@@ -93,6 +93,13 @@ function runfile.make(c, r, modules)
   for _, k in ipairs(KEPT) do config[k] = c[k] end
   if config.steps_per_instant == math.huge then config.steps_per_instant = nil end
   local schedule = {}
+  -- the crashes --restarts draws, written out: the file replays them
+  if (c.restarts or 0) > 0 then
+    local names = require("csm.lab.net").names(c.nodes or 4)
+    local full = harness.config(c)
+    local parts = harness.parts(full)
+    for _, fault in ipairs(harness.restarts(full, names, parts)) do schedule[#schedule + 1] = fault end
+  end
   for _, p in ipairs(c.partitions or {}) do
     schedule[#schedule + 1] = { kind = "partition", at = p.at, duration = p.duration, groups = p.groups }
   end

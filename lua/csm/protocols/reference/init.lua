@@ -560,9 +560,16 @@ function Node:prove(prior, ctx)
   for i, name in ipairs(leaders) do
     if name == self.name and i > 1 then
       -- back off so that a live higher-priority leader's proposal wins,
-      -- and still offer within the attempt's first half
-      if not ctx:sleep(self:view(attempt) * (i - 1) / (2 * self.n)) then return nil, "canceled" end
-      if self.attempt ~= attempt then return nil, "attempt changed" end
+      -- and still offer within the attempt's first half; stop waiting when
+      -- the others went on without this node (a polka, a decision, a
+      -- certificate: its proposal then costs nothing)
+      local world = self.world
+      local done_at = world:now() + self:view(attempt) * (i - 1) / (2 * self.n)
+      while world:now() < done_at do
+        if self:pause(ctx, done_at - world:now()) == nil then return nil, "canceled" end
+        if self.attempt ~= attempt then return nil, "attempt changed" end
+        if self:decision() or self.ahead[rank] or self:polka_in(self.tally[attempt]) then break end
+      end
     end
   end
   -- a leader that knows a polka offers its proposal again: nodes locked on
