@@ -64,6 +64,19 @@ describe("the reference protocol #sweep", function()
     a.sm:close()
   end)
 
+  it("prints the evidence: two different messages a byzantine node signed for one slot", function()
+    local r = harness.run { nodes = 4, ranks = 10, byzantine = { double_vote = 1 } }
+    assert.is_true(r.evidence.count > 0)
+    local e = r.evidence[1]
+    assert.are.equal("n01", e.voter)
+    assert.are.equal(2, #e.ids)
+    assert.are_not.equal(e.ids[1], e.ids[2])
+    assert.is_truthy(harness.format(r):find("evidence: n01 signed two %a+s at rank %d+ attempt %d+ %("),
+      harness.format(r))
+    -- none in an honest run
+    assert.is_nil(harness.run { nodes = 4, ranks = 10, loss = 0.1 }.evidence)
+  end)
+
   it("holds agreement against every shipped adversary, with loss, drawn faults and a restart", function()
     for _, name in ipairs { "sync_liar", "replayer", "mutator", "equivocate", "double_vote", "silent" } do
       local adv = dofile("examples/adversaries/" .. name .. ".lua")

@@ -456,6 +456,8 @@ function Run:make(i, sync, restore)
         local list = self.attempts[name]
         list[#list + 1] = { world:now(), fields.attempt }
         if self.armed then self.armed:reached(name, "attempt", fields.attempt, fields.rank) end
+      elseif kind == "evidence" and type(fields) == "table" then
+        self:evidence(name, fields)
       end
     end,
   }
@@ -599,6 +601,25 @@ function Run:twins(options)
            start = function() first:start(); second:start() end }
 end
 
+-- Evidence a node found: two different messages one voter signed for one
+-- slot. Each (voter, kind, rank, attempt) once, whoever found it; kept up
+-- to EVIDENCE_KEPT, counted beyond.
+local EVIDENCE_KEPT = 20
+function Run:evidence(found_by, fields)
+  local key = string.format("%s/%s/%s/%s", tostring(fields.voter), tostring(fields.kind),
+    tostring(fields.rank), tostring(fields.attempt))
+  self.evidence_seen = self.evidence_seen or {}
+  if self.evidence_seen[key] then return end
+  self.evidence_seen[key] = true
+  local list = self.evidence_list or {}
+  self.evidence_list = list
+  list.count = (list.count or 0) + 1
+  if #list < EVIDENCE_KEPT then
+    list[#list + 1] = { voter = fields.voter, kind = fields.kind, rank = fields.rank,
+                        attempt = fields.attempt, ids = fields.ids, by = found_by, at = self.world:now() }
+  end
+end
+
 -- The store of node name (made on first use; a crash keeps it, unless
 -- the disk is lost): each append is a protocol point ("write").
 function Run:store_of(name)
@@ -723,6 +744,7 @@ function Run:finish()
     all[i] = t.from .. " --" .. t.event .. "--> " .. t.to
   end
   r.coverage = { transitions = all, taken = self.taken, marks = self.marks }
+  r.evidence = self.evidence_list
   if self.log then
     local classify = c.protocol.classify or harness.classify
     for _, m in ipairs(self.network:pending()) do

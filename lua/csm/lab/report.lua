@@ -161,6 +161,18 @@ function report.format(r)
       line("%s: ok", invariant)
     end
   end
+  local evidence = r.evidence
+  if evidence and evidence.count then
+    local shown = {}
+    for i = 1, math.min(3, #evidence) do
+      local e = evidence[i]
+      local ids = type(e.ids) == "table" and table.concat(e.ids, " and ") or "?"
+      shown[i] = string.format("%s signed two %ss at rank %s attempt %s (%s; %s found it)", tostring(e.voter),
+        tostring(e.kind), tostring(e.rank), tostring(e.attempt), ids, tostring(e.by))
+    end
+    line("evidence: %s%s", table.concat(shown, "; "),
+      evidence.count > #shown and string.format("; %d in all", evidence.count) or "")
+  end
   local live = r.liveness
   if live then
     if live.verdict == "ok" then

@@ -29,7 +29,7 @@ end
 
 -- Notes, once per voter and attempt, two different signed messages of one
 -- kind: evidence that voter is byzantine.
-local function evidence(node, record, kind, voter, attempt, a, b)
+local function evidence(node, record, kind, voter, rank, attempt, a, b)
   local seen = record.evidence or {}
   record.evidence = seen
   local key = kind .. " " .. voter .. " " .. attempt
@@ -37,7 +37,7 @@ local function evidence(node, record, kind, voter, attempt, a, b)
   seen[key] = true
   node.evidence = node.evidence + 1
   if node.note then
-    node.note("evidence", { voter = voter, kind = kind, rank = node.rank, attempt = attempt, ids = { a, b } })
+    node.note("evidence", { voter = voter, kind = kind, rank = rank, attempt = attempt, ids = { a, b } })
   end
 end
 
@@ -51,7 +51,7 @@ function handlers.proposal(node, from, msg, r)
   local had = by and by[from]
   if had then
     if had:identity() ~= p:identity() or had.parent ~= p.parent then
-      evidence(node, record, "proposal", from, attempt, had:identity(), p:identity())
+      evidence(node, record, "proposal", from, r, attempt, had:identity(), p:identity())
       return nil, "a second proposal in one attempt", "conflict"
     end
     return true
@@ -72,7 +72,7 @@ function handlers.prevote(node, from, msg, r)
   if record == nil then return nil, "stale rank", "stale" end
   local t = tally.attempt(record, msg.attempt)
   local had = t.by[from]
-  if had and had ~= msg.id then evidence(node, record, "prevote", from, msg.attempt, had, msg.id) end
+  if had and had ~= msg.id then evidence(node, record, "prevote", from, r, msg.attempt, had, msg.id) end
   tally.note_prevote(record, from, msg.attempt, msg.id)
   tally.saw(record, from, msg.attempt)
   return true
@@ -93,7 +93,9 @@ function handlers.vote(node, from, msg, r)
   if record then
     local t = tally.attempt(record, attempt)
     local had = t.voted[from]
-    if had and had ~= v:identity() then evidence(node, record, "vote", from, attempt, had, v:identity()) end
+    if had and had ~= v:identity() then
+      evidence(node, record, "vote", from, r, attempt, had, v:identity())
+    end
     if ok or code == "full" then
       tally.saw(record, from, attempt)
       tally.note_vote(record, from, attempt, v:identity(), msg.sig, v.parent)
