@@ -35,8 +35,10 @@ for adversary in sync_liar replayer mutator equivocate double_vote silent; do
   sweep --adversary "$file" --byzantine 1:adversary --swarm --restarts 1 --ranks 20 --seeds "1-$n4"
   sweep --adversary "$file" --byzantine 2:adversary --nodes 7 --swarm --restarts 1 --ranks 15 --seeds "1-$n7"
 done
-sweep --twins n01 --twin-sides 'n01=n02,n04|n03,n04' --swarm --ranks 15 --seeds "1-$n4"
-sweep --twins n01 --twin-sides 'n01=n02,n03|n02,n04' --swarm --ranks 15 --seeds "1-$n4"
+sweep --twins n01 --twin-sides 'n01=n02,n04|n03,n04' --swarm --restarts 1 --ranks 15 --seeds "1-$n4"
+sweep --twins n01 --twin-sides 'n01=n02,n03|n02,n04' --swarm --restarts 1 --ranks 15 --seeds "1-$n4"
+sweep --nodes 7 --twins n01 --twin-sides 'n01=n02,n03,n04,n05|n02,n03,n06,n07' --swarm --restarts 1 --ranks 15 \
+  --seeds "1-$n7"
 sweep --nodes 4 --byzantine 1:silent --loss 0.2 --restarts 2 --ranks 20 --seeds "1-$n4"
 
 # A crash at each of a node's first 50 store writes (torn or not), the

@@ -64,6 +64,27 @@ describe("the reference protocol #sweep", function()
     a.sm:close()
   end)
 
+  it("never writes, or sends, a slot older than the highest it wrote at the rank", function()
+    local world = csm.sim { seed = 1 }
+    local network = net.new(world)
+    local names = net.names(4)
+    local store = require("csm.lab.store").sim()
+    local a = reference.node { name = "n01", names = names, world = world, network = network,
+      initial = csm.value("genesis", 0), signer = signer.keyring(1, names):signer("n01"), store = store }
+    a:current_rank()
+    a:move_to(3)
+    a:prevote(1, "1.3:n02")
+    local writes = store:writes()
+    local sent = 0
+    network.observer = function(what) if what == "send" then sent = sent + 1 end end
+    a:move_to(2) -- as a node that lost count would
+    a:prevote(1, "1.2:n03")
+    -- the attempt record, and nothing guarded
+    assert.are.equal(writes + 1, store:writes())
+    assert.are.equal(0, sent)
+    a.sm:close()
+  end)
+
   it("prints the evidence: two different messages a byzantine node signed for one slot", function()
     local r = harness.run { nodes = 4, ranks = 10, byzantine = { double_vote = 1 } }
     assert.is_true(r.evidence.count > 0)

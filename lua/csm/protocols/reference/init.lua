@@ -351,6 +351,13 @@ end
 -- durable: what the record guards leaves only then. A failed sync stops
 -- the node (a sync is never retried: the record's fate is unknown).
 function Node:guarded(fields, send)
+  -- a slot older than the highest this rank has written is never written
+  -- (or sent): after a restart the node resumes at the highest
+  local record, attempt = self.ranks[fields[2]], fields[3]
+  if record then
+    if attempt < (record.written or 0) then return end
+    record.written = attempt
+  end
   local bytes = encode(fields)
   local slot = self.slot_bytes
   slot[#slot + 1] = bytes
@@ -494,6 +501,7 @@ function Node:recover(restarted)
     end
   end
   if top_attempt > 0 then self:move_to(top_attempt) end
+  record.written = top_attempt
   self.recovered = #list
   if restarted and self.lab and self.lab.recovered then self.lab.recovered(self.height, read) end
 end
