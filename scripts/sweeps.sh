@@ -67,7 +67,7 @@ os.exit((ref == 0 and unsynced > 0) and 0 or 1)
 LUA
 
 echo "+ finalizing after a gst at 300 s"
-lua5.4 tools/gst_bound.lua --seeds "1-$gst" --adversary examples/adversaries/double_vote.lua || status=1
-lua5.4 tools/gst_bound.lua --seeds "1-$gst" --nodes 7 --adversary examples/adversaries/sync_liar.lua || status=1
+lua5.4 tools/gst_bound.lua --seeds "1-$gst" --after 90 --adversary examples/adversaries/double_vote.lua || status=1
+lua5.4 tools/gst_bound.lua --seeds "1-$gst" --after 90 --nodes 7 --adversary examples/adversaries/sync_liar.lua || status=1
 
 exit $status

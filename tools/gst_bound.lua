@@ -11,7 +11,7 @@ local harness = require "csm.lab.harness"
 local generate = require "csm.lab.generate"
 local net = require "csm.lab.net"
 
-local o = { first = 1, last = 20, nodes = 4, horizon = 300, after = 30 }
+local o = { first = 1, last = 20, nodes = 4, horizon = 300, after = 90 }
 local i = 1
 while i <= #arg do
   local k, v = arg[i], arg[i + 1]
@@ -62,8 +62,8 @@ for seed = o.first, o.last do
   end
   if not ok then
     failed = failed + 1
-    print(string.format("seed %d: %s", seed, r.agreement and "a node finalized nothing after the gst"
-      or "agreement VIOLATED"))
+    print(string.format("seed %d: %s", seed, r.agreement
+      and string.format("a node finalized nothing within %g s of the gst", o.after) or "agreement VIOLATED"))
   end
 end
 print(string.format("gst_bound: %d seeds, %d nodes%s: every honest node finalized within %.3f s of the gst "
