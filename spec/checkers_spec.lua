@@ -212,7 +212,7 @@ describe("twins #sweep", function()
     local broken = dofile("examples/protocols/broken_lock.lua")
     local function run(protocol, seed)
       return harness.run { protocol = protocol, twins = { "n01" }, twin_sides = sides, loss = 0.3,
-                           seed = seed, ranks = 12 }
+                           seed = seed, ranks = 12, time = 120 }
     end
     -- a few seeds in a hundred (which ones depends on the interpreter and
     -- the build: table order differs in detail)

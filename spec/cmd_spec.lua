@@ -84,12 +84,12 @@ describe("the csm command", function()
 
     it("runs twins on sides that share a node, and reports what they broke", function()
       local out, status = csm("sweep --protocol examples/protocols/broken_lock.lua --twins n01 "
-        .. "--twin-sides 'n01=n02,n03|n02,n04' --loss 0.3 --ranks 12 --seeds 1-100 --quiet")
+        .. "--twin-sides 'n01=n02,n03|n02,n04' --loss 0.3 --ranks 12 --time 120 --seeds 1-100 --quiet")
       assert.are.equal(1, status, out)
       local seed = out:match("agreement: %d+ run%(s%), seeds[^\n]*\n%s+fastest: seed (%d+)")
       assert.is_truthy(seed, out)
       out, status = csm("experiment --protocol examples/protocols/broken_lock.lua --twins n01 "
-        .. "--twin-sides 'n01=n02,n03|n02,n04' --loss 0.3 --ranks 12 --seed " .. seed)
+        .. "--twin-sides 'n01=n02,n03|n02,n04' --loss 0.3 --ranks 12 --time 120 --seed " .. seed)
       assert.are.equal(1, status, out)
       assert.is_truthy(out:find("agreement VIOLATED at rank %d+: n0%d finalized [^,]+, n0%d finalized"), out)
       usage_error("bin/csm", "experiment --twins n01 --twin-sides 'n01=n02|n09'",

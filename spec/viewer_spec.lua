@@ -55,12 +55,13 @@ describe("the viewer #sweep", function()
     local seed, rank
     for s = 1, 100 do
       local r = harness.run { protocol = broken, twins = { "n01" }, twin_sides = sides, loss = 0.3, seed = s,
-                              ranks = 12 }
+                              ranks = 12, time = 120 }
       if not r.agreement then seed, rank = s, r.violations[1].rank; break end
     end
     assert.is_not_nil(seed)
     local out, status = support.run("bin/csm", "experiment --protocol examples/protocols/broken_lock.lua "
-      .. "--twins n01 --twin-sides 'n01=n02,n03|n02,n04' --loss 0.3 --ranks 12 --seed " .. seed .. " --html "
+      .. "--twins n01 --twin-sides 'n01=n02,n03|n02,n04' --loss 0.3 --ranks 12 --time 120 --seed " .. seed
+      .. " --html "
       .. quote(page) .. " --trace " .. quote(trace_path))
     assert.are.equal(1, status, out)
     local jumped = "jumped to the violation: agreement violated at rank " .. rank
@@ -69,7 +70,7 @@ describe("the viewer #sweep", function()
     assert.is_truthy(out:find(jumped, 1, true), out)
     -- the same run from a run file
     local runfile = require "csm.lab.runfile"
-    local rf = runfile.make({ nodes = 4, ranks = 12, seed = seed, loss = 0.3, byzantine = {},
+    local rf = runfile.make({ nodes = 4, ranks = 12, time = 120, seed = seed, loss = 0.3, byzantine = {},
       twins = { "n01" }, twin_sides = sides }, nil,
       { protocol = { name = "broken_lock", file = "examples/protocols/broken_lock.lua" } })
     local path = os.tmpname()
