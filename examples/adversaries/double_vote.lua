@@ -30,9 +30,7 @@ local function other(id, mark)
 end
 
 local function vote(id, rank, attempt, parent)
-  local _, _, proposer = messages.parse_id(id)
-  return { kind = "vote",
-           value = csm.value(id, rank, { attempt = attempt, proposer = proposer, parent = parent }) }
+  return { kind = "vote", value = messages.vote(id, rank, attempt, parent) }
 end
 
 return {

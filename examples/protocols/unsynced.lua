@@ -8,7 +8,6 @@
 --   bin/csm experiment --protocol examples/protocols/unsynced.lua \
 --     --fault 'crash node=n01 when=n01.write=9 restart_after=0.3' --ranks 25 --loss 0.05
 local reference = require "csm.protocols.reference"
-local records = require "csm.protocols.reference.records"
 
 local unsynced = {}
 for k, v in pairs(reference) do unsynced[k] = v end
@@ -17,10 +16,8 @@ unsynced.name = "unsynced"
 -- Sends first, then writes and syncs.
 local function guarded(self, fields, send)
   send()
-  local bytes = records.encode(fields)
-  self.slot_bytes[#self.slot_bytes + 1] = bytes
-  self.store:append(bytes)
-  self.store:sync(function(ok, err) if not ok then self:storage_failed(err) end end)
+  self:write(fields)
+  self:flush()
 end
 
 function unsynced.node(options)

@@ -272,9 +272,10 @@ end
 -- guards it was written is a durability violation.
 function Monitor:on_recover(node, height, recovered)
   if not self.honest[node] then return end
-  local have = {}
+  local have = {} -- rank -> { ["kind/attempt"] = content }
   for _, s in ipairs(recovered) do
-    local mine = slot(have, s[2], 1)
+    local mine = have[s[2]] or {}
+    have[s[2]] = mine
     mine[s[1] .. "/" .. tostring(s[3])] = s[4]
   end
   local ranks = self.sent[node]
@@ -290,7 +291,7 @@ function Monitor:on_recover(node, height, recovered)
       if key:sub(-1) ~= "!" then keys[#keys + 1] = key end
     end
     table.sort(keys)
-    local got = have[rank] and have[rank][1] or {}
+    local got = have[rank] or {}
     for _, key in ipairs(keys) do
       local content = ranks[rank][key]
       if got[key] ~= content then

@@ -6,7 +6,7 @@
 -- drawn is an explicit list (csm.lab.faults), written into each run file.
 -- @module csm.lab.generate
 
-local trace = require "csm.lab.trace"
+local fnv = require "csm.fnv"
 
 local generate = {}
 
@@ -17,7 +17,7 @@ Draw.__index = Draw
 function generate.draw(seed)
   -- neighbouring seeds must not start on neighbouring states (the first
   -- draws of a small state are small): the seed's digits are hashed first
-  local h = tonumber(trace.fingerprint(string.format("%.0f", seed)):sub(-8), 16)
+  local h = fnv.hash32(string.format("%.0f", seed))
   local d = setmetatable({ state = h % 2147483646 + 1 }, Draw)
   d:float()
   return d

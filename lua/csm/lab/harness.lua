@@ -271,7 +271,15 @@ function harness.schedule(c, names, parts)
       list[#list + 1] = { kind = "crash", node = name, at = c.crash_at, restart_after = c.restart_after }
     end
   end
-  for _, fault in ipairs(harness.restarts(c, names, parts)) do list[#list + 1] = fault end
+  for _, fault in ipairs(harness.listed_faults(c, names, parts)) do list[#list + 1] = fault end
+  return list
+end
+
+--- The faults of checked configuration c that a schedule lists (all but
+-- the crash nodes' crashes, which crash_at gives): c.restarts' crashes,
+-- the partitions, then c.schedule's faults. A run file writes them out.
+function harness.listed_faults(c, names, parts)
+  local list = harness.restarts(c, names, parts)
   for _, p in ipairs(c.partitions) do
     list[#list + 1] = { kind = "partition", at = p.at, duration = p.duration, groups = p.groups }
   end

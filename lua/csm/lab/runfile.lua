@@ -23,6 +23,7 @@
 local check = require "csm.check"
 local trace = require "csm.lab.trace"
 local harness = require "csm.lab.harness"
+local net = require "csm.lab.net"
 
 local runfile = {}
 
@@ -92,18 +93,9 @@ function runfile.make(c, r, modules)
   local config = {}
   for _, k in ipairs(KEPT) do config[k] = c[k] end
   if config.steps_per_instant == math.huge then config.steps_per_instant = nil end
-  local schedule = {}
-  -- the crashes --restarts draws, written out: the file replays them
-  if (c.restarts or 0) > 0 then
-    local names = require("csm.lab.net").names(c.nodes or 4)
-    local full = harness.config(c)
-    local parts = harness.parts(full)
-    for _, fault in ipairs(harness.restarts(full, names, parts)) do schedule[#schedule + 1] = fault end
-  end
-  for _, p in ipairs(c.partitions or {}) do
-    schedule[#schedule + 1] = { kind = "partition", at = p.at, duration = p.duration, groups = p.groups }
-  end
-  for _, fault in ipairs(c.schedule or {}) do schedule[#schedule + 1] = fault end
+  -- the crashes --restarts draws are written out too: the file replays them
+  local full = harness.config(c)
+  local schedule = harness.listed_faults(full, net.names(full.nodes), harness.parts(full))
   return { format = runfile.format, config = config, protocol = modules.protocol,
            adversary = modules.adversary, seed = c.seed, schedule = schedule,
            expect = r and runfile.outcome(r) or nil }

@@ -12,7 +12,6 @@
 --   silent       never sends, never listens, never starts
 -- @module csm.protocols.reference.byzantine
 
-local csm = require "csm"
 local messages = require "csm.protocols.reference.messages"
 
 local ipairs = ipairs
@@ -20,12 +19,6 @@ local ipairs = ipairs
 local byzantine = {}
 
 local roles = {}
-
--- A vote value for id at rank in attempt, on parent.
-local function vote_value(id, rank, attempt, parent)
-  local _, _, proposer = messages.parse_id(id)
-  return csm.value(id, rank, { attempt = attempt, proposer = proposer or id, parent = parent })
-end
 
 -- Another well-formed identity of rank, attempt and proposer: the same
 -- proposal with other data.
@@ -65,11 +58,11 @@ roles.double_vote = {
     local v = msg.value
     local id, rank, attempt, parent = v:identity(), v:rank(), v.attempt, v.parent
     local conflicting = node:seal { kind = "vote",
-                                    value = vote_value(other_id(id, "~"), rank, attempt, parent) }
+                                    value = messages.vote(other_id(id, "~"), rank, attempt, parent) }
     for k, to in ipairs(node.names) do
       if to ~= node.name then node:send(to, k % 2 == 0 and msg or conflicting) end
     end
-    node:publish(node:seal { kind = "vote", value = vote_value(other_id(id, "*"), rank, attempt, parent) })
+    node:publish(node:seal { kind = "vote", value = messages.vote(other_id(id, "*"), rank, attempt, parent) })
   end,
 }
 

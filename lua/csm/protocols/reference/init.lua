@@ -246,18 +246,7 @@ end
 
 --- A message's kind, rank and attempt (nil when it has none), for traces,
 -- checkers and adversaries.
-function reference.classify(msg)
-  if type(msg) ~= "table" then return nil end
-  local value = msg.value
-  local rank = msg.rank
-  if rank == nil and csm.is_value(value) then rank = value:rank() end
-  local attempt = msg.attempt
-  if attempt == nil and csm.is_value(value) then
-    -- a proposal's attempt is the one it is offered in
-    attempt = msg.kind == "proposal" and value.offer or value.attempt
-  end
-  return msg.kind, rank, attempt
-end
+reference.classify = messages.classify
 
 -- Sets list[rank] = value and forgets the ranks KEPT_RANKS or more below
 -- it: the list is a window of recent ranks (list.low is its first), however
@@ -358,15 +347,8 @@ function Node:guarded(fields, send)
     if attempt < (record.written or 0) then return end
     record.written = attempt
   end
-  local bytes = encode(fields)
-  local slot = self.slot_bytes
-  slot[#slot + 1] = bytes
-  local store = self.store
-  store:append(bytes)
-  store:sync(function(ok, err)
-    if ok then return send() end
-    self:storage_failed(err)
-  end)
+  self:write(fields)
+  self:flush(send)
 end
 
 --- Writes a record that guards nothing (it is made durable by the next
@@ -376,6 +358,15 @@ function Node:write(fields)
   local slot = self.slot_bytes
   slot[#slot + 1] = bytes
   self.store:append(bytes)
+end
+
+--- Syncs the store, then calls after (when given); a failed sync stops
+-- the node instead.
+function Node:flush(after)
+  self.store:sync(function(ok, err)
+    if not ok then return self:storage_failed(err) end
+    if after then after() end
+  end)
 end
 
 --- Stops the node after its store failed.
@@ -428,6 +419,9 @@ local function finalized_of(f)
   return state, { attempt = at, sigs = sigs }
 end
 
+-- What each slot record is, as the lab's classify names messages.
+local SLOT_KINDS = { V = "prevote", W = "vote", P = "proposal" }
+
 --- Takes back what the store holds: the finalized states (the highest
 -- becomes the active state) and, at the rank after, this node's
 -- proposals, prevotes, votes and attempts, re-sent exactly as stored. A
@@ -440,7 +434,7 @@ function Node:recover(restarted)
     -- with a header, so a crash before any other write is told apart)
     if restarted then self.amnesia = true end
     self.store:append(encode { "H", self.name })
-    self.store:sync(function() end)
+    self:flush()
     return
   end
   local top, slots = nil, {}
@@ -458,7 +452,7 @@ function Node:recover(restarted)
           keep_recent(self.certs, rank, { value = state, cert = cert, bytes = bytes })
         end
       else
-        slots[#slots + 1] = f
+        slots[#slots + 1] = { f, bytes }
       end
     end
   end
@@ -467,13 +461,13 @@ function Node:recover(restarted)
   local record = self.ranks[rank]
   local top_attempt = 0
   local read = {}
-  for _, f in ipairs(slots) do
+  for _, slot in ipairs(slots) do
+    local f = slot[1]
     local r, a = records.int(f[2]), records.int(f[3])
     if r == rank and a then
-      local what = ({ V = "prevote", W = "vote", P = "proposal" })[f[1]]
-      if what then read[#read + 1] = { what, r, a, f[4] } end
-      self.slot_bytes[#self.slot_bytes + 1] = records.encode(f)
       local kind = f[1]
+      if SLOT_KINDS[kind] then read[#read + 1] = { SLOT_KINDS[kind], r, a, f[4] } end
+      self.slot_bytes[#self.slot_bytes + 1] = slot[2]
       if kind == "V" then
         -- f: V rank attempt id sig
         record.prevoted[a] = f[4]
@@ -481,9 +475,7 @@ function Node:recover(restarted)
         tally.note_prevote(record, self.name, a, f[4])
       elseif kind == "W" then
         -- f: W rank attempt id parent sig
-        local _, _, proposer = messages.parse_id(f[4])
-        local vote = csm.value(f[4], r, { attempt = a, proposer = proposer, parent = f[5] })
-        local msg = { kind = "vote", value = vote, sig = f[6] }
+        local msg = { kind = "vote", value = messages.vote(f[4], r, a, f[5]), sig = f[6] }
         record.voted[a] = msg
         tally.note_vote(record, self.name, a, f[4], f[6], f[5])
         if self.lock == nil or a > self.lock.attempt then self.lock = { id = f[4], attempt = a } end
@@ -554,6 +546,25 @@ function Node:view(attempt)
   return self.view_timeout * (1 + attempt)
 end
 
+--- How long the i-th leader of attempt waits before it offers: inside the
+-- attempt's first half.
+function Node:backoff(attempt, i)
+  return self:view(attempt) * (i - 1) / (2 * self.n)
+end
+
+--- What this node offers in attempt at rank, on parent: the proposal of
+-- the latest polka it knows of again (nodes locked on it prevote nothing
+-- else until they learn of a later polka), else a new one of its own.
+function Node:offer(rank, attempt, parent)
+  local id = self:valid()
+  local held = id and self:held(id)
+  if held then
+    self:mark("leader offers a polka again")
+    return proposal(id, rank, held.parent, held.attempt, held.proposer, attempt, held.data)
+  end
+  return reference.proposal(rank, attempt, self.name, parent, attempt)
+end
+
 function Node:prove(prior, ctx)
   local rank = self:current_rank()
   local attempt = self.attempt
@@ -572,7 +583,7 @@ function Node:prove(prior, ctx)
       -- the others went on without this node (a polka, a decision, a
       -- certificate: its proposal then costs nothing)
       local world = self.world
-      local done_at = world:now() + self:view(attempt) * (i - 1) / (2 * self.n)
+      local done_at = world:now() + self:backoff(attempt, i)
       while world:now() < done_at do
         if self:pause(ctx, done_at - world:now()) == nil then return nil, "canceled" end
         if self.attempt ~= attempt then return nil, "attempt changed" end
@@ -580,15 +591,7 @@ function Node:prove(prior, ctx)
       end
     end
   end
-  -- a leader that knows a polka offers its proposal again: nodes locked on
-  -- it prevote nothing else until they learn of a later polka
-  local id = self:valid()
-  local held = id and self:held(id)
-  if held then
-    self:mark("leader offers a polka again")
-    return proposal(id, rank, held.parent, held.attempt, held.proposer, attempt, held.data)
-  end
-  return reference.proposal(rank, attempt, self.name, prior:identity(), attempt)
+  return self:offer(rank, attempt, prior:identity())
 end
 
 function Node:send_proposal(p)
@@ -600,7 +603,7 @@ function Node:send_proposal(p)
     self:announce_proposal(sent.value, attempt, sent)
     return true
   end
-  if record.offers[attempt] and record.offers[attempt][self.name] and not sent then return true end
+  if record.offers[attempt] and record.offers[attempt][self.name] then return true end
   tally.note_offer(record, self.name, attempt, p)
   local msg = self:seal { kind = "proposal", value = p }
   self:guarded({ "P", p:rank(), attempt, p:identity(), p.parent, p.data or "", msg.sig }, function()
@@ -656,19 +659,14 @@ function Node:prevote(rank, id)
   end)
 end
 
-local function proposer_of(id)
-  local _, _, proposer = messages.parse_id(id)
-  return proposer or id
-end
-
 -- Votes for id in the current attempt (it has a polka there) and locks on
 -- it, once the vote is written; the vote is stored under "name@attempt",
 -- as peers' votes are.
 function Node:vote_for(rank, id)
   local attempt = self.attempt
-  local proposer = proposer_of(id)
   local head = self:head()
-  local vote = csm.value(id, rank, { attempt = attempt, proposer = proposer, parent = head })
+  local vote = messages.vote(id, rank, attempt, head)
+  local proposer = vote.proposer
   local msg = self:seal { kind = "vote", value = vote }
   local record = self.ranks[rank]
   record.voted[attempt] = msg
@@ -731,12 +729,9 @@ function Node:offer_late(rank, now)
   if (by and by[self.name]) or self:candidate(rank) or self:abstaining() then return end
   for i, name in ipairs(self:leaders(rank)) do
     if name == self.name then
-      if now < self.attempt_start + self:view(attempt) * (i - 1) / (2 * self.n) then return end
-      local id = self:valid()
-      local held = id and self:held(id)
-      local p = held and proposal(id, rank, held.parent, held.attempt, held.proposer, attempt, held.data)
-        or reference.proposal(rank, attempt, self.name, self:head(), attempt)
-      self:send_proposal(p)
+      if now >= self.attempt_start + self:backoff(attempt, i) then
+        self:send_proposal(self:offer(rank, attempt, self:head()))
+      end
       return
     end
   end
@@ -755,8 +750,8 @@ function Node:decide(ctx)
     if decided then
       local mine = self.voted[at]
       if mine and mine.value:identity() == decided then return mine.value.proposer, mine.value end
-      local proposer = proposer_of(decided)
-      return proposer, csm.value(decided, rank, { attempt = at, proposer = proposer, parent = self:head() })
+      local vote = messages.vote(decided, rank, at, self:head())
+      return vote.proposer, vote
     end
     local mine = self.voted[self.attempt]
     if mine then return mine.value.proposer, mine.value end
@@ -853,10 +848,7 @@ function Node:confirm(finalized)
   if not cert then return nil, "no certificate" end
   self:record(rank, finalized, cert)
   self.slot_bytes = {}
-  self.store:sync(function(ok, err)
-    if not ok then return self:storage_failed(err) end
-    self:publish { kind = "confirmation", value = finalized, cert = cert }
-  end)
+  self:flush(function() self:publish { kind = "confirmation", value = finalized, cert = cert } end)
   self:compact()
   return true
 end

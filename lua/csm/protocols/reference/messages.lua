@@ -23,6 +23,7 @@
 -- @module csm.protocols.reference.messages
 
 local csm = require "csm"
+local check = require "csm.check"
 local fnv = require "csm.fnv"
 
 local type, pairs, next, tostring = type, pairs, next, tostring
@@ -39,8 +40,10 @@ messages.ANSWER_RANKS = 32
 local MAX_ID, MAX_SIG, MAX_DATA = messages.MAX_ID, messages.MAX_SIG, messages.MAX_DATA
 local MAX_INT = 2 ^ 53
 
+local is_integer = check.is_integer
+
 local function is_int(x)
-  return type(x) == "number" and x >= 0 and x <= MAX_INT and x % 1 == 0
+  return is_integer(x) and x >= 0 and x <= MAX_INT
 end
 
 local function is_text(x, max)
@@ -85,6 +88,26 @@ end
 --- What a vote's voter signs (a certificate is q of these).
 function messages.vote_bytes(rank, attempt, id, parent)
   return format("csm-ref vote %d %d %s%s", rank, attempt, field(id), field(parent))
+end
+
+--- A vote value for proposal identity id at rank, in attempt, on parent.
+function messages.vote(id, rank, attempt, parent)
+  local _, _, proposer = messages.parse_id(id)
+  return csm.value(id, rank, { attempt = attempt, proposer = proposer or id, parent = parent })
+end
+
+--- A message's kind, rank and attempt (nil when it has none); a
+-- proposal's attempt is the one it is offered in.
+function messages.classify(msg)
+  if type(msg) ~= "table" then return nil end
+  local value = msg.value
+  local rank = msg.rank
+  if rank == nil and is_value(value) then rank = value:rank() end
+  local attempt = msg.attempt
+  if attempt == nil and is_value(value) then
+    attempt = msg.kind == "proposal" and value.offer or value.attempt
+  end
+  return msg.kind, rank, attempt
 end
 
 --- msg with its signature, made by signer (proposals, prevotes and votes;
@@ -232,10 +255,10 @@ end
 -- answer's certificates are checked one by one as they are used.
 function messages.check(node, from, msg)
   if type(msg) ~= "table" then return nil, "not a table", "kind" end
-  local check = schema[msg.kind]
-  if check == nil then return nil, "unknown kind " .. tostring(msg.kind), "kind" end
+  local problem = schema[msg.kind]
+  if problem == nil then return nil, "unknown kind " .. tostring(msg.kind), "kind" end
   if next(msg) == nil then return nil, "empty", "schema" end
-  local why, code = check(node, from, msg)
+  local why, code = problem(node, from, msg)
   if why then return nil, msg.kind .. ": " .. why, code or "schema" end
   return true
 end

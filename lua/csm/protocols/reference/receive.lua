@@ -147,14 +147,6 @@ local function refuse(node, kind, err, code)
   node.refusals[reason] = count + 1
 end
 
--- The attempt a (checked) proposal, prevote or vote is for.
-local function attempt_of(msg)
-  local v = msg.value
-  if msg.kind == "proposal" then return v.offer end
-  if msg.kind == "vote" then return v.attempt end
-  return msg.attempt
-end
-
 -- The kinds a peer still deciding sends: one that sends them about a rank
 -- this node has finished gets that rank's certificate.
 local DECIDING = { liveness = true, proposal = true, prevote = true, vote = true }
@@ -186,7 +178,10 @@ function receive.deliver(node, from, msg)
     -- too far ahead to take, but signed: how far the peer has got still
     -- counts, or a node that fell more than the slack behind (a restart
     -- with an empty store) would never find its peers' attempt again
-    if code == "attempt" and r == rank then tally.saw(node.ranks[rank], from, attempt_of(msg)) end
+    if code == "attempt" and r == rank then
+      local _, _, attempt = messages.classify(msg)
+      tally.saw(node.ranks[rank], from, attempt)
+    end
   end
   local entry = r and r < rank and DECIDING[kind] and node.certs[r]
   if entry then

@@ -55,7 +55,7 @@ function sync.synchronize(node, existing, ctx)
   local head = existing and existing:identity() or "genesis"
   local adopted = adopt(node, base, head, false)
   if adopted then
-    node.store:sync(function(ok, err) if not ok then node:storage_failed(err) end end)
+    node:flush()
     return adopted
   end
   if not (node.needs_sync or node.amnesia or node:is_behind()) then return existing end
@@ -94,7 +94,7 @@ function sync.synchronize(node, existing, ctx)
     end
     return existing
   end
-  node.store:sync(function(ok, err) if not ok then node:storage_failed(err) end end)
+  node:flush()
   return adopted
 end
 
@@ -113,7 +113,8 @@ function sync.answer(node, from, msg)
 end
 
 --- Takes a peer's answer while a sync waits for answers (one per peer):
--- each certified state it holds is checked, and kept (keep) if valid.
+-- each certified state it holds is checked, and handed to keep if valid
+-- (keep takes those of the ranks this node has not reached).
 function sync.take(node, from, msg, keep)
   local waiting = node.sync_waiting
   if waiting == nil then return nil, "no sync asked for", "unasked" end
@@ -128,7 +129,7 @@ function sync.take(node, from, msg, keep)
     if why == nil and state:rank() ~= rank then why = "rank" end
     if why then
       bad = bad + 1
-    elseif rank > (node.sm:active_state() and node.sm:active_state():rank() or 0) then
+    else
       keep(node, { value = state, cert = entry.cert })
     end
   end
