@@ -48,6 +48,9 @@ CSM_EXPORT int luaopen_csm_core(lua_State *L)
     lua_pushvalue(L, inner - 1);
     csm_open_value(L, !opened);
     csm_open_hash(L);
+    csm_open_codec(L);
+    csm_open_sodium(L);
+    csm_open_os(L);
     csm_open_loop(L, !opened, inner);
     csm_open_machine(L, !opened, inner);
     lua_pop(L, 1);

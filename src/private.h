@@ -14,6 +14,22 @@
 /* Adds fnv1a32 to the module table on top. */
 void csm_open_hash(lua_State *L);
 
+/* ---- codec.c: csm.core.encode, csm.core.decode (the wire codec) ---- */
+
+/* Adds the codec's functions to the module table on top. */
+void csm_open_codec(lua_State *L);
+
+/* ---- sodium.c: csm.core.sodium (libsodium: keys, signatures, kx, AEAD,
+ * secretstream) ---- */
+
+/* Adds the table sodium to the module table on top. */
+void csm_open_sodium(lua_State *L);
+
+/* ---- os.c: csm.core.os (what luv lacks: file locks) ---- */
+
+/* Adds the table os to the module table on top. */
+void csm_open_os(lua_State *L);
+
 /* ---- value.c: csm.value ---- */
 
 /* Adds value, peer and is_value to the module table on top; first: the

@@ -13,7 +13,8 @@ local has_argparse, argparse = pcall(require, "argparse")
 local cmd = {}
 
 --- The subcommands, in the order --help lists them.
-cmd.names = { "experiment", "sweep", "shrink", "replay", "diff", "soak", "diagram", "example" }
+cmd.names = { "experiment", "sweep", "shrink", "replay", "diff", "soak", "diagram", "example", "keygen",
+  "node", "local" }
 
 --- Exit status: every invariant held.
 cmd.OK = 0

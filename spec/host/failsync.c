@@ -1,0 +1,2 @@
+/* placeholder */
+int csm_failsync_placeholder;

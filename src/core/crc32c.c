@@ -1,0 +1,2 @@
+/* placeholder */
+#include "crc32c.h"
