@@ -174,6 +174,9 @@ describe("csm.net", function()
         { { value = csm.value("v", 1, { f = print }) }, "msg.value.payload.f is a function" },
         { { loop = csm.sim { seed = 1 } }, "msg.loop is a userdata" },
         { deep, "nests deeper than " .. net.max_depth .. " tables" },
+        { { a = { [true] = 1 } }, "msg.a has a key of type boolean" },
+        { { [1.5] = "x" }, "msg has a key 1.5 (a number that is not an integer)" },
+        { { t = 0 / 0 }, "msg.t is NaN" },
       }
       for _, case in ipairs(cases) do
         local err = support.error_of(ep.a.publish, ep.a, case[1])
@@ -191,6 +194,12 @@ describe("csm.net", function()
       assert.are.equal(csm.value("v", 2), copy.v)
       assert.is_nil(why)
       assert.are.same({ nil, "msg.f is a function" }, { net.copy { f = print } })
+      -- what a receiver gets is what the codec decodes from the message's bytes
+      local codec = require "csm.codec"
+      local msg = { kind = "k", n = 2.0, v = csm.value("v", 1, "p"), [3] = { x = 1.5 } }
+      assert.are.same(codec.decode(codec.encode(msg)), net.copy(msg))
+      assert.are.equal(math.type and "integer" or nil, math.type and math.type(net.copy(msg).n) or nil)
+      assert.are.equal(8, net.max_depth)
       -- a table met twice is copied twice, as a wire would
       local shared = { 1 }
       local dag = net.copy { a = shared, b = shared }

@@ -7,8 +7,9 @@
 --     a:send("b", msg)
 --
 -- As on a wire, a message is plain data (nil, booleans, numbers, strings,
--- csm values, and tables of them), copied when it is sent: every receiver
--- gets its own copy, and what one receiver does to it reaches nobody else.
+-- csm values, and tables of them with string or integer keys), encoded by
+-- csm.codec when it is sent: every receiver gets its own copy, decoded
+-- from those bytes, and what one receiver does to it reaches nobody else.
 -- A node sends through the endpoint join gave it, so `from` is always the
 -- true sender; net.new(world, params, { unauthenticated = true }) models
 -- channels where anyone may claim to be anyone (network:send(from, ...)).
@@ -21,8 +22,8 @@
 -- and a heap orders the times.
 -- @module csm.lab.net
 
-local csm = require "csm"
 local check = require "csm.check"
+local codec = require "csm.codec"
 
 local net = {}
 local Network = {}
@@ -32,7 +33,7 @@ Endpoint.__index = Endpoint
 
 local fail, argerror = check.fail, check.argerror
 local type, ipairs, pairs, tostring, getmetatable = type, ipairs, pairs, tostring, getmetatable
-local is_value, new_value = csm.is_value, csm.value
+local encode, decode = codec.encode, codec.decode
 local flush -- (below) arms the delivery timer for what is in flight
 
 local DEFAULTS = { latency = 0, jitter = 0, loss = 0, duplicate = 0, reorder = 0, reorder_delay = 0 }
@@ -72,120 +73,31 @@ end
 
 -- ---- messages as plain data ----
 
---- How deep a message's tables may nest.
-net.max_depth = 16
-local MAX_DEPTH = net.max_depth
+--- How deep a message's tables may nest: the codec's limit (a csm value
+-- counts as one table, its table payload as one more).
+net.max_depth = codec.limits.depth
 
-local KEY_TYPES = { string = true, number = true, boolean = true }
-local PAYLOAD = {} -- the path's step into a value's payload
-
--- The keys from a message down to the part checked_copy is copying, and
--- the error it raises for a part that is not plain data.
-local path, depth_now = {}, 0
-local PROBLEM = {}
-
-local function where()
-  local out = { "msg" }
-  for i = 1, depth_now do
-    local k = path[i]
-    if k == PAYLOAD then
-      out[#out + 1] = ".payload"
-    elseif type(k) == "string" and k:match("^[%a_][%w_]*$") then
-      out[#out + 1] = "." .. k
-    else
-      out[#out + 1] = "[" .. tostring(k) .. "]"
-    end
-  end
-  return table.concat(out)
-end
-
-local function bad(fmt, ...)
-  PROBLEM.message = string.format(fmt, where(), ...)
-  error(PROBLEM, 0)
-end
-
--- A copy of x, depth tables down a message; raises PROBLEM for what is not
--- plain data. A value whose payload is not a table is immutable: shared.
-local function checked_copy(x, depth)
-  local t = type(x)
-  if t ~= "table" then
-    if t == "nil" or t == "boolean" or t == "number" or t == "string" then return x end
-    if not is_value(x) then bad("%s is a %s", t) end
-    local payload = x.payload
-    if type(payload) ~= "table" then return x end
-    depth_now = depth_now + 1
-    path[depth_now] = PAYLOAD
-    local p = checked_copy(payload, depth)
-    depth_now = depth_now - 1
-    return new_value(x:identity(), x:rank(), p)
-  end
-  if getmetatable(x) ~= nil then bad("%s is a table with a metatable") end
-  if depth >= MAX_DEPTH then bad("%s nests deeper than %d tables (or is cyclic)", MAX_DEPTH) end
-  local out = {}
-  depth_now = depth_now + 1
-  local level = depth_now
-  for k, v in pairs(x) do
-    local kt = type(k)
-    if not KEY_TYPES[kt] then -- (a table has no NaN key)
-      depth_now = level - 1
-      bad("%s has a key of type %s", kt)
-    end
-    path[level] = k
-    out[k] = checked_copy(v, depth + 1)
-  end
-  path[level] = nil
-  depth_now = level - 1
-  return out
-end
-
--- A copy of x, which checked_copy made.
-local function copy(x)
-  if type(x) ~= "table" then
-    if is_value(x) then
-      local payload = x.payload
-      if type(payload) == "table" then return new_value(x:identity(), x:rank(), copy(payload)) end
-    end
-    return x
-  end
-  local out = {}
-  for k, v in pairs(x) do out[k] = copy(v) end
-  return out
-end
-
--- LuaJIT 2.1.0-beta3 (Debian 12's) miscompiles these walks: a key that is
--- not in the table comes out of pairs (`csm soak --rounds 2000` shows it
--- within seconds, never under -joff). They run interpreted.
-if jit then
-  jit.off(checked_copy)
-  jit.off(copy)
-end
-
--- A copy of msg, or nil and what makes it not plain data.
-local function try_copy(msg)
-  depth_now = 0
-  local ok, c = pcall(checked_copy, msg, 0)
-  if ok then return c end
-  if c ~= PROBLEM then error(c, 0) end
-  return nil, PROBLEM.message
-end
-
--- The copy of msg that goes on the wire; raises, naming fname and argument
--- n, unless msg is plain data.
+-- The copy of msg that goes on the wire and its bytes; raises, naming
+-- fname and argument n, unless msg is plain data.
 local function wire_copy(fname, n, msg)
   if msg == nil then argerror(fname, n, "msg", "message expected", msg) end
-  local c, why = try_copy(msg)
-  if why then
+  local bytes, why = encode(msg)
+  if bytes == nil then
     fail("%s: bad argument #%d 'msg' (%s; a message is plain data: booleans, numbers, strings, csm "
-      .. "values and tables of them)", fname, n, why)
+      .. "values and tables of them, with string or integer keys)", fname, n, why)
   end
-  return c
+  return decode(bytes), bytes
 end
 
---- A copy of msg as a receiver gets it, or nil and what makes msg not plain
--- data (a function, a userdata other than a csm value, a metatable, nesting
--- deeper than net.max_depth tables, or a cycle).
+--- A copy of msg as a receiver gets it (decoded from the bytes
+-- csm.codec encodes it to), or nil and what makes msg not plain data (a
+-- function, a userdata other than a csm value, a metatable, a key neither
+-- a string nor an integer, NaN or an infinity, nesting deeper than
+-- net.max_depth tables, or a cycle).
 function net.copy(msg)
-  return try_copy(msg)
+  local bytes, why = encode(msg)
+  if bytes == nil then return nil, why end
+  return decode(bytes)
 end
 
 --- A network on world. params: latency (s), jitter (s, uniform extra),
@@ -542,8 +454,9 @@ local function deliver_due(self)
   arm(self)
 end
 
--- Puts a copy of msg in flight, extra seconds later than the link says.
-local function enqueue(self, from, to, msg, p, now, id, extra)
+-- Puts a copy of msg (whose bytes are bytes) in flight, extra seconds
+-- later than the link says.
+local function enqueue(self, from, to, msg, bytes, p, now, id, extra)
   local random = self.world
   local due = now + p.latency + extra
   if p.jitter > 0 then due = due + p.jitter * random:random() end
@@ -557,8 +470,9 @@ local function enqueue(self, from, to, msg, p, now, id, extra)
     push(self.times, due)
   end
   local n = bucket.n
-  -- the first receiver gets the copy made at sending, the others copies of it
-  if self.fresh == msg then self.fresh = nil else msg = copy(msg) end
+  -- the first receiver gets the copy made at sending, the others decode
+  -- the same bytes again
+  if self.fresh == msg then self.fresh = nil else msg = decode(bytes) end
   bucket[n], bucket[n + 1], bucket[n + 2], bucket[n + 3] = from, to, msg, id
   bucket.n = n + 4
   self.flying = self.flying + 1
@@ -585,7 +499,7 @@ local function intercept(self, from, to, msg, id)
   return delay, copies, decision.replace
 end
 
-local function route(self, from, to, msg, now)
+local function route(self, from, to, msg, bytes, now)
   local stats = self.stats
   stats.sent = stats.sent + 1
   local id = self.next_id + 1
@@ -607,7 +521,7 @@ local function route(self, from, to, msg, now)
       return
     end
     if replace ~= nil then
-      msg = wire_copy("network interceptor", 1, replace)
+      msg, bytes = wire_copy("network interceptor", 1, replace)
       self.fresh = msg
     end
   end
@@ -619,12 +533,12 @@ local function route(self, from, to, msg, now)
     observe(self, "drop", from, to, msg, id, why)
     return
   end
-  enqueue(self, from, to, msg, p, now, id, extra)
+  enqueue(self, from, to, msg, bytes, p, now, id, extra)
   if p.duplicate > 0 and self.world:random() < p.duplicate then copies = copies + 1 end
   for _ = 1, copies do
     stats.duplicated = stats.duplicated + 1
     observe(self, "duplicate", from, to, msg, id)
-    enqueue(self, from, to, msg, p, now, id, extra)
+    enqueue(self, from, to, msg, bytes, p, now, id, extra)
   end
 end
 
@@ -638,19 +552,21 @@ end
 
 local function send(self, fname, from, to, msg, n)
   if type(to) ~= "string" then argerror(fname, n, "to", "node name expected", to) end
-  msg = wire_copy(fname, n + 1, msg)
+  local bytes
+  msg, bytes = wire_copy(fname, n + 1, msg)
   self.fresh = msg
   -- a name nobody joined under is an address with nobody there: dropped
-  route(self, from, to, msg, self.world:now())
+  route(self, from, to, msg, bytes, self.world:now())
   flush(self)
 end
 
 local function publish(self, fname, from, msg, n)
-  msg = wire_copy(fname, n, msg)
+  local bytes
+  msg, bytes = wire_copy(fname, n, msg)
   self.fresh = msg
   local now = self.world:now()
   for _, to in ipairs(self.names) do
-    if to ~= from then route(self, from, to, msg, now) end
+    if to ~= from then route(self, from, to, msg, bytes, now) end
   end
   flush(self)
 end
@@ -722,12 +638,13 @@ function Network:replay(id, from, to, msg)
   end
   check_node(self, "network:replay", 2, "from", from)
   if type(to) ~= "string" then argerror("network:replay", 3, "to", "node name expected", to) end
-  msg = wire_copy("network:replay", 4, msg)
+  local bytes
+  msg, bytes = wire_copy("network:replay", 4, msg)
   self.fresh = msg
   local p = link_of(self, from, to)
   self.stats.duplicated = self.stats.duplicated + 1
   observe(self, "duplicate", from, to, msg, id)
-  enqueue(self, from, to, msg, p, self.world:now(), id, 0)
+  enqueue(self, from, to, msg, bytes, p, self.world:now(), id, 0)
   flush(self)
 end
 
