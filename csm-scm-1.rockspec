@@ -10,12 +10,14 @@ proving, voting, quorum, finalization, liveness) are Lua tables.
 ]],
   license = "MIT",
 }
--- lua-argparse (the command's options) and lua-luv (the real loop, and the
--- diagram's PNG) come from Debian (scripts/setup.sh installs them);
+-- lua-argparse (the command's options), lua-luv (the real loop, real
+-- nodes' sockets and files, the diagram's PNG), lua-cjson and libsodium-dev
+-- come from Debian (scripts/setup.sh installs them);
 -- LuaRocks users can add "argparse" and "luv" from the rocks server.
 dependencies = { "lua >= 5.1" }
 external_dependencies = {
   UTHASH = { header = "uthash.h" },
+  SODIUM = { header = "sodium.h", library = "sodium" },
 }
 build = {
   type = "cmake",

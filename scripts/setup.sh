@@ -6,7 +6,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 scripts/install.sh build-essential cmake pkg-config lua5.4 liblua5.4-dev luajit libluajit-5.1-dev \
-  uthash-dev lua-busted lua-check luarocks lua-luv lua-cjson lua-argparse \
+  uthash-dev libsodium-dev lua-busted lua-check luarocks lua-luv lua-cjson lua-argparse \
   librsvg2-bin graphviz valgrind chromium parallel
 # the viewer's browser check: node and npm (Debian's, unless some are there),
 # and playwright-core from the npm registry, pinned in tools/viewer
