@@ -12,7 +12,7 @@ local wal = require "csm.node.wal"
 local reference = require "csm.protocols.reference"
 
 local function wait_for(pred, seconds)
-  local deadline = uv.hrtime() + (seconds or 30) * 1e9
+  local deadline = uv.hrtime() + (seconds or 120) * 1e9
   local t = uv.new_timer()
   t:start(10, 10, function() end)
   while not pred() and uv.hrtime() < deadline do uv.run("once") end

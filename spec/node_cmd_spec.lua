@@ -55,7 +55,7 @@ local function start(args, env)
 end
 
 local function wait_for(pred, seconds)
-  local deadline = uv.hrtime() + (seconds or 20) * 1e9
+  local deadline = uv.hrtime() + (seconds or 120) * 1e9
   local t = uv.new_timer()
   t:start(10, 10, function() end)
   while not pred() and uv.hrtime() < deadline do uv.run("once") end
