@@ -36,6 +36,7 @@ sync error: the node stops before sending what the write guarded).]])
   c:option("--key", "This node's secret key file (csm keygen --out)."):argname("FILE"):count(1)
   c:option("--data", "This node's data directory (created if missing)."):argname("DIR"):count(1)
   c:flag("--repair", "Back up a corrupt log and cut it at the damage instead of refusing to start.")
+  c:flag("--rejoin", "This node lost its data: with an empty --data, abstain in the ranks in progress.")
   c:option("--ranks", "Exit 0 once this many ranks are finalized (default: run until signalled).")
     :convert(cmd.integer("--ranks", 1))
 end
@@ -122,7 +123,7 @@ function node.run(args)
       for _, nd in ipairs(cfg.nodes) do publics[nd.name] = nd.public end
       return publics
     end)()),
-    store = store, sync = restarted, initial = csm.value("genesis", 0),
+    store = store, sync = restarted or args.rejoin, initial = csm.value("genesis", 0),
     timing = timing.scale and { scale = timing.scale } or nil,
     view_timeout = timing.view_timeout, sync_wait = timing.sync_wait,
     on_finalize = function(_, rank, state)
