@@ -7,6 +7,8 @@
 #     - a node stopped (SIGSTOP) for 10 s catches up; memory stays bounded
 #     - a node whose fdatasync fails (an LD_PRELOAD shim) exits 4 before it
 #       sends what the write guarded; the others go on
+#     - a node whose data directory was wiped rejoins (--rejoin) and catches
+#       up with peers hundreds of ranks ahead
 #     - (root) a node whose data directory is a 64 KiB tmpfs exits 4 when it
 #       fills; the others go on
 #   full: the same, longer, and 7 nodes
@@ -59,6 +61,26 @@ sleep 15
 lua5.4 tools/realnet_check.lua failsync "$status" "$work/failsync/x4.log" "$work/failsync/x1.log" \
   "$work/failsync/x2.log" "$work/failsync/x3.log"
 kill "${pids[@]}"; wait "${pids[@]}" || true
+
+step "a node that lost its data rejoins (--rejoin) and catches up"
+d="$work/failsync"
+pids=()
+for i in 1 2 3 4; do
+  lua5.4 bin/csm node --config "$d/cluster.json" --name "n0$i" --key "$d/n0$i.key" --data "$d/r$i" \
+    > "$d/r$i.log" &
+  pids+=($!)
+done
+sleep 4
+kill -9 "${pids[3]}"; wait "${pids[3]}" || true
+rm -rf "$d/r4"
+read -r -a h <<<"$(lua5.4 tools/realnet_check.lua heights "$d/r1.log" "$d/r2.log" "$d/r3.log")"
+target=$((h[0] + 300))
+timeout 120 lua5.4 bin/csm node --config "$d/cluster.json" --name n04 --key "$d/n04.key" --data "$d/r4" \
+  --rejoin --ranks "$target" > "$d/r4b.log"
+kill "${pids[0]}" "${pids[1]}" "${pids[2]}"; wait "${pids[0]}" "${pids[1]}" "${pids[2]}" || true
+grep -q '"event":"abstain"' "$d/r4b.log"
+echo "   n04 rejoined empty at rank ${h[0]} and reached $target; heights:" \
+  "$(lua5.4 tools/realnet_check.lua heights "$d/r1.log" "$d/r2.log" "$d/r3.log" "$d/r4.log" "$d/r4b.log")"
 
 if [ "$(id -u)" -eq 0 ] && mkdir -p "$work/tiny" && mount -t tmpfs -o size=64k tmpfs "$work/tiny" 2>/dev/null; then
   step "a node whose disk fills exits 4; the others go on"

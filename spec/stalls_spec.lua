@@ -64,6 +64,18 @@ describe("the reference protocol #sweep", function()
     a.sm:close()
   end)
 
+  it("S5: a node further behind than its peers keep certificates catches up", function()
+    -- one that lost its disk after its peers had moved on by more than
+    -- KEPT_RANKS took no answer (all beyond its window) and never learnt it
+    -- was behind (their messages were beyond the next rank): stuck for ever
+    local bad = sweep({ nodes = 4, ranks = 400, time = 300, schedule = {
+      { kind = "crash", node = "n04", at = 10, restart_after = 1, durable = false } } }, 1, 4)
+    assert.are.equal(0, #bad, bad[1])
+    bad = sweep({ nodes = 4, ranks = 400, time = 300, loss = 0.05, schedule = {
+      { kind = "crash", node = "n04", at = 5, restart_after = 10 } } }, 1, 4)
+    assert.are.equal(0, #bad, bad[1])
+  end)
+
   it("never writes, or sends, a slot older than the highest it wrote at the rank", function()
     local world = csm.sim { seed = 1 }
     local network = net.new(world)

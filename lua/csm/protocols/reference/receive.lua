@@ -108,10 +108,16 @@ end
 -- A certified state of a rank this node has not reached: kept (ranks up
 -- to a sync answer's reach past the one being decided) until a sync
 -- adopts it.
-local function keep_ahead(node, entry)
+-- A state with its certificate, kept to adopt when this node reaches its
+-- rank: within twice an answer's ranks of the current one, or, when it
+-- answers this node's sync request (solicited: at most ANSWER_RANKS per peer
+-- and sync, and dropped at the next sync), any rank ahead, so that a node
+-- further behind than its peers keep certificates can still catch up.
+local function keep_ahead(node, entry, solicited)
   local rank = entry.value:rank()
   local current = node.rank
-  if rank < current or rank >= current + 2 * messages.ANSWER_RANKS or node.ahead[rank] then return end
+  if rank < current or node.ahead[rank] then return end
+  if not solicited and rank >= current + 2 * messages.ANSWER_RANKS then return end
   node.ahead[rank] = entry
   if rank == current and node.wake_pause then node.wake_pause() end
 end
@@ -175,6 +181,9 @@ function receive.deliver(node, from, msg)
     end
   elseif not ok then
     refuse(node, kind, err, code)
+    -- beyond the next rank, but signed: how far the peer has got counts, or
+    -- a node that fell behind by more than its peers keep would never know
+    if code == "far" and r and r > (node.progress[from] or 0) then node.progress[from] = r end
     -- too far ahead to take, but signed: how far the peer has got still
     -- counts, or a node that fell more than the slack behind (a restart
     -- with an empty store) would never find its peers' attempt again

@@ -60,6 +60,11 @@ function sync.synchronize(node, existing, ctx)
   end
   if not (node.needs_sync or node.amnesia or node:is_behind()) then return existing end
   node.needs_sync = false
+  -- what an earlier sync's answers left far ahead is asked for again
+  local window = node.rank + 2 * sync.ANSWER_RANKS
+  for r in pairs(node.ahead) do
+    if r >= window then node.ahead[r] = nil end
+  end
   local waiting = { answered = {}, count = 0, ranks = {} }
   node.sync_waiting = waiting
   node:publish { kind = "sync_request", rank = base }
@@ -122,6 +127,8 @@ function sync.take(node, from, msg, keep)
   waiting.answered[from] = true
   waiting.count = waiting.count + 1
   waiting.ranks[#waiting.ranks + 1] = msg.rank
+  -- (f + 1 of these are needed before a node counts itself behind)
+  if msg.rank > (node.progress[from] or 0) then node.progress[from] = msg.rank end
   local bad = 0
   for rank, entry in pairs(msg.chain) do
     local state = entry.value
@@ -130,7 +137,7 @@ function sync.take(node, from, msg, keep)
     if why then
       bad = bad + 1
     else
-      keep(node, { value = state, cert = entry.cert })
+      keep(node, { value = state, cert = entry.cert }, true)
     end
   end
   if node.wake_pause then node.wake_pause() end
