@@ -10,21 +10,13 @@ local config = require "csm.node.config"
 local transport = require "csm.node.transport"
 local wal = require "csm.node.wal"
 local reference = require "csm.protocols.reference"
-
-local function wait_for(pred, seconds)
-  local deadline = uv.hrtime() + (seconds or 120) * 1e9
-  local t = uv.new_timer()
-  t:start(10, 10, function() end)
-  while not pred() and uv.hrtime() < deadline do uv.run("once") end
-  t:close()
-  uv.run("nowait")
-  return pred()
-end
+local support = require "support"
+local wait_for = support.wait_for
 
 describe("csm.protocols.reference on csm.node.transport", function()
   it("finalizes in agreement while 300 unauthenticated connections come and go", function()
     local dir = uv.fs_mkdtemp("/tmp/csm-cluster-spec-XXXXXX")
-    local base = 10000 + math.random(0, 22000)
+    local base = support.free_ports(5)
     local ks, list = {}, {}
     for i = 1, 4 do
       ks[i] = keys.generate()

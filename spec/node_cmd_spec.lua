@@ -4,6 +4,8 @@ local uv = require "luv"
 local cjson = require "cjson.safe"
 local keys = require "csm.node.keys"
 local config = require "csm.node.config"
+local support = require "support"
+local wait_for = support.wait_for
 
 local interpreter = rawget(_G, "jit") and "luajit" or "lua5.4"
 
@@ -18,7 +20,7 @@ end
 local function setup(n)
   local dir = uv.fs_mkdtemp("/tmp/csm-node-spec-XXXXXX")
   local list = {}
-  local base = 10000 + math.random(0, 22000) -- below the ephemeral ports (32768-)
+  local base = support.free_ports(n + 1)
   for i = 1, n do
     local key = keys.generate()
     local name = string.format("n%02d", i)
@@ -52,16 +54,6 @@ local function start(args, env)
     p.out = p.out:match("[^\n]*$")
   end)
   return p
-end
-
-local function wait_for(pred, seconds)
-  local deadline = uv.hrtime() + (seconds or 120) * 1e9
-  local t = uv.new_timer()
-  t:start(10, 10, function() end)
-  while not pred() and uv.hrtime() < deadline do uv.run("once") end
-  t:close()
-  uv.run("nowait")
-  return pred()
 end
 
 local function event(p, name)

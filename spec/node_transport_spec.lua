@@ -9,35 +9,11 @@ local transport = require "csm.node.transport"
 local secret = require "csm.node.secret"
 local codec = require "csm.codec"
 
-local function free_base(n)
-  for _ = 1, 50 do
-    local base = 10000 + math.random(0, 22000) -- below the ephemeral ports (32768-)
-    local ok = true
-    for i = 0, n - 1 do
-      local s = uv.new_tcp()
-      if not s:bind("127.0.0.1", base + i) then ok = false end
-      s:close()
-    end
-    uv.run("nowait")
-    if ok then return base end
-  end
-  error("no free ports")
-end
-
--- Runs the loop until pred() or 120 s of wall time (a bound for a broken
--- transport, never a timing claim: valgrind runs these too); returns pred().
-local function wait_for(pred, seconds)
-  local deadline = uv.hrtime() + (seconds or 120) * 1e9
-  local t = uv.new_timer()
-  t:start(10, 10, function() end)
-  while not pred() and uv.hrtime() < deadline do uv.run("once") end
-  t:close()
-  uv.run("nowait")
-  return pred()
-end
+local support = require "support"
+local wait_for = support.wait_for
 
 local function cluster(n, limits, cluster_name)
-  local base = free_base(n)
+  local base = support.free_ports(n + 8) -- (strangers take base + 5 and base + 7)
   local nodes, ks = {}, {}
   for i = 1, n do
     ks[i] = keys.generate()

@@ -25,6 +25,38 @@ support.lua54 = _VERSION == "Lua 5.4" and not rawget(_G, "jit")
 support.interpreter = rawget(_G, "jit") and "luajit" or "lua5.4"
 support.root = debug.getinfo(1, "S").source:gsub("^@", ""):match("^(.*)/spec/[^/]*$") or "."
 
+--- Runs luv's loop until pred() is true or seconds (default 120) of wall
+-- time passed; returns pred(). The bound is for a broken transport, never
+-- a timing claim (valgrind and the GC stress run these specs too).
+function support.wait_for(pred, seconds)
+  local uv = require "luv"
+  local deadline = uv.hrtime() + (seconds or 120) * 1e9
+  local t = uv.new_timer()
+  t:start(10, 10, function() end)
+  while not pred() and uv.hrtime() < deadline do uv.run("once") end
+  t:close()
+  uv.run("nowait")
+  return pred()
+end
+
+--- The first of n free TCP ports on 127.0.0.1, below Linux's ephemeral
+-- ports (32768-), which outgoing connections would take.
+function support.free_ports(n)
+  local uv = require "luv"
+  for _ = 1, 50 do
+    local base = 10000 + math.random(0, 22000)
+    local ok = true
+    for i = 0, n - 1 do
+      local s = uv.new_tcp()
+      if not s:bind("127.0.0.1", base + i) then ok = false end
+      s:close()
+    end
+    uv.run("nowait")
+    if ok then return base end
+  end
+  error("no free range of " .. n .. " ports")
+end
+
 --- The bytes of the file at path.
 function support.slurp(path)
   local fh = assert(io.open(path, "rb"))
