@@ -60,6 +60,7 @@ assert(io.open(dir .. "/cluster.json", "w")):write(text)
 EOF
 
 for i in 1 2 3 4; do
+  : > "$work/n$i.log"
   ip netns exec "csm-n$i" lua5.4 bin/csm node --config "$work/cluster.json" --name "n0$i" \
     --key "$work/n0$i.key" --data "$work/d$i" > "$work/n$i.log" 2> "$work/n$i.err" &
   pids+=($!)

@@ -12,6 +12,9 @@ local what, status = arg[1], tonumber(arg[2])
 local fail
 local function events(path)
   local list = {}
+  local fh = io.open(path)
+  if not fh then return list end -- (a node that has not logged yet)
+  fh:close()
   for line in io.lines(path) do
     local e = cjson.decode(line)
     if type(e) == "table" then list[#list + 1] = e end
