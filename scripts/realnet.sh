@@ -46,12 +46,17 @@ shim=$(ls build/5.4/libcsm_failsync.so)
 step "a node whose fdatasync fails exits 4 before the guarded send"
 lua5.4 bin/csm local --nodes 4 --ranks 1 --dir "$work/failsync" --quiet >/dev/null
 cfg="$work/failsync/cluster.json"
-pids=()
-for i in 1 2 3; do
-  lua5.4 bin/csm node --config "$cfg" --name "n0$i" --key "$work/failsync/n0$i.key" \
-    --data "$work/failsync/x$i" > "$work/failsync/x$i.log" &
-  pids+=($!)
-done
+# starts n01-n03 of the failsync cluster in the background, data and logs
+# named by $1 (x1, x1.log, ...); their pids in pids
+start_three() {
+  pids=()
+  for i in 1 2 3; do
+    lua5.4 bin/csm node --config "$cfg" --name "n0$i" --key "$work/failsync/n0$i.key" \
+      --data "$work/failsync/$1$i" > "$work/failsync/$1$i.log" &
+    pids+=($!)
+  done
+}
+start_three x
 set +e
 LD_PRELOAD="$PWD/$shim" CSM_FAIL_SYNC=20 lua5.4 bin/csm node --config "$cfg" --name n04 \
   --key "$work/failsync/n04.key" --data "$work/failsync/x4" > "$work/failsync/x4.log"
@@ -84,13 +89,7 @@ echo "   n04 rejoined empty at rank ${h[0]} and reached $target; heights:" \
 
 if [ "$(id -u)" -eq 0 ] && mkdir -p "$work/tiny" && mount -t tmpfs -o size=64k tmpfs "$work/tiny" 2>/dev/null; then
   step "a node whose disk fills exits 4; the others go on"
-  cfg="$work/failsync/cluster.json"
-  pids=()
-  for i in 1 2 3; do
-    lua5.4 bin/csm node --config "$cfg" --name "n0$i" --key "$work/failsync/n0$i.key" \
-      --data "$work/failsync/y$i" > "$work/failsync/y$i.log" &
-    pids+=($!)
-  done
+  start_three y
   set +e
   lua5.4 bin/csm node --config "$cfg" --name n04 --key "$work/failsync/n04.key" --data "$work/tiny/n04" \
     > "$work/failsync/y4.log"

@@ -6,6 +6,7 @@
 -- @module csm.cmd.local
 
 local cmd = require "csm.cmd"
+local percentile = require("csm.lab.report").percentile
 
 local M = {}
 
@@ -58,11 +59,6 @@ local function now_wall()
   return s + us / 1e6
 end
 
-local function percentile(sorted, p)
-  if #sorted == 0 then return 0 end
-  local i = math.max(1, math.min(#sorted, math.ceil(p * #sorted)))
-  return sorted[i]
-end
 
 -- A free range of n TCP ports on 127.0.0.1 from a random start, below
 -- Linux's ephemeral ports, which outgoing connections take.
