@@ -22,12 +22,16 @@ typedef struct csm_lmachine {
     int freed;
     uint8_t *exit_hooked; /* per state: Lua runs an on_exit hook when leaving it */
     uint64_t *taken;      /* per from * nevents + event: transitions made */
+    int *free_slots;      /* slots of the refs table released, for reuse */
+    size_t nfree, free_cap;
+    int next_slot;        /* the highest slot used so far */
 } csm_lmachine;
 
 /* The user value is a box of two tables: [1] the Lua half's fields (what
  * internals.data hands out), [2] the ledger's values under integer
- * references (luaL_ref), which no Lua code can reach: the core holds
- * pointers into them. */
+ * slots, which no Lua code can reach: the core holds pointers into them.
+ * The machine recycles its slots itself (luaL_ref would cost a lookup of
+ * its free list in the table on every receive). */
 #define BOX_FIELDS 1
 #define BOX_REFS 2
 
@@ -40,13 +44,44 @@ static void push_box(lua_State *L, int idx, int which)
 }
 typedef struct release_ctx {
     lua_State *L;
-    int refs;         /* stack index of the user value */
+    int refs;         /* stack index of the refs table */
+    struct csm_lmachine *m;
 } release_ctx;
+
+/* A free slot of m's refs table (not yet filled). */
+static int take_slot(csm_lmachine *m)
+{
+    return m->nfree > 0 ? m->free_slots[--m->nfree] : ++m->next_slot;
+}
+
+/* Gives slot back, empty. Under memory pressure it is not reused: the
+ * table's array keeps one more nil. */
+static void give_slot(csm_lmachine *m, int slot)
+{
+    if (m->nfree == m->free_cap) {
+        size_t cap = m->free_cap ? m->free_cap * 2 : 16;
+        int *slots = realloc(m->free_slots, cap * sizeof *slots);
+        if (slots == NULL)
+            return;
+        m->free_slots = slots;
+        m->free_cap = cap;
+    }
+    m->free_slots[m->nfree++] = slot;
+}
+
+/* Keeps the value at idx in slot of the refs table at refs. */
+static void fill_slot(lua_State *L, int refs, int slot, int idx)
+{
+    lua_pushvalue(L, idx);
+    lua_rawseti(L, refs, slot);
+}
 
 static void release(void *ud, int handle)
 {
     release_ctx *r = ud;
-    luaL_unref(r->L, r->refs, handle);
+    lua_pushnil(r->L);
+    lua_rawseti(r->L, r->refs, handle);
+    give_slot(r->m, handle);
 }
 
 static csm_lmachine *check_machine(lua_State *L, const char *fname)
@@ -194,8 +229,11 @@ static int machine_free(lua_State *L)
         return 0;
     m->freed = 1;
     push_box(L, 1, BOX_REFS);
-    release_ctx r = {L, lua_gettop(L)};
+    release_ctx r = {L, lua_gettop(L), m};
     csm_machine_free(&m->core, release, &r);
+    free(m->free_slots);
+    m->free_slots = NULL;
+    m->nfree = m->free_cap = 0;
     free(m->exit_hooked);
     m->exit_hooked = NULL;
     free(m->taken);
@@ -457,6 +495,24 @@ static int machine_transition_count(lua_State *L)
     return 1;
 }
 
+/* A receive whose arguments were checked: key (keylen bytes) from the
+ * argument at value_idx - 1, the value v at value_idx. */
+static int receive_checked(lua_State *L, csm_lmachine *m, int kind, const char *key,
+                           size_t keylen, csm_value *v, int value_idx)
+{
+    int slot = take_slot(m);
+    int stored;
+    int rc = csm_machine_receive(&m->core, kind, key, keylen, v, slot, &stored, NULL, NULL);
+    if (stored) {
+        push_box(L, 1, BOX_REFS);
+        fill_slot(L, lua_gettop(L), slot, value_idx);
+        lua_pop(L, 1);
+    } else {
+        give_slot(m, slot);
+    }
+    return result(L, m, rc);
+}
+
 static int receive(lua_State *L, int kind, const char *fname, int peer_idx,
                    const char *peer_name, const char *value_name)
 {
@@ -464,16 +520,7 @@ static int receive(lua_State *L, int kind, const char *fname, int peer_idx,
     size_t keylen;
     const char *key = csm_check_identity(L, peer_idx, fname, peer_idx - 1, peer_name, &keylen);
     csm_value *v = csm_check_value(L, peer_idx + 1, fname, peer_idx, value_name);
-    push_box(L, 1, BOX_REFS);
-    int refs = lua_gettop(L);
-    lua_pushvalue(L, peer_idx + 1);
-    int handle = luaL_ref(L, refs);
-    int stored;
-    release_ctx r = {L, refs};
-    int rc = csm_machine_receive(&m->core, kind, key, keylen, v, handle, &stored, release, &r);
-    if (!stored)
-        luaL_unref(L, refs, handle);
-    return result(L, m, rc);
+    return receive_checked(L, m, kind, key, keylen, v, peer_idx + 1);
 }
 
 /*** A peer's liveness announcement for the rank in collected. Kept once
@@ -517,12 +564,12 @@ static int machine_receive_vote(lua_State *L)
     csm_lmachine *m = check_machine(L, "sm:receive_vote");
     size_t len, voterlen;
     csm_check_identity(L, 2, "sm:receive_vote", 1, "proposer", &len);
-    csm_check_identity(L, 3, "sm:receive_vote", 2, "voter", &voterlen);
+    const char *voter = csm_check_identity(L, 3, "sm:receive_vote", 2, "voter", &voterlen);
     csm_value *v = csm_check_value(L, 4, "sm:receive_vote", 3, "vote");
     /* the proposer is not stored, but a peer identity all the same */
     if (!m->core.closed && len > m->core.limits.identity_bytes)
         return result(L, m, csm_machine_admit(&m->core, v->rank, len, 0));
-    return receive(L, CSM_VOTES, "sm:receive_vote", 3, "voter", "vote");
+    return receive_checked(L, m, CSM_VOTES, voter, voterlen, v, 4);
 }
 
 /*** A peer's confirmation of the state it finalized; queues
@@ -673,12 +720,13 @@ static int machine_store(lua_State *L)
     csm_value *v = csm_check_value(L, 5, "sm:store", 4, "value");
     push_box(L, 1, BOX_REFS);
     int refs = lua_gettop(L);
-    lua_pushvalue(L, 5);
-    int handle = luaL_ref(L, refs);
-    release_ctx r = {L, refs};
-    int rc = csm_machine_store(&m->core, kind, rank, key, keylen, v, handle, release, &r);
-    if (rc != CSM_OK)
-        luaL_unref(L, refs, handle);
+    int slot = take_slot(m);
+    release_ctx r = {L, refs, m};
+    int rc = csm_machine_store(&m->core, kind, rank, key, keylen, v, slot, release, &r);
+    if (rc == CSM_OK)
+        fill_slot(L, refs, slot, 5);
+    else
+        give_slot(m, slot);
     return result(L, m, rc);
 }
 
@@ -694,7 +742,7 @@ static int machine_prune(lua_State *L)
     if (m->core.closed)
         return csm_refuse(L, csm_strerror(CSM_ECLOSED), CSM_ECLOSED);
     push_box(L, 1, BOX_REFS);
-    release_ctx r = {L, lua_gettop(L)};
+    release_ctx r = {L, lua_gettop(L), m};
     csm_ledger_prune(&m->core.ledger, rank, release, &r);
     lua_pushboolean(L, 1);
     return 1;
@@ -729,7 +777,7 @@ static int machine_set_active_state(lua_State *L)
     lua_pushvalue(L, 2);
     lua_setfield(L, -2, "active");
     push_box(L, 1, BOX_REFS);
-    release_ctx r = {L, lua_gettop(L)};
+    release_ctx r = {L, lua_gettop(L), m};
     csm_machine_set_active(&m->core, v != NULL, v ? v->rank : 0, release, &r);
     lua_pushboolean(L, 1);
     return 1;

@@ -2,13 +2,103 @@
 -- Workloads for instruction counts: tools/icount.sh runs each under
 -- valgrind --tool=callgrind at two sizes, so set-up cancels out.
 --
+--   lua5.4 tools/icount.lua receive_vote N      N distinct voters at each of 50
+--                                                 ranks into a machine whose
+--                                                 behaviours are off; events handled
 --   lua5.4 tools/icount.lua self_transition N   N voting -> voting transitions
+--   lua5.4 tools/icount.lua trivial_cluster N   4 machines of trivial providers,
+--                                                 zero latency, until each finalized
+--                                                 N ranks (csm's machinery alone)
 --   lua5.4 tools/icount.lua sim_cluster K N     K reference nodes, zero latency,
 --                                                 until every node finalized N ranks
+--   lua5.4 tools/icount.lua idle_machine N      N idle machines: prints the bytes of
+--                                                 RSS and of Lua heap per machine
 local csm = require "csm"
 
 local workload = arg[1]
-if workload == "self_transition" then
+
+-- A machine that runs no behaviour: receives are stored and their events
+-- handled (dropped in loading), nothing else.
+local function quiet_machine(world)
+  local states = {}
+  for name in pairs(csm.states) do states[name] = { behavior = false } end
+  return csm.new { id = "me", initial = csm.value("genesis", 0), loop = world, states = states }
+end
+
+-- Four machines whose providers do the least a round needs: the first
+-- leader proposes at once, everyone votes for its proposal, a quorum is any
+-- three votes. Messages are delivered by the world at the same instant.
+local function trivial_cluster(n)
+  local world = csm.sim { seed = 1, steps_per_instant = math.huge }
+  local names, machines, heights = { "n1", "n2", "n3", "n4" }, {}, {}
+  local function broadcast(from, method, a, b, c)
+    for i = 1, n do
+      if i ~= from then
+        local sm = machines[i]
+        world:after(0, function() sm[method](sm, a, b, c) end)
+      end
+    end
+  end
+  local genesis = csm.value("genesis", 0)
+  for i = 1, n do
+    local name = names[i]
+    local p = {
+      sync = { synchronize = function(_, existing) return existing end },
+      leader = {
+        get_next_leaders = function() return names end,
+        prove_next_state = function(_, prior, _, ctx)
+          if i > 1 then return ctx:await(function() end) end -- until the state is left
+          return csm.value("s", prior:rank() + 1)
+        end,
+      },
+      liveness = {
+        collect = function() return csm.value(name, machines[i]:active_state():rank() + 1) end,
+        send_liveness = function(_, _, collected) broadcast(i, "receive_liveness_check", name, collected) end,
+      },
+      voting = {
+        send_proposal = function(_, proposal) broadcast(i, "receive_proposal", name, proposal) end,
+        decide_and_send_vote = function(_, proposals)
+          local vote = proposals.n1
+          broadcast(i, "receive_vote", "n1", name, vote)
+          return "n1", vote
+        end,
+        send_vote = function(_, vote) broadcast(i, "receive_vote", "n1", name, vote) return name end,
+        is_quorum = function(_, votes)
+          local k = 0
+          for _ in pairs(votes) do k = k + 1 end
+          return k >= 3
+        end,
+        finalize_votes = function(_, proposals) return proposals.n1, "n1" end,
+        send_confirmation = function(_, finalized)
+          heights[i] = finalized:rank()
+          broadcast(i, "receive_confirmation", name, finalized)
+        end,
+      },
+    }
+    heights[i] = 0
+    machines[i] = csm.new { id = name, initial = genesis, loop = world, emit_on_send = true,
+      minimum_provers = 3, sync = p.sync, leader = p.leader, liveness = p.liveness, voting = p.voting }
+  end
+  return world, machines, heights
+end
+
+if workload == "receive_vote" then
+  local n = assert(tonumber(arg[2]), "usage: icount.lua receive_vote N")
+  local world = csm.sim { seed = 1 }
+  local sm = quiet_machine(world)
+  local voters, values = {}, {}
+  for i = 1, n do voters[i] = "voter-" .. i end
+  for r = 1, 50 do values[r] = csm.value("v" .. r, r) end
+  local receive = sm.receive_vote
+  for r = 1, 50 do
+    local v = values[r]
+    for i = 1, n do receive(sm, "p", voters[i], v) end
+    world:run("nowait")
+  end
+  world:run("nowait")
+  assert(sm:inspect().entries_held == 50 * n)
+  sm:close()
+elseif workload == "self_transition" then
   local n = assert(tonumber(arg[2]), "usage: icount.lua self_transition N")
   local world = csm.sim { seed = 1 }
   local sm = csm.new { id = "me", initial = csm.value("g", 0), loop = world,
@@ -23,6 +113,15 @@ if workload == "self_transition" then
   world:run("nowait")
   assert(sm:transition_count() == n + 1)
   sm:close()
+elseif workload == "trivial_cluster" then
+  local ranks = assert(tonumber(arg[2]), "usage: icount.lua trivial_cluster N")
+  local world, machines, heights = trivial_cluster(4)
+  for _, sm in ipairs(machines) do sm:start() end
+  assert(world:run_until(function()
+    for i = 1, 4 do if heights[i] < ranks then return false end end
+    return true
+  end, 36000))
+  for _, sm in ipairs(machines) do sm:close() end
 elseif workload == "sim_cluster" then
   local reference = require "csm.protocols.reference"
   local cluster = require "csm.lab.cluster"
@@ -35,7 +134,26 @@ elseif workload == "sim_cluster" then
   assert(world:run_until(function() return checker.reached(nodes, ranks) end, 36000))
   io.stderr:write(string.format("delivered %d\n", network.stats.delivered))
   for _, node in ipairs(nodes) do node.sm:close() end
+elseif workload == "idle_machine" then
+  local memory = require "csm.lab.memory"
+  local n = assert(tonumber(arg[2]), "usage: icount.lua idle_machine N")
+  local world = csm.sim { seed = 1 }
+  local genesis = csm.value("genesis", 0)
+  local machines = {}
+  local h0, r0 = memory.heap_bytes(true), memory.rss_bytes()
+  for i = 1, n do
+    -- no sync provider: loading does nothing, the machine idles there
+    local sm = csm.new { id = "me", initial = genesis, loop = world }
+    sm:start()
+    machines[i] = sm
+  end
+  world:run_for(1.5)
+  local h1, r1 = memory.heap_bytes(true), memory.rss_bytes()
+  print(string.format("idle_machine: %d bytes of RSS per machine (%d of Lua heap)",
+    math.floor((r1 - r0) / n), math.floor((h1 - h0) / n)))
+  for _, sm in ipairs(machines) do sm:close() end
 else
-  io.stderr:write("usage: icount.lua self_transition N | sim_cluster K N\n")
+  io.stderr:write("usage: icount.lua receive_vote N | self_transition N | trivial_cluster N"
+    .. " | sim_cluster K N | idle_machine N\n")
   os.exit(2)
 end

@@ -1,5 +1,6 @@
 #include "ledger.h"
 
+#include <stddef.h>
 #include <stdlib.h>
 
 #include "err.h"
@@ -11,6 +12,7 @@ const char *const csm_kind_names[CSM_NKINDS] = {
 void csm_ledger_init(csm_ledger *l, size_t max_entries)
 {
     l->pages = NULL;
+    l->last = NULL;
     l->npages = 0;
     l->nentries = 0;
     l->max_entries = max_entries;
@@ -18,8 +20,12 @@ void csm_ledger_init(csm_ledger *l, size_t max_entries)
 
 csm_page *csm_ledger_page(csm_ledger *l, uint64_t rank)
 {
+    if (l->last != NULL && l->last->rank == rank)
+        return l->last;
     csm_page *page = NULL;
     HASH_FIND(hh, l->pages, &rank, sizeof rank, page);
+    if (page != NULL)
+        l->last = page;
     return page;
 }
 
@@ -40,46 +46,107 @@ size_t csm_ledger_count(csm_ledger *l, int kind, uint64_t rank)
     return page == NULL ? 0 : page->sizes[kind];
 }
 
-int csm_ledger_put(csm_ledger *l, int kind, uint64_t rank, const char *key,
-                   size_t keylen, const csm_value *value, int handle, int *old)
+#define CHUNK_FIRST 512
+#define CHUNK_MOST 16384
+
+/* n bytes for an entry of page, from its newest chunk or a new one (each
+ * twice the last, up to CHUNK_MOST, or as big as one entry needs). */
+static void *carve(csm_page *page, size_t n)
 {
-    *old = -1;
+    n = (n + _Alignof(max_align_t) - 1) & ~(size_t)(_Alignof(max_align_t) - 1);
+    csm_chunk *c = page->chunks;
+    if (c == NULL || c->cap - c->used < n) {
+        size_t cap = c == NULL ? CHUNK_FIRST : c->cap * 2;
+        if (cap > CHUNK_MOST)
+            cap = CHUNK_MOST;
+        if (cap < n)
+            cap = n;
+        csm_chunk *fresh = malloc(sizeof *fresh + cap);
+        if (fresh == NULL)
+            return NULL;
+        fresh->next = c;
+        fresh->used = 0;
+        fresh->cap = cap;
+        page->chunks = fresh;
+        c = fresh;
+    }
+    void *p = c->bytes + c->used;
+    c->used += n;
+    return p;
+}
+
+/* Gives back the last n bytes carve handed out (an entry uthash refused). */
+static void uncarve(csm_page *page, size_t n)
+{
+    n = (n + _Alignof(max_align_t) - 1) & ~(size_t)(_Alignof(max_align_t) - 1);
+    page->chunks->used -= n;
+}
+
+/* The page of rank, made when there is none (*made says so). */
+static csm_page *page_for(csm_ledger *l, uint64_t rank, int *made)
+{
+    *made = 0;
     csm_page *page = csm_ledger_page(l, rank);
-    csm_entry *entry = NULL;
     if (page != NULL)
-        HASH_FIND(hh, page->maps[kind], key, keylen, entry);
-    if (entry != NULL) {
-        *old = entry->handle;
-        entry->value = value;
-        entry->handle = handle;
-        return CSM_OK;
+        return page;
+    page = calloc(1, sizeof *page);
+    if (page == NULL)
+        return NULL;
+    page->rank = rank;
+    HASH_ADD(hh, l->pages, rank, sizeof page->rank, page);
+    if (page->hh.tbl == NULL) {
+        free(page);
+        return NULL;
     }
-    if (page != NULL && page->sizes[kind] >= l->max_entries)
-        return CSM_EFULL;
-    int made_page = 0;
-    if (page == NULL) {
-        page = calloc(1, sizeof *page);
-        if (page == NULL)
-            return CSM_ENOMEM;
-        page->rank = rank;
-        HASH_ADD(hh, l->pages, rank, sizeof page->rank, page);
-        if (page->hh.tbl == NULL) {
-            free(page);
-            return CSM_ENOMEM;
-        }
-        l->npages++;
-        made_page = 1;
+    l->npages++;
+    l->last = page;
+    *made = 1;
+    return page;
+}
+
+static void drop_page(csm_ledger *l, csm_page *page)
+{
+    for (csm_chunk *c = page->chunks, *next; c != NULL; c = next) {
+        next = c->next;
+        free(c);
     }
-    entry = malloc(sizeof *entry + keylen);
+    HASH_DEL(l->pages, page);
+    l->npages--;
+    if (l->last == page)
+        l->last = NULL;
+    free(page);
+}
+
+/* Finds key in kind at rank, hashing it once; adds value when it is absent
+ * (*held NULL) unless the map is full. */
+static int find_or_add(csm_ledger *l, int kind, uint64_t rank, const char *key, size_t keylen,
+                       const csm_value *value, int handle, csm_entry **held)
+{
+    *held = NULL;
+    unsigned hashv;
+    HASH_VALUE(key, keylen, hashv);
+    csm_page *page = csm_ledger_page(l, rank);
+    if (page != NULL) {
+        HASH_FIND_BYHASHVALUE(hh, page->maps[kind], key, keylen, hashv, *held);
+        if (*held != NULL)
+            return CSM_OK;
+        if (page->sizes[kind] >= l->max_entries)
+            return CSM_EFULL;
+    }
+    int made;
+    page = page_for(l, rank, &made);
+    if (page == NULL)
+        return CSM_ENOMEM;
+    csm_entry *entry = carve(page, sizeof *entry + keylen);
     if (entry == NULL)
         goto err_after_page;
     memcpy(entry->key, key, keylen);
     entry->keylen = keylen;
     entry->value = value;
     entry->handle = handle;
-    HASH_ADD_KEYPTR(hh, page->maps[kind], entry->key, keylen, entry);
+    HASH_ADD_KEYPTR_BYHASHVALUE(hh, page->maps[kind], entry->key, keylen, hashv, entry);
     if (entry->hh.tbl == NULL) {
-        free(entry);
+        uncarve(page, sizeof *entry + keylen);
         goto err_after_page;
     }
     page->sizes[kind]++;
@@ -87,29 +154,46 @@ int csm_ledger_put(csm_ledger *l, int kind, uint64_t rank, const char *key,
     return CSM_OK;
 
 err_after_page:
-    if (made_page) {
-        HASH_DEL(l->pages, page);
-        l->npages--;
-        free(page);
-    }
+    if (made)
+        drop_page(l, page);
     return CSM_ENOMEM;
+}
+
+int csm_ledger_add(csm_ledger *l, int kind, uint64_t rank, const char *key, size_t keylen,
+                   const csm_value *value, int handle, csm_entry **held)
+{
+    return find_or_add(l, kind, rank, key, keylen, value, handle, held);
+}
+
+int csm_ledger_put(csm_ledger *l, int kind, uint64_t rank, const char *key,
+                   size_t keylen, const csm_value *value, int handle, int *old)
+{
+    *old = -1;
+    csm_entry *held;
+    int rc = find_or_add(l, kind, rank, key, keylen, value, handle, &held);
+    if (rc == CSM_OK && held != NULL) {
+        *old = held->handle;
+        held->value = value;
+        held->handle = handle;
+    }
+    return rc;
 }
 
 static void free_page(csm_ledger *l, csm_page *page, csm_release_fn release, void *ud)
 {
     for (int kind = 0; kind < CSM_NKINDS; kind++) {
-        csm_entry *entry, *tmp;
-        HASH_ITER(hh, page->maps[kind], entry, tmp) {
-            HASH_DELETE(hh, page->maps[kind], entry);
+        /* the whole map goes: free its table, then walk the entries' chain */
+        csm_entry *entry = page->maps[kind];
+        HASH_CLEAR(hh, page->maps[kind]);
+        while (entry != NULL) {
+            csm_entry *next = entry->hh.next;
             if (release != NULL)
                 release(ud, entry->handle);
-            free(entry);
             l->nentries--;
+            entry = next;
         }
     }
-    HASH_DEL(l->pages, page);
-    l->npages--;
-    free(page);
+    drop_page(l, page);
 }
 
 void csm_ledger_prune(csm_ledger *l, uint64_t upto, csm_release_fn release, void *ud)

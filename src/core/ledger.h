@@ -27,10 +27,19 @@ typedef struct csm_entry {
     char key[];          /* the peer identity, keylen bytes */
 } csm_entry;
 
+/* Entries are never removed one by one, only with their page, so a page
+ * carves them out of chunks it frees when it goes. */
+typedef struct csm_chunk {
+    struct csm_chunk *next;
+    size_t used, cap;
+    _Alignas(max_align_t) char bytes[];
+} csm_chunk;
+
 /* A page: everything heard about one rank. */
 typedef struct csm_page {
     UT_hash_handle hh;
     uint64_t rank;
+    csm_chunk *chunks;   /* the newest first */
     csm_entry *maps[CSM_NKINDS];
     size_t sizes[CSM_NKINDS];
 } csm_page;
@@ -39,6 +48,7 @@ typedef void (*csm_release_fn)(void *ud, int handle);
 
 typedef struct csm_ledger {
     csm_page *pages;     /* one per rank with entries, keyed by rank */
+    csm_page *last;      /* the page found last (receives come in runs of one rank) */
     size_t npages;
     size_t nentries;
     size_t max_entries;   /* per map per rank */
@@ -61,6 +71,12 @@ csm_entry *csm_ledger_get(csm_ledger *l, int kind, uint64_t rank,
  * the map already holds max_entries, or CSM_ENOMEM. */
 int csm_ledger_put(csm_ledger *l, int kind, uint64_t rank, const char *key,
                    size_t keylen, const csm_value *value, int handle, int *old);
+
+/* Stores value under key unless key is present: then *held is its entry
+ * and nothing changes; else *held is NULL. One hash of key either way.
+ * Returns CSM_OK, CSM_EFULL (the map holds max_entries) or CSM_ENOMEM. */
+int csm_ledger_add(csm_ledger *l, int kind, uint64_t rank, const char *key, size_t keylen,
+                   const csm_value *value, int handle, csm_entry **held);
 
 /* Entries in kind at rank. */
 size_t csm_ledger_count(csm_ledger *l, int kind, uint64_t rank);

@@ -390,23 +390,17 @@ int csm_machine_receive(csm_machine *m, int kind, const char *key, size_t keylen
     int rc = csm_machine_admit(m, value->rank, keylen, value->len);
     if (rc != CSM_OK)
         return rc;
-    csm_entry *held = csm_ledger_get(&m->ledger, kind, value->rank, key, keylen);
-    if (held != NULL) {
-        if (kind == CSM_VOTES && (held->value->len != value->len ||
-                                  memcmp(held->value->identity, value->identity, value->len))) {
-            return conflict(m, key, keylen, value->rank);
-        }
-    } else {
-        int old;
-        rc = csm_ledger_put(&m->ledger, kind, value->rank, key, keylen, value, handle, &old);
-        if (rc == CSM_EFULL)
-            return full(m, kind, value->rank);
-        if (rc != CSM_OK)
-            return rc;
-        if (old >= 0 && release != NULL)
-            release(ud, old);
+    csm_entry *held;
+    rc = csm_ledger_add(&m->ledger, kind, value->rank, key, keylen, value, handle, &held);
+    if (rc == CSM_EFULL)
+        return full(m, kind, value->rank);
+    if (rc != CSM_OK)
+        return rc;
+    if (held == NULL)
         *stored = 1;
-    }
+    else if (kind == CSM_VOTES && (held->value->len != value->len ||
+                                   memcmp(held->value->identity, value->identity, value->len)))
+        return conflict(m, key, keylen, value->rank);
     m->received++;
     if (!m->receive_queued[kind]) {
         rc = csm_machine_send(m, m->receive_events[kind]);
