@@ -37,26 +37,31 @@ describe("csm's edges", function()
       local internal = require("csm.internal").machine
       local sm = quiet()
       local fields = internal.data(sm)
-      fields.event_ids = { start = 999, stop = -3, induce_sync = 1.5 }
+      internal.set_events(sm, { start = 999, stop = -3, induce_sync = 1.5 })
       assert.are.equal("sm:send_event: event 'start' has an id out of range",
         error_of(sm.send_event, sm, "start"))
       assert.are.equal("sm:send_event: event 'stop' has an id out of range",
         error_of(sm.send_event, sm, "stop"))
-      fields.event_ids = nil
+      internal.set_events(sm, nil)
       assert.are.equal("sm:send_event: the machine's event names are missing",
         error_of(sm.send_event, sm, "x"))
       fields.state_names = nil
       assert.are.equal("sm:state: the machine's state names are missing", error_of(sm.state, sm))
-      assert.are.equal("sm:_set_transition: state id out of range",
-        error_of(internal.set_transition, sm, 99, 0, 0))
-      assert.are.equal("sm:_set_transition: event id out of range",
-        error_of(internal.set_transition, sm, 0, 2 ^ 40, 0))
+      local layout = internal.layout(11, 23)
+      assert.are.equal("layout:_set_transition: state id out of range",
+        error_of(internal.set_transition, layout, 99, 0, 0))
+      assert.are.equal("layout:_set_transition: event id out of range",
+        error_of(internal.set_transition, layout, 0, 2 ^ 40, 0))
+      assert.are.equal("layout:_set_state: state id out of range",
+        error_of(internal.set_state, layout, 11, false, false, false))
       assert.are.equal("sm:_enter: state id out of range", error_of(internal.enter, sm, -1, 0))
       assert.are.equal("sm:_taken: edge out of range", error_of(internal.taken, sm, 1e9))
-      assert.are.equal("sm:_set_timeout: event id out of range",
-        error_of(internal.set_timeout, sm, 0, 1, 9999))
+      assert.are.equal("layout:_set_timeout: event id out of range",
+        error_of(internal.set_timeout, layout, 0, 1, 9999))
       assert.are.equal("csm.new: the number of states out of range",
-        error_of(internal.machine, csm.sim(), 1e9, 30, nil))
+        error_of(internal.layout, 1e9, 30))
+      assert.are.equal("core.machine: bad argument #2 'layout' (csm layout expected, got nil)",
+        error_of(internal.machine, csm.sim(), nil, nil))
       sm:close()
     end)
   end)

@@ -20,8 +20,7 @@ typedef struct csm_lmachine {
     csm_loop *loop;
     int anchored;     /* its world holds a busy machine */
     int freed;
-    uint8_t *exit_hooked; /* per state: Lua runs an on_exit hook when leaving it */
-    uint64_t *taken;      /* per from * nevents + event: transitions made */
+    int listened;         /* listeners are told of every transition */
     int *free_slots;      /* slots of the refs table released, for reuse */
     size_t nfree, free_cap;
     int next_slot;        /* the highest slot used so far */
@@ -31,9 +30,19 @@ typedef struct csm_lmachine {
  * internals.data hands out), [2] the ledger's values under integer
  * slots, which no Lua code can reach: the core holds pointers into them.
  * The machine recycles its slots itself (luaL_ref would cost a lookup of
- * its free list in the table on every receive). */
+ * its free list in the table on every receive). [3] is the active state,
+ * [4] each state's behaviour and [5] the ctx of the one running, for the
+ * driver, [6] the event ids by name. */
 #define BOX_FIELDS 1
 #define BOX_REFS 2
+#define BOX_ACTIVE 3     /* the active state, or nil */
+#define BOX_BEHAVIORS 4  /* per state id + 1: its behaviour, or false */
+#define BOX_CTX 5        /* the ctx of the behaviour running, or nil */
+#define BOX_EVENTS 6     /* event name -> id, for send_event */
+
+/* The flags of a layout's states, for the driver. */
+#define LAYOUT_EXIT 1  /* an on_exit hook runs when leaving it */
+#define LAYOUT_ENTRY 2 /* an on_enter hook runs when entering it */
 
 /* Pushes the machine at idx's fields or refs table. */
 static void push_box(lua_State *L, int idx, int which)
@@ -120,7 +129,240 @@ static int result(lua_State *L, csm_lmachine *m, int rc)
     return csm_refuse(L, m->core.error, rc);
 }
 
-/* Runs the Lua driver for a machine with events or a wake waiting. */
+/* ---- the driver: a machine's events through its hooks ----
+ *
+ * Each transition: cancel the ctx of the state left, switch state (the
+ * core re-arms the timeout), then start the new state's behaviour on a
+ * pooled coroutine with a new ctx. A transition with a guard to ask, an
+ * on_exit or on_enter hook, or listeners to tell goes through the Lua half
+ * (lua/csm/driver.lua) up to the behaviour's start. What the driver needs
+ * of lua/csm/ctx.lua and lua/csm/driver.lua is in its kit, its upvalue. */
+
+/* The drive closure's upvalues: the kit's items (tasks.kit of
+ * lua/csm/ctx.lua, then two of lua/csm/driver.lua), the keys the driver
+ * sets and reads (pushed from here, they need no interning), and a spare
+ * coroutine: the last one whose behaviour returned at once, taken before
+ * the pool. */
+/* A ctx's array part (lua/csm/ctx.lua): its machine, its coroutine (false
+ * once its behaviour returned) and whether it is cancelled. */
+enum { CTX_SM = 1, CTX_CO, CTX_CANCELLED };
+
+enum {
+    UP_CTX_MT = 1, /* the ctx metatable */
+    UP_DONE,       /* what a pooled coroutine yields when its job returned */
+    UP_IDLE,       /* the pool of idle coroutines, a sequence */
+    UP_IDLE_MAX,   /* the most it keeps */
+    UP_BODY,       /* a pooled coroutine's function */
+    UP_FINISH,     /* finish(task, ok, first): a resume that did not end in DONE */
+    UP_CANCEL,     /* cancel(ctx): a ctx with blocked or spawned tasks */
+    UP_WAKE,       /* wake(ctx): a message arrived */
+    UP_SLOW,       /* slow(sm, event, to, guarded, from) -> entered, data */
+    UP_FATAL,      /* fatal(sm, err): a hook or the driver raised */
+    UP_KIT_N = UP_FATAL,
+    UP_BLOCKED, UP_SPAWNED,
+    UP_SPARE,
+    UP_N = UP_SPARE
+};
+static const char *const drive_keys[] = {
+    [UP_BLOCKED] = "blocked", [UP_SPAWNED] = "spawned",
+};
+#define UP(i) lua_upvalueindex(i)
+
+#define DRIVE_BATCH 64 /* events per turn, so one busy machine cannot starve the rest */
+
+static int csm_resume(lua_State *co, lua_State *from, int nargs, int *nres)
+{
+#if LUA_VERSION_NUM >= 504
+    return lua_resume(co, from, nargs, nres);
+#else
+    (void)from;
+    int status = lua_resume(co, nargs);
+    *nres = lua_gettop(co);
+    return status;
+#endif
+}
+
+/* Whether the table at idx has a non-nil value under the key upvalue up. */
+static int has_raw(lua_State *L, int idx, int up)
+{
+    lua_pushvalue(L, UP(up));
+    lua_rawget(L, idx);
+    int has = !lua_isnil(L, -1);
+    lua_pop(L, 1);
+    return has;
+}
+
+/* Pushes the ctx of the behaviour running (nil if none) and forgets it;
+ * box at idx. */
+static void take_ctx(lua_State *L, int box)
+{
+    lua_rawgeti(L, box, BOX_CTX);
+    lua_pushnil(L);
+    lua_rawseti(L, box, BOX_CTX);
+}
+
+/* Cancels the ctx of the state being left: at once when nothing of it
+ * waits, through the kit's cancel otherwise. */
+static void cancel_ctx(lua_State *L, int box)
+{
+    take_ctx(L, box);
+    int ctx = lua_gettop(L);
+    if (lua_istable(L, ctx)) {
+        if (has_raw(L, ctx, UP_BLOCKED) || has_raw(L, ctx, UP_SPAWNED)) {
+            lua_pushvalue(L, UP(UP_CANCEL));
+            lua_pushvalue(L, ctx);
+            lua_call(L, 1, 0);
+        } else {
+            lua_pushboolean(L, 1);
+            lua_rawseti(L, ctx, CTX_CANCELLED);
+        }
+    }
+    lua_pop(L, 1);
+}
+
+/* Pushes an idle coroutine (the spare, one from the pool, or a new one on
+ * the pooled body) and returns it. */
+static lua_State *idle_coroutine(lua_State *L)
+{
+    lua_State *co = lua_tothread(L, UP(UP_SPARE));
+    if (co != NULL) {
+        lua_pushvalue(L, UP(UP_SPARE));
+        lua_pushnil(L);
+        lua_replace(L, UP(UP_SPARE));
+        return co;
+    }
+    int idle = UP(UP_IDLE);
+    lua_Integer n = (lua_Integer)lua_rawlen(L, idle);
+    if (n > 0) {
+        lua_rawgeti(L, idle, n);
+        co = lua_tothread(L, -1);
+        lua_pushnil(L);
+        lua_rawseti(L, idle, n);
+        /* only what a coroutine that yielded DONE left there (the pool is csm's own) */
+        if (co != NULL && lua_status(co) == LUA_YIELD && lua_gettop(co) == 0)
+            return co;
+        lua_pop(L, 1);
+    }
+    co = lua_newthread(L);
+    lua_pushvalue(L, UP(UP_BODY));
+    lua_xmove(L, co, 1);
+    return co;
+}
+
+/* Starts the behaviour of state to, if it has one, with data (the active
+ * state, at idx data); self at 1, its user value (the box) at box. */
+static void start_behavior(lua_State *L, csm_lmachine *m, int to, int box, int data)
+{
+    int top = lua_gettop(L);
+    lua_rawgeti(L, box, BOX_BEHAVIORS);
+    lua_rawgeti(L, -1, to + 1);
+    if (lua_type(L, -1) != LUA_TFUNCTION) {
+        m->core.waiting = 0;
+        lua_settop(L, top);
+        return;
+    }
+    int behavior = lua_gettop(L);
+    lua_createtable(L, CTX_CANCELLED, 0); /* the ctx: { sm, co }, and cancelled once left */
+    int ctx = behavior + 1;
+    lua_pushvalue(L, UP(UP_CTX_MT));
+    lua_setmetatable(L, ctx);
+    lua_pushvalue(L, 1);
+    lua_rawseti(L, ctx, CTX_SM);
+    lua_State *co = idle_coroutine(L);
+    int thread = ctx + 1;
+    lua_pushvalue(L, thread);
+    lua_rawseti(L, ctx, CTX_CO);
+    lua_pushvalue(L, ctx);
+    lua_rawseti(L, box, BOX_CTX);
+    m->core.waiting = 1;
+    /* body(ctx, behavior, sm, data) */
+    lua_pushvalue(L, ctx);
+    lua_pushvalue(L, behavior);
+    lua_pushvalue(L, 1);
+    lua_pushvalue(L, data);
+    lua_xmove(L, co, 4);
+    int nres = 0;
+    int status = csm_resume(co, L, 4, &nres);
+    if (status == LUA_YIELD && nres == 1 && lua_topointer(co, -1) == lua_topointer(L, UP(UP_DONE))) {
+        /* the behaviour returned without waiting: its coroutine is the
+         * spare (a ctx's own finished is never read: only spawned tasks' are) */
+        lua_pop(co, 1);
+        lua_pushboolean(L, 0);
+        lua_rawseti(L, ctx, CTX_CO);
+        if (lua_isnil(L, UP(UP_SPARE))) {
+            lua_pushvalue(L, thread);
+            lua_replace(L, UP(UP_SPARE));
+        }
+    } else {
+        /* it waits, yielded elsewhere or raised: finish(ctx, ok, first) */
+        lua_pushvalue(L, UP(UP_FINISH));
+        lua_pushvalue(L, ctx);
+        if (status == LUA_YIELD) {
+            lua_pushboolean(L, 1);
+            if (nres > 0) {
+                lua_pushvalue(co, -nres);
+                lua_xmove(co, L, 1);
+                lua_pop(co, nres);
+            } else {
+                lua_pushnil(L);
+            }
+        } else {
+            lua_pushboolean(L, 0);
+            lua_xmove(co, L, 1);
+        }
+        lua_call(L, 3, 0);
+    }
+    lua_settop(L, top);
+}
+
+/* drive(sm): runs up to DRIVE_BATCH of a machine's events, then wakes its
+ * behaviour if a message arrived. Called protected by on_drive. */
+static int drive(lua_State *L)
+{
+    csm_lmachine *m = lua_touserdata(L, 1);
+    csm_getuservalue(L, 1);
+    int box = lua_gettop(L);
+    for (int i = 0; i < DRIVE_BATCH && !m->core.closed; i++) {
+        int event, to, guarded;
+        if (!csm_machine_next(&m->core, &event, &to, &guarded))
+            break;
+        int from = m->core.state;
+        const uint8_t *flags = m->core.layout->flags;
+        if (guarded || (flags[from] & LAYOUT_EXIT) || (flags[to] & LAYOUT_ENTRY) || m->listened) {
+            lua_pushvalue(L, UP(UP_SLOW));
+            lua_pushvalue(L, 1);
+            lua_pushinteger(L, event);
+            lua_pushinteger(L, to);
+            lua_pushboolean(L, guarded);
+            lua_pushinteger(L, from);
+            lua_call(L, 5, 2);
+            if (lua_toboolean(L, -2) && !m->core.closed)
+                start_behavior(L, m, to, box, box + 2);
+        } else {
+            cancel_ctx(L, box);
+            if (m->core.closed)
+                break;
+            if (csm_machine_enter(&m->core, to) != CSM_OK)
+                return csm_error(L, "csm: %s", csm_strerror(CSM_ENOMEM));
+            csm_machine_count(&m->core, from, event);
+            lua_rawgeti(L, box, BOX_ACTIVE);
+            start_behavior(L, m, to, box, box + 1);
+        }
+        lua_settop(L, box);
+    }
+    if (!m->core.closed && m->core.wake_due) {
+        m->core.wake_due = 0;
+        lua_rawgeti(L, box, BOX_CTX);
+        if (lua_istable(L, -1)) {
+            lua_pushvalue(L, UP(UP_WAKE));
+            lua_insert(L, -2);
+            lua_call(L, 1, 0);
+        }
+    }
+    return 0;
+}
+
+/* Runs the driver for a machine with events or a wake waiting. */
 static void on_drive(csm_task *task)
 {
     csm_lmachine *m = (csm_lmachine *)((char *)task - offsetof(csm_machine, task));
@@ -137,17 +379,26 @@ static void on_drive(csm_task *task)
     csm_push_anchored(T, &b->drive_ref);
     lua_pushvalue(T, self);
     int status = csm_pcall(b, 1, 0);
-    m->core.driving = 0;
     if (status != 0) {
-        /* the driver handles hook errors itself; this is a last resort */
-        fprintf(stderr, "csm: machine driver failed: %s\n", lua_tostring(T, -1));
-        lua_pop(T, 1);
-        csm_machine_close(&m->core);
+        /* a hook raised: the machine closes with the error, kept for
+         * sm:error() (the kit's fatal) */
+        int err = lua_gettop(T);
+        csm_push_anchored(T, &b->drive_ref);
+        if (lua_getupvalue(T, -1, UP_FATAL) != NULL && lua_isfunction(T, -1)) {
+            lua_pushvalue(T, self);
+            lua_pushvalue(T, err);
+            status = csm_pcall(b, 2, 0);
+        }
+        if (status != 0) {
+            fprintf(stderr, "csm: machine driver failed: %s\n", lua_tostring(T, err));
+            csm_machine_close(&m->core);
+        }
     }
+    m->core.driving = 0;
     if (!m->core.closed && (m->core.queue_len > 0 || m->core.wake_due))
         csm_scheduler_post(m->core.scheduler, &m->core.task);
     sync_anchor(T, m, self);
-    lua_pop(T, 1);
+    lua_settop(T, self - 1);
 }
 
 /* The integer argument at idx, within [lo, hi]; raises naming fname. */
@@ -167,23 +418,121 @@ static void check_limit(lua_State *L, int idx, const char *name, double lo, doub
     lua_pop(L, 1);
 }
 
-/* core.machine(loop, nstates, nevents, limits) -> machine */
+/* ---- layouts: what machines of one shape share ---- */
+
+/* A layout userdata holds a reference to a core layout; its user value is
+ * the table of each state's behaviour (state id + 1 -> function or
+ * false), which every machine on it shares. */
+typedef struct csm_llayout {
+    csm_layout *core;
+} csm_llayout;
+
+static csm_llayout *check_layout(lua_State *L, int idx, const char *fname)
+{
+    csm_llayout *l = luaL_testudata(L, idx, CSM_LAYOUT_MT);
+    if (l == NULL || l->core == NULL)
+        csm_argerror(L, idx, fname, idx, "layout", "csm layout expected");
+    return l;
+}
+
+static int layout_arg(lua_State *L, int idx, const char *fname, const char *what, int count)
+{
+    return int_arg(L, idx, fname, what, 0, count - 1);
+}
+
+/* core.layout(nstates, nevents) -> layout, with the built-in table and timeouts */
+static int layout_new(lua_State *L)
+{
+    /* the table has nstates * nevents cells */
+    int nstates = int_arg(L, 1, "csm.new", "the number of states", 0, 4096);
+    int nevents = int_arg(L, 2, "csm.new", "the number of events", 0, 4096);
+    csm_llayout *l = csm_newuserdata(L, sizeof *l);
+    l->core = NULL;
+    luaL_setmetatable(L, CSM_LAYOUT_MT);
+    l->core = csm_layout_new(nstates, nevents);
+    if (l->core == NULL)
+        return csm_error(L, "csm: %s", csm_strerror(CSM_ENOMEM));
+    lua_createtable(L, l->core->nstates, 0);
+    for (int i = 1; i <= l->core->nstates; i++) {
+        lua_pushboolean(L, 0);
+        lua_rawseti(L, -2, i);
+    }
+    csm_setuservalue(L, -2);
+    return 1;
+}
+
+static int layout_gc(lua_State *L)
+{
+    csm_llayout *l = lua_touserdata(L, 1);
+    csm_layout_release(l->core);
+    l->core = NULL;
+    return 0;
+}
+
+/* layout:_set_transition(from, event, to or nil, guarded) */
+static int layout_set_transition(lua_State *L)
+{
+    const char *fname = "layout:_set_transition";
+    csm_layout *l = check_layout(L, 1, fname)->core;
+    int from = layout_arg(L, 2, fname, "state id", l->nstates);
+    int event = layout_arg(L, 3, fname, "event id", l->nevents);
+    if (lua_isnil(L, 4)) {
+        csm_layout_clear_transition(l, from, event);
+        return 0;
+    }
+    int to = layout_arg(L, 4, fname, "state id", l->nstates);
+    if (csm_layout_set_transition(l, from, event, to, lua_toboolean(L, 5)) != CSM_OK)
+        return csm_error(L, "csm: %s", csm_strerror(CSM_ENOMEM));
+    return 0;
+}
+
+/* layout:_set_timeout(state, seconds, event or nil) */
+static int layout_set_timeout(lua_State *L)
+{
+    const char *fname = "layout:_set_timeout";
+    csm_layout *l = check_layout(L, 1, fname)->core;
+    int state = layout_arg(L, 2, fname, "state id", l->nstates);
+    if (lua_type(L, 3) != LUA_TNUMBER)
+        return csm_error(L, "%s: seconds must be a number", fname);
+    double seconds = lua_tonumber(L, 3);
+    int event = lua_isnil(L, 4) ? -1 : layout_arg(L, 4, fname, "event id", l->nevents);
+    csm_layout_set_timeout(l, state, seconds, event);
+    return 0;
+}
+
+/* layout:_set_state(state, on_exit, on_enter, behavior or false): whether
+ * the state has hooks, and the behaviour the driver starts on entry. */
+static int layout_set_state(lua_State *L)
+{
+    const char *fname = "layout:_set_state";
+    csm_layout *l = check_layout(L, 1, fname)->core;
+    int state = layout_arg(L, 2, fname, "state id", l->nstates);
+    l->flags[state] = (uint8_t)((lua_toboolean(L, 3) ? LAYOUT_EXIT : 0) |
+                                (lua_toboolean(L, 4) ? LAYOUT_ENTRY : 0));
+    csm_getuservalue(L, 1);
+    if (lua_isfunction(L, 5))
+        lua_pushvalue(L, 5);
+    else
+        lua_pushboolean(L, 0);
+    lua_rawseti(L, -2, state + 1);
+    return 0;
+}
+
+/* core.machine(loop, layout, limits) -> machine */
 static int machine_new(lua_State *L)
 {
     csm_loop *loop = csm_test_loop(L, 1);
     if (loop == NULL)
         return csm_argerror(L, 1, "core.machine", 1, "loop", "csm loop expected");
-    /* state ids are int16_t in the table; the table has nstates * nevents cells */
-    int nstates = int_arg(L, 2, "csm.new", "the number of states", 0, 4096);
-    int nevents = int_arg(L, 3, "csm.new", "the number of events", 0, 4096);
+    csm_llayout *layout = check_layout(L, 2, "core.machine");
     csm_limits limits = csm_default_limits;
-    if (lua_istable(L, 4)) {
+    if (lua_istable(L, 3)) {
         double rank_window = (double)limits.rank_window, peers = (double)limits.peers_per_rank,
                idbytes = (double)limits.identity_bytes, queue = (double)limits.queue;
-        check_limit(L, 4, "rank_window", 1, &rank_window);
-        check_limit(L, 4, "peers_per_rank", 1, &peers);
-        check_limit(L, 4, "identity_bytes", 1, &idbytes);
-        check_limit(L, 4, "queue", 2, &queue);
+        check_limit(L, 3, "rank_window", 1, &rank_window);
+        check_limit(L, 3, "peers_per_rank", 1, &peers);
+        check_limit(L, 3, "identity_bytes", 1, &idbytes);
+        check_limit(L, 3, "queue", 2, &queue);
         limits.rank_window = (uint64_t)rank_window;
         limits.peers_per_rank = (size_t)peers;
         limits.identity_bytes = (size_t)idbytes;
@@ -196,13 +545,17 @@ static int machine_new(lua_State *L)
     m->loop = loop;
     m->freed = 1;
     luaL_setmetatable(L, CSM_MACHINE_MT);
-    lua_createtable(L, 2, 0);
+    lua_createtable(L, 6, 0);
     lua_newtable(L);
     lua_pushvalue(L, 1);
     lua_setfield(L, -2, "loop");
     lua_rawseti(L, -2, BOX_FIELDS);
     lua_newtable(L);
     lua_rawseti(L, -2, BOX_REFS);
+    /* [BOX_ACTIVE], [BOX_CTX] and [BOX_EVENTS] stay nil for now, in the
+     * array part made for 6 */
+    csm_getuservalue(L, 2);
+    lua_rawseti(L, -2, BOX_BEHAVIORS);
     csm_setuservalue(L, -2);
     /* the world knows its machines, for loop:close */
     csm_loop_push_world(L, loop);
@@ -211,14 +564,10 @@ static int machine_new(lua_State *L)
     lua_pushboolean(L, 1);
     lua_rawset(L, -3);
     lua_pop(L, 2);
-    if (csm_machine_init(&m->core, &loop->scheduler, nstates, nevents, &limits, on_drive) !=
+    if (csm_machine_init_shared(&m->core, &loop->scheduler, layout->core, &limits, on_drive) !=
         CSM_OK)
         return csm_error(L, "csm: %s", csm_strerror(CSM_ENOMEM));
     m->freed = 0; /* from here on __gc frees what was made */
-    m->exit_hooked = calloc((size_t)nstates, 1);
-    m->taken = calloc((size_t)nstates * (size_t)nevents, sizeof *m->taken);
-    if (m->exit_hooked == NULL || m->taken == NULL)
-        return csm_error(L, "csm: %s", csm_strerror(CSM_ENOMEM));
     return 1;
 }
 
@@ -234,10 +583,6 @@ static int machine_free(lua_State *L)
     free(m->free_slots);
     m->free_slots = NULL;
     m->nfree = m->free_cap = 0;
-    free(m->exit_hooked);
-    m->exit_hooked = NULL;
-    free(m->taken);
-    m->taken = NULL;
     if (m->anchored) {
         m->anchored = 0;
         csm_loop_hold(L, m->loop, m, 0);
@@ -257,37 +602,31 @@ static int state_arg(lua_State *L, csm_lmachine *m, int idx, const char *fname)
 
 /* ---- set-up, used by csm.new ---- */
 
-static int machine_set_transition(lua_State *L)
+/* sm:_take_ctx() -> the ctx of the behaviour running, or nil; the machine
+ * forgets it. */
+static int machine_take_ctx(lua_State *L)
 {
-    csm_lmachine *m = check_machine(L, "sm:_set_transition");
-    int from = state_arg(L, m, 2, "sm:_set_transition");
-    int event = event_arg(L, m, 3, "sm:_set_transition");
-    if (lua_isnil(L, 4)) {
-        csm_machine_clear_transition(&m->core, from, event);
-        return 0;
-    }
-    int to = state_arg(L, m, 4, "sm:_set_transition");
-    csm_machine_set_transition(&m->core, from, event, to, lua_toboolean(L, 5));
+    check_machine(L, "sm:_take_ctx");
+    csm_getuservalue(L, 1);
+    take_ctx(L, lua_gettop(L));
+    return 1;
+}
+
+/* sm:_set_events(t): the event ids by name that send_event reads. */
+static int machine_set_events(lua_State *L)
+{
+    check_machine(L, "sm:_set_events");
+    csm_getuservalue(L, 1);
+    lua_pushvalue(L, 2);
+    lua_rawseti(L, -2, BOX_EVENTS);
     return 0;
 }
 
-static int machine_set_exit_hook(lua_State *L)
+/* sm:_set_listened(boolean): whether the machine has listeners. */
+static int machine_set_listened(lua_State *L)
 {
-    csm_lmachine *m = check_machine(L, "sm:_set_exit_hook");
-    int state = state_arg(L, m, 2, "sm:_set_exit_hook");
-    m->exit_hooked[state] = (uint8_t)lua_toboolean(L, 3);
-    return 0;
-}
-
-static int machine_set_timeout(lua_State *L)
-{
-    csm_lmachine *m = check_machine(L, "sm:_set_timeout");
-    int state = state_arg(L, m, 2, "sm:_set_timeout");
-    if (lua_type(L, 3) != LUA_TNUMBER)
-        return csm_error(L, "sm:_set_timeout: seconds must be a number");
-    double seconds = lua_tonumber(L, 3);
-    int event = lua_isnil(L, 4) ? -1 : event_arg(L, m, 4, "sm:_set_timeout");
-    csm_machine_set_timeout(&m->core, state, seconds, event);
+    csm_lmachine *m = check_machine(L, "sm:_set_listened");
+    m->listened = lua_toboolean(L, 2);
     return 0;
 }
 
@@ -312,48 +651,20 @@ static int machine_send_event(lua_State *L)
     lua_settop(L, 2);
     if (lua_type(L, 2) != LUA_TSTRING)
         return csm_argerror(L, 2, "sm:send_event", 1, "event", "string expected");
-    push_box(L, 1, BOX_FIELDS);
-    lua_getfield(L, -1, "event_ids");
-    if (!lua_istable(L, -1))
+    push_box(L, 1, BOX_EVENTS);
+    if (!lua_istable(L, 3))
         return csm_error(L, "sm:send_event: the machine's event names are missing");
     lua_pushvalue(L, 2);
-    lua_rawget(L, -2);
-    if (lua_isnil(L, -1))
+    lua_rawget(L, 3);
+    if (lua_isnil(L, 4))
         return csm_error(L, "sm:send_event: unknown event '%s'", lua_tostring(L, 2));
     /* the core checks the id against the machine's events */
-    int event = lua_type(L, -1) == LUA_TNUMBER ? (int)lua_tointeger(L, -1) : -1;
-    lua_pop(L, 3);
+    int event = lua_type(L, 4) == LUA_TNUMBER ? (int)lua_tointeger(L, 4) : -1;
+    lua_settop(L, 2);
     int rc = csm_machine_send(&m->core, event);
     if (rc == CSM_EINDEX)
         return csm_error(L, "sm:send_event: event '%s' has an id out of range", lua_tostring(L, 2));
     return result(L, m, rc);
-}
-
-/* sm:_next() -> event, to, guarded, from, active state, entered: the next
- * transition. With no guard to ask and no on_exit hook to run first, it is
- * entered at once (entered = true), saving the driver a call. */
-static int machine_next(lua_State *L)
-{
-    csm_lmachine *m = check_machine(L, "sm:_next");
-    int event, to, guarded;
-    if (!csm_machine_next(&m->core, &event, &to, &guarded))
-        return 0;
-    int from = m->core.state;
-    lua_pushinteger(L, event);
-    lua_pushinteger(L, to);
-    lua_pushboolean(L, guarded);
-    lua_pushinteger(L, from);
-    push_box(L, 1, BOX_FIELDS);
-    lua_getfield(L, -1, "active");
-    lua_remove(L, -2);
-    int enter = !guarded && !m->exit_hooked[from];
-    if (enter) {
-        if (csm_machine_enter(&m->core, to) != CSM_OK)
-            return csm_error(L, "csm: %s", csm_strerror(CSM_ENOMEM));
-        m->taken[from * m->core.nevents + event]++;
-    }
-    lua_pushboolean(L, enter);
-    return 6;
 }
 
 static int machine_enter(lua_State *L)
@@ -366,7 +677,7 @@ static int machine_enter(lua_State *L)
     int from = m->core.state;
     if (csm_machine_enter(&m->core, to) != CSM_OK)
         return csm_error(L, "csm: %s", csm_strerror(CSM_ENOMEM));
-    m->taken[from * m->core.nevents + event]++;
+    csm_machine_count(&m->core, from, event);
     return 0;
 }
 
@@ -376,7 +687,8 @@ static int machine_taken(lua_State *L)
     csm_lmachine *m = check_machine(L, "sm:_taken");
     int edge = int_arg(L, 2, "sm:_taken", "edge", 0,
                        (double)m->core.nstates * m->core.nevents - 1);
-    lua_pushinteger(L, (lua_Integer)m->taken[edge]);
+    lua_pushinteger(L, (lua_Integer)csm_machine_taken(&m->core, edge / m->core.nevents,
+                                                      edge % m->core.nevents));
     return 1;
 }
 
@@ -385,21 +697,6 @@ static int machine_drop(lua_State *L)
     csm_lmachine *m = check_machine(L, "sm:_drop");
     csm_machine_drop(&m->core);
     return 0;
-}
-
-static int machine_set_waiting(lua_State *L)
-{
-    csm_lmachine *m = check_machine(L, "sm:_set_waiting");
-    m->core.waiting = lua_toboolean(L, 2);
-    return 0;
-}
-
-static int machine_take_wake(lua_State *L)
-{
-    csm_lmachine *m = check_machine(L, "sm:_take_wake");
-    lua_pushboolean(L, m->core.wake_due);
-    m->core.wake_due = 0;
-    return 1;
 }
 
 static int machine_close(lua_State *L)
@@ -754,8 +1051,7 @@ static int machine_prune(lua_State *L)
 static int machine_active_state(lua_State *L)
 {
     check_machine(L, "sm:active_state");
-    push_box(L, 1, BOX_FIELDS);
-    lua_getfield(L, -1, "active");
+    push_box(L, 1, BOX_ACTIVE);
     return 1;
 }
 
@@ -773,9 +1069,9 @@ static int machine_set_active_state(lua_State *L)
         v = csm_check_value(L, 2, "sm:set_active_state", 1, "state");
     if (m->core.closed)
         return csm_refuse(L, csm_strerror(CSM_ECLOSED), CSM_ECLOSED);
-    push_box(L, 1, BOX_FIELDS);
+    csm_getuservalue(L, 1);
     lua_pushvalue(L, 2);
-    lua_setfield(L, -2, "active");
+    lua_rawseti(L, -2, BOX_ACTIVE);
     push_box(L, 1, BOX_REFS);
     release_ctx r = {L, lua_gettop(L), m};
     csm_machine_set_active(&m->core, v != NULL, v ? v->rank : 0, release, &r);
@@ -869,14 +1165,30 @@ int csm_machine_push_blame(lua_State *L, csm_scheduler *s, const void *owner)
 
 /* ---- module functions ---- */
 
-/* core.set_drive(fn): the Lua function a machine's ready task runs. */
+/* core.set_drive(kit): what the driver needs of the Lua half (the UP_
+ * indices above, to UP_KIT_N); a machine's ready task runs the driver
+ * with it. */
 static int set_drive(lua_State *L)
 {
-    if (lua_type(L, 1) != LUA_TFUNCTION)
-        return csm_argerror(L, 1, "set_drive", 1, "fn", "function expected");
+    if (lua_type(L, 1) != LUA_TTABLE)
+        return csm_argerror(L, 1, "set_drive", 1, "kit", "table expected");
+    static const int types[] = {
+        [UP_CTX_MT] = LUA_TTABLE,   [UP_DONE] = LUA_TTABLE,      [UP_IDLE] = LUA_TTABLE,
+        [UP_IDLE_MAX] = LUA_TNUMBER, [UP_BODY] = LUA_TFUNCTION,  [UP_FINISH] = LUA_TFUNCTION,
+        [UP_CANCEL] = LUA_TFUNCTION, [UP_WAKE] = LUA_TFUNCTION,  [UP_SLOW] = LUA_TFUNCTION,
+        [UP_FATAL] = LUA_TFUNCTION,
+    };
     csm_binding *b = csm_binding_get(L);
+    for (int i = UP_CTX_MT; i <= UP_KIT_N; i++) {
+        lua_rawgeti(L, 1, i);
+        if (lua_type(L, -1) != types[i])
+            return csm_error(L, "set_drive: kit[%d] must be a %s", i, lua_typename(L, types[i]));
+    }
+    for (int up = UP_BLOCKED; up < UP_SPARE; up++)
+        lua_pushstring(L, drive_keys[up]);
+    lua_pushnil(L); /* no spare coroutine yet */
+    lua_pushcclosure(L, drive, UP_N);
     csm_unanchor(L, &b->drive_ref);
-    lua_pushvalue(L, 1);
     b->drive_ref = csm_anchor(L, &b->drive_ref);
     return 0;
 }
@@ -955,15 +1267,16 @@ static const luaL_Reg internal_functions[] = {
     {"set_drive", set_drive},
     {"metatable", metatable},
     {"data", machine_data},
-    {"next", machine_next},
     {"enter", machine_enter},
-    {"set_transition", machine_set_transition},
-    {"set_timeout", machine_set_timeout},
-    {"set_exit_hook", machine_set_exit_hook},
+    {"layout", layout_new},
+    {"set_transition", layout_set_transition},
+    {"set_timeout", layout_set_timeout},
+    {"set_state", layout_set_state},
     {"taken", machine_taken},
     {"drop", machine_drop},
-    {"set_waiting", machine_set_waiting},
-    {"take_wake", machine_take_wake},
+    {"set_listened", machine_set_listened},
+    {"take_ctx", machine_take_ctx},
+    {"set_events", machine_set_events},
     {"close", machine_close},
     {"counters", machine_counters},
     {"ranks", machine_ranks},
@@ -1005,6 +1318,12 @@ void csm_open_machine(lua_State *L, int first, int internals)
     lua_pop(L, 1);
     if (!first)
         return;
+    luaL_newmetatable(L, CSM_LAYOUT_MT);
+    lua_pushcfunction(L, layout_gc);
+    lua_setfield(L, -2, "__gc");
+    lua_pushliteral(L, CSM_LAYOUT_MT);
+    lua_setfield(L, -2, "__name");
+    lua_pop(L, 1);
     luaL_getmetatable(L, CSM_MACHINE_MT);
     lua_newtable(L);
     csm_setfuncs(L, methods);

@@ -12,6 +12,7 @@
 #define CSM_LOOP_MT "csm.loop"
 #define CSM_TIMER_MT "csm.timer"
 #define CSM_MACHINE_MT "csm.machine"
+#define CSM_LAYOUT_MT "csm.layout"
 #define CSM_BINDING_KEY "csm.binding"
 
 /* Every function csm registers has these two upvalues, so checking a value

@@ -1,15 +1,17 @@
 --- Tasks and ctx: the coroutines that run state behaviours and what they
 -- wait on. A behaviour run is one ctx, which is also the task that runs
 -- its behaviour; ctx:spawn adds tasks sharing it. Tasks run on pooled
--- coroutines, so a behaviour run costs no new thread.
+-- coroutines, so a behaviour run costs no new thread. The core's driver
+-- (src/machine.c) makes each behaviour's ctx and first resumes it itself,
+-- with what `tasks.kit` hands it; every later resume is here.
 -- @module csm.ctx
 
 local check = require "csm.check"
 local internal_loop = require("csm.internal").loop
 local post, after_for = internal_loop.post, internal_loop.after_for
 
-local coroutine_create, coroutine_resume, coroutine_yield =
-  coroutine.create, coroutine.resume, coroutine.yield
+local coroutine_create, coroutine_resume, coroutine_yield, coroutine_running =
+  coroutine.create, coroutine.resume, coroutine.yield, coroutine.running
 local unpack = table.unpack or unpack
 local pack = table.pack or function(...) return { n = select("#", ...), ... } end
 local type, ipairs, tostring, pcall, getmetatable = type, ipairs, tostring, pcall, getmetatable
@@ -22,42 +24,47 @@ local tasks = {
 }
 
 -- A ctx is also the task that runs its behaviour (the main task), so a
--- behaviour run makes one table. Tasks it spawns point to it with .ctx.
--- Task fields: co, fn, data (main) or args (spawned), token, blocked,
--- timer, finished, results; absent ones read as the class defaults below.
-local Ctx = { cancelled_ = false, wake_pending = false, token = 0, finished = false }
+-- behaviour run makes one table, { sm, co }, as the core's driver makes
+-- it: its machine, its coroutine and, once its state is left, whether it
+-- is cancelled sit in the table's array part (cheaper to make than keys).
+-- Tasks it spawns point to it with .ctx. Task fields: [CO], fn and args
+-- (spawned), token, blocked, timer, finished, results; absent ones read as
+-- the class defaults below.
+local SM, CO, CANCELLED = 1, 2, 3
+local Ctx = { [CANCELLED] = false, wake_pending = false, token = 0, finished = false }
 Ctx.__index = Ctx
 local Task = { token = 0, finished = false }
 Task.__index = Task
-
-local current -- the task whose coroutine is running, if any
 
 local function ctx_of(task)
   return task.ctx or task
 end
 
--- Tasks run on pooled coroutines: a coroutine whose job returned yields
--- DONE and waits for the next task, so a behaviour run costs no new thread.
-local DONE = {}
-local idle, nidle = {}, 0
-local IDLE_MAX = 32
-
-local function run_task(task)
-  local args = task.args
-  if args then
-    task.results = pack(task.fn(unpack(args, 1, args.n)))
-  else
-    task.fn(task.sm, task, task.data)
-  end
+local function loop_of(ctx)
+  return ctx[SM]:loop()
 end
 
--- The body of a pooled coroutine. task is cleared before the yield so an
--- idle coroutine holds on to nothing of the job it ran.
-local function body(task)
+-- Tasks run on pooled coroutines: a coroutine whose job returned yields
+-- DONE and waits for the next task, so a behaviour run costs no new thread.
+-- The core's driver takes from and gives back to the same pool.
+local DONE = {}
+local idle = {}
+local IDLE_MAX = 32
+
+local function run_spawned(task)
+  local args = task.args
+  task.results = pack(task.fn(unpack(args, 1, args.n)))
+end
+
+-- The body of a pooled coroutine: a behaviour, behavior(sm, ctx, data)
+-- (the core's driver resumes it so), or a spawned task (task alone).
+-- Everything is cleared before the yield so an idle coroutine holds on to
+-- nothing of the job it ran.
+local function body(task, behavior, sm, data)
   repeat
-    run_task(task)
-    task = nil -- luacheck: ignore 311
-    task = coroutine_yield(DONE)
+    if behavior then behavior(sm, task, data) else run_spawned(task) end
+    task, behavior, sm, data = nil, nil, nil, nil -- luacheck: ignore 311
+    task, behavior, sm, data = coroutine_yield(DONE)
   until false
 end
 
@@ -72,50 +79,44 @@ end
 local function finish(task, ok, first)
   if not ok then
     task.finished = true
-    local err = traceback(task.co, error_text(first))
+    local err = traceback(task[CO], error_text(first))
     task.failure = err
-    tasks.fatal(ctx_of(task).sm, err)
+    tasks.fatal(ctx_of(task)[SM], err)
     return
   end
   if first == DONE then
     task.finished = true
-    if nidle < IDLE_MAX then
-      nidle = nidle + 1
-      idle[nidle] = task.co
-    end
-    task.co = false
+    local n = #idle
+    if n < IDLE_MAX then idle[n + 1] = task[CO] end
+    task[CO] = false
     local ctx = task.ctx
-    if ctx and not ctx.cancelled_ then ctx:_wake() end
+    if ctx and not ctx[CANCELLED] then ctx:_wake() end
   elseif not task.blocked then
     -- every wait of ctx's marks the task blocked before it yields: this
     -- yield came from elsewhere, and nothing would ever resume it
     task.finished = true
-    local err = traceback(task.co, "a provider or behaviour yielded outside ctx (coroutine.yield): "
+    local err = traceback(task[CO], "a provider or behaviour yielded outside ctx (coroutine.yield): "
       .. "wait with ctx:sleep, ctx:wait or ctx:await")
     task.failure = err
-    tasks.fatal(ctx_of(task).sm, err)
+    tasks.fatal(ctx_of(task)[SM], err)
   end
 end
 
 local function resume(task, ...)
-  local prev = current
-  current = task
   if task.blocked then task.blocked = nil end
-  finish(task, coroutine_resume(task.co, ...))
-  current = prev
+  finish(task, coroutine_resume(task[CO], ...))
 end
 
--- Runs task until it first blocks or returns.
+-- Runs a spawned task until it first blocks or returns.
 local function start(task)
-  local co
-  if nidle > 0 then
-    co = idle[nidle]
-    idle[nidle] = nil
-    nidle = nidle - 1
+  local n = #idle
+  local co = idle[n]
+  if co then
+    idle[n] = nil
   else
     co = coroutine_create(body)
   end
-  task.co = co
+  task[CO] = co
   resume(task, task)
 end
 
@@ -143,13 +144,20 @@ local function check_ctx(ctx, fname)
   if getmetatable(ctx) ~= Ctx then check.selferror(fname, "csm ctx expected", ctx) end
 end
 
+-- The task of ctx whose coroutine is running (the innermost one running).
 local function running_task(ctx, fname)
-  local task = current
-  if task == nil or ctx_of(task) ~= ctx or coroutine.running() ~= task.co then
-    check_ctx(ctx, fname)
-    check.fail("%s: called outside a behaviour of this ctx", fname)
+  if getmetatable(ctx) == Ctx then
+    local co = coroutine_running()
+    if co and ctx[CO] == co then return ctx end
+    local spawned = ctx.spawned
+    if co and spawned then
+      for i = 1, #spawned do
+        if spawned[i][CO] == co then return spawned[i] end
+      end
+    end
   end
-  return task
+  check_ctx(ctx, fname)
+  check.fail("%s: called outside a behaviour of this ctx", fname)
 end
 
 -- Checks the seconds of ctx's method fname (a bad self is named first: a
@@ -159,12 +167,6 @@ local function check_seconds(ctx, fname, seconds)
     check_ctx(ctx, fname)
     check.argerror(fname, 1, "seconds", "number >= 0 expected", seconds)
   end
-end
-
---- The ctx of one behaviour run on loop: fn(sm, ctx, data) is its main task.
--- @local
-function tasks.new(sm, loop, fn, data)
-  return setmetatable({ sm = sm, loop = loop, fn = fn, data = data, co = false }, Ctx)
 end
 
 -- Leaves the state: every blocked task resumes with nil, "canceled".
@@ -179,8 +181,8 @@ end
 --- Cancels ctx: the state it belongs to has been left.
 -- @local
 function tasks.cancel(ctx)
-  ctx.cancelled_ = true
-  local loop = ctx.loop
+  ctx[CANCELLED] = true
+  local loop = loop_of(ctx)
   if ctx.blocked then cancel_task(loop, ctx) end
   local spawned = ctx.spawned
   if spawned then
@@ -204,10 +206,6 @@ local function park(task)
   block(task, "abandoned")
   return coroutine_yield()
 end
-
---- Starts the main task of ctx (a new behaviour run).
--- @local
-tasks.start = start
 
 
 --- A task that ctx:spawn started.
@@ -233,7 +231,7 @@ end
 --- Whether the state this ctx belongs to has been left.
 function Ctx:cancelled()
   check_ctx(self, "ctx:cancelled")
-  return self.cancelled_
+  return self[CANCELLED]
 end
 
 --- Suspends the calling behaviour for seconds.
@@ -242,14 +240,14 @@ function Ctx:sleep(seconds)
   check_seconds(self, "ctx:sleep", seconds)
   local task = running_task(self, "ctx:sleep")
   if self.abandoned then return park(task) end
-  if self.cancelled_ then return nil, "canceled" end
+  if self[CANCELLED] then return nil, "canceled" end
   local token = block(task, "sleep")
-  task.timer = after_for(self.loop, seconds, function()
+  task.timer = after_for(loop_of(self), seconds, function()
     if task.token == token and task.blocked == "sleep" then
       task.timer = nil
       resume(task, true)
     end
-  end, self.sm)
+  end, self[SM])
   return coroutine_yield()
 end
 
@@ -262,11 +260,11 @@ function Ctx:await(fn)
   end
   local task = running_task(self, "ctx:await")
   if self.abandoned then return park(task) end
-  if self.cancelled_ then return nil, "canceled" end
+  if self[CANCELLED] then return nil, "canceled" end
   local token = task.token + 1
   task.token = token
   local resolved = false
-  local loop = self.loop
+  local loop = loop_of(self)
   local function resolve(...)
     if resolved then return end
     resolved = true
@@ -289,14 +287,14 @@ function Ctx:wait(seconds)
   check_seconds(self, "ctx:wait", seconds)
   local task = running_task(self, "ctx:wait")
   if self.abandoned then return park(task) end
-  if self.cancelled_ then return nil, "canceled" end
+  if self[CANCELLED] then return nil, "canceled" end
   if self.wake_pending then
     self.wake_pending = false
     return "wake"
   end
   local token = block(task, "wait")
   append(self, "waiters", task)
-  task.timer = after_for(self.loop, seconds, function()
+  task.timer = after_for(loop_of(self), seconds, function()
     if task.token == token and task.blocked == "wait" then
       task.timer = nil
       local list = self.waiters or {}
@@ -305,7 +303,7 @@ function Ctx:wait(seconds)
       end
       resume(task, "timeout")
     end
-  end, self.sm)
+  end, self[SM])
   return coroutine_yield()
 end
 
@@ -330,22 +328,29 @@ end
 -- @return true, or nil, err
 function Ctx:send_event(event)
   check_ctx(self, "ctx:send_event")
-  if self.cancelled_ then return nil, "canceled" end
-  return self.sm:send_event(event)
+  if self[CANCELLED] then return nil, "canceled" end
+  return self[SM]:send_event(event)
 end
 
 --- Runs fn(...) in a new task that shares this ctx.
 function Ctx:spawn(fn, ...)
   check_ctx(self, "ctx:spawn")
   if type(fn) ~= "function" then check.argerror("ctx:spawn", 1, "fn", "function expected", fn) end
-  local task = setmetatable({ ctx = self, fn = fn, args = pack(...), co = false }, Task)
+  local task = setmetatable({ [CO] = false, ctx = self, fn = fn, args = pack(...) }, Task)
   append(self, "spawned", task)
-  if self.cancelled_ then
+  if self[CANCELLED] then
     task.finished = true
     return task
   end
   start(task)
   return task
 end
+
+--- What the core's driver needs to start behaviours: [1] the ctx
+-- metatable, [2] DONE, [3] the pool of idle coroutines, [4] IDLE_MAX, [5]
+-- the pooled coroutines' body, [6] finish(task, ok, first) for a first
+-- resume that did not end in DONE, [7] cancel(ctx), [8] wake(ctx).
+-- @local
+tasks.kit = { Ctx, DONE, idle, IDLE_MAX, body, finish, tasks.cancel, Ctx._wake }
 
 return tasks

@@ -1,91 +1,60 @@
---- The driver: runs a machine's queued events through its hooks, one
--- transition at a time (guard, on_exit, the switch of state, listeners,
--- on_enter, then the new state's behaviour as a task). The core calls it
--- whenever a machine has events or a wake waiting.
+--- The driver's Lua half. The core (src/machine.c) runs a machine's queued
+-- events itself: it cancels the ctx of the state left, switches state and
+-- starts the new state's behaviour on a pooled coroutine. A transition
+-- with a guard to ask, an on_exit or on_enter hook, or listeners to tell
+-- comes here first (slow), for everything up to the behaviour's start.
 -- @module csm.driver
 
 local machine = require "csm.machine"
 local internal = require("csm.internal").machine
 local tasks = require "csm.ctx"
 
-local ipairs, xpcall = ipairs, xpcall
-local traceback = debug.traceback
+local ipairs = ipairs
 local fields_of = machine.fields
-local new_ctx, start, cancel = tasks.new, tasks.start, tasks.cancel
-local set_waiting_in_core, enter, next_transition = internal.set_waiting, internal.enter, internal.next
-local drop, take_wake = internal.drop, internal.take_wake
+local cancel = tasks.cancel
+local enter, drop, take_ctx = internal.enter, internal.drop, internal.take_ctx
 
-local BATCH = 64 -- events per turn, so one busy machine cannot starve the rest
-
--- Tells the core whether a behaviour may wait for messages, when that changes.
-local function set_waiting(sm, fields, waiting)
-  if fields.waiting ~= waiting then
-    fields.waiting = waiting
-    set_waiting_in_core(sm, waiting)
+-- The transition from --event--> to through its guard and hooks, in
+-- order: the guard, the cancel of the state left, on_exit, the switch of
+-- state, listeners, on_enter. Returns true and the data for the behaviour
+-- (the active state), or false when the guard refused or a hook closed
+-- the machine (fields.closed, set by sm:close()).
+local function slow(sm, event, to, guarded, from)
+  local fields = fields_of(sm)
+  if guarded and not fields.guards[from * fields.nevents + event](sm) then
+    drop(sm)
+    return false
   end
-end
-
-local function start_behavior(sm, fields, config, data)
-  local ctx = new_ctx(sm, fields.loop, config.behavior, data)
-  fields.ctx = ctx
-  set_waiting(sm, fields, true)
-  start(ctx)
-end
-
--- fields.closed is set by sm:close(), the only way a machine closes while it runs.
--- entered: the core already switched state (no on_exit hook to run first).
-local function transition(sm, fields, from, to, event, data, entered)
-  local ctx = fields.ctx
-  if ctx then
-    fields.ctx = nil
-    cancel(ctx)
+  if fields.closed then return false end
+  local data = sm:active_state()
+  local ctx = take_ctx(sm)
+  if ctx then cancel(ctx) end
+  local configs, ev = fields.configs, fields.event_names[event + 1]
+  local exit = configs[from + 1].on_exit
+  if exit then
+    exit(sm, ev, data)
+    if fields.closed then return false end
   end
-  local configs, names, ev = fields.configs, fields.state_names, fields.event_names[event + 1]
-  if not entered then
-    local exit = configs[from + 1].on_exit
-    if exit then
-      exit(sm, ev, data)
-      if fields.closed then return end
-    end
-    enter(sm, to, event)
-  end
+  enter(sm, to, event)
   local listeners = fields.listeners
   if listeners[1] then
+    local names = fields.state_names
     local from_name, to_name = names[from + 1], names[to + 1]
     for _, h in ipairs(listeners) do h.fn(from_name, to_name, ev) end
-    if fields.closed then return end
+    if fields.closed then return false end
   end
-  local config = configs[to + 1]
-  if config.on_enter then
-    config.on_enter(sm, ev, data)
-    if fields.closed then return end
+  local on_enter = configs[to + 1].on_enter
+  if on_enter then
+    on_enter(sm, ev, data)
+    if fields.closed then return false end
   end
-  if config.behavior then
-    start_behavior(sm, fields, config, data)
-  else
-    set_waiting(sm, fields, false)
-  end
+  return true, data
 end
 
-local function run_events(sm, fields)
-  for _ = 1, BATCH do
-    local event, to, guarded, from, data, entered = next_transition(sm)
-    if event == nil then break end
-    if not guarded then
-      transition(sm, fields, from, to, event, data, entered)
-    elseif fields.guards[from * fields.nevents + event](sm) then
-      transition(sm, fields, from, to, event, sm:active_state(), false)
-    else
-      drop(sm)
-    end
-    if fields.closed then return end
-  end
-  if take_wake(sm) and fields.ctx then fields.ctx:_wake() end
-end
-
-internal.set_drive(function(sm)
-  local ok, err = xpcall(run_events, traceback, sm, fields_of(sm))
-  if not ok then machine.fatal(sm, err) end
-end)
+local kit = {}
+for i, x in ipairs(tasks.kit) do kit[i] = x end
+kit[#kit + 1] = slow
+kit[#kit + 1] = machine.fatal
+internal.set_drive(kit)
 
 return {}

@@ -193,12 +193,19 @@ function csm.new(opts)
 
   local shape = layout.of(opts.states, opts.transitions, opts.timing)
 
-  local sm = internal.machine(loop, #shape.state_names, shape.nevents, opts.limits)
-  for _, row in ipairs(shape.rows) do internal.set_transition(sm, row[1], row[2], row[3], row[4]) end
-  for i, t in ipairs(shape.timeouts) do internal.set_timeout(sm, i - 1, t[1], t[2]) end
-  for i, config in ipairs(shape.configs) do
-    if config.on_exit then internal.set_exit_hook(sm, i - 1, true) end
+  -- the core's half of the layout, made once per shape and shared by its machines
+  local core_layout = shape.core
+  if core_layout == nil then
+    core_layout = internal.layout(#shape.state_names, shape.nevents)
+    for _, row in ipairs(shape.rows) do internal.set_transition(core_layout, row[1], row[2], row[3], row[4]) end
+    for i, t in ipairs(shape.timeouts) do internal.set_timeout(core_layout, i - 1, t[1], t[2]) end
+    for i, config in ipairs(shape.configs) do
+      internal.set_state(core_layout, i - 1, config.on_exit ~= nil, config.on_enter ~= nil,
+        config.behavior or false)
+    end
+    shape.core = core_layout
   end
+  local sm = internal.machine(loop, core_layout, opts.limits)
   local fields = internal.data(sm)
   fields.loop = loop
   fields.id = id
@@ -209,6 +216,7 @@ function csm.new(opts)
   fields.timing = shape.timing
   fields.state_names, fields.state_ids = shape.state_names, shape.state_ids
   fields.event_names, fields.event_ids = shape.event_names, shape.event_ids
+  internal.set_events(sm, shape.event_ids)
   fields.nevents = shape.nevents
   fields.guards = shape.guards
   fields.transition_list = shape.transition_list

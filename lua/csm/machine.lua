@@ -80,13 +80,10 @@ tasks.fatal = machine.fatal
 -- once unreferenced.
 function Machine:close()
   local fields = fields_of(self, "sm:close")
-  local ctx = fields.ctx
+  local ctx = internal.take_ctx(self)
   fields.closed = true
   internal.close(self)
-  if ctx then
-    fields.ctx = nil
-    tasks.abandon(ctx)
-  end
+  if ctx then tasks.abandon(ctx) end
 end
 
 --- The fatal error that closed the machine, if any.
@@ -113,6 +110,7 @@ function Machine:add_listener(listener)
   for i, h in ipairs(fields.listeners) do list[i] = h end
   list[#list + 1] = handle
   fields.listeners = list
+  internal.set_listened(self, true)
   return handle
 end
 
@@ -125,6 +123,7 @@ function Machine:remove_listener(handle)
     if h == handle or h.listener == handle then found = true else list[#list + 1] = h end
   end
   fields.listeners = list
+  internal.set_listened(self, list[1] ~= nil)
   return found
 end
 

@@ -77,7 +77,7 @@ const csm_limits csm_default_limits = {
 static void on_timeout(csm_timer *timer)
 {
     csm_machine *m = (csm_machine *)((char *)timer - offsetof(csm_machine, timeout));
-    int event = m->timeout_events[m->state];
+    int event = m->layout->timeout_events[m->state];
     if (event >= 0)
         csm_machine_send(m, event);
 }
@@ -87,44 +87,171 @@ csm_timer_cb csm_machine_timeout_cb(void)
     return on_timeout;
 }
 
-int csm_machine_init(csm_machine *m, csm_scheduler *s, int nstates, int nevents,
-                     const csm_limits *limits, csm_task_cb drive)
+/* ---- layouts ---- */
+
+static void layout_free(csm_layout *l)
 {
-    memset(m, 0, sizeof *m);
+    free(l->cells);
+    free(l->edges);
+    free(l->timeouts);
+    free(l->timeout_events);
+    free(l->flags);
+    free(l);
+}
+
+/* A layout of nstates and nevents with nothing set (cells -1), or NULL. */
+static csm_layout *layout_alloc(int nstates, int nevents, size_t edges_cap)
+{
+    csm_layout *l = calloc(1, sizeof *l);
+    if (l == NULL)
+        return NULL;
+    size_t cells = (size_t)nstates * (size_t)nevents;
+    l->refs = 1;
+    l->nstates = nstates;
+    l->nevents = nevents;
+    l->cells = malloc(cells * sizeof *l->cells);
+    l->edges_cap = edges_cap;
+    l->edges = malloc(edges_cap * sizeof *l->edges);
+    l->timeouts = calloc((size_t)nstates, sizeof *l->timeouts);
+    l->timeout_events = malloc((size_t)nstates * sizeof *l->timeout_events);
+    l->flags = calloc((size_t)nstates, 1);
+    if (!l->cells || !l->edges || !l->timeouts || !l->timeout_events || !l->flags) {
+        layout_free(l);
+        return NULL;
+    }
+    for (size_t i = 0; i < cells; i++)
+        l->cells[i] = -1;
+    return l;
+}
+
+csm_layout *csm_layout_new(int nstates, int nevents)
+{
     if (nstates < CSM_NSTATES)
         nstates = CSM_NSTATES;
     if (nevents < CSM_NEVENTS)
         nevents = CSM_NEVENTS;
+    csm_layout *l = layout_alloc(nstates, nevents, csm_builtin_ntransitions);
+    if (l == NULL)
+        return NULL;
+    for (int i = 0; i < nstates; i++) {
+        l->timeouts[i] = i < CSM_NSTATES ? csm_builtin_timeouts[i] : 0;
+        l->timeout_events[i] = i < CSM_NSTATES ? csm_builtin_timeout_events[i] : -1;
+    }
+    for (size_t i = 0; i < csm_builtin_ntransitions; i++) {
+        const csm_transition *t = &csm_builtin_transitions[i];
+        csm_layout_set_transition(l, t->from, t->event, t->to, 0); /* room was made */
+    }
+    return l;
+}
+
+/* A copy of l with one reference, or NULL. */
+static csm_layout *layout_copy(const csm_layout *l)
+{
+    csm_layout *c = layout_alloc(l->nstates, l->nevents, l->edges_cap);
+    if (c == NULL)
+        return NULL;
+    size_t cells = (size_t)l->nstates * (size_t)l->nevents;
+    memcpy(c->cells, l->cells, cells * sizeof *c->cells);
+    memcpy(c->edges, l->edges, l->nedges * sizeof *c->edges);
+    c->nedges = l->nedges;
+    memcpy(c->timeouts, l->timeouts, (size_t)l->nstates * sizeof *c->timeouts);
+    memcpy(c->timeout_events, l->timeout_events, (size_t)l->nstates * sizeof *c->timeout_events);
+    memcpy(c->flags, l->flags, (size_t)l->nstates);
+    return c;
+}
+
+void csm_layout_release(csm_layout *l)
+{
+    if (l != NULL && --l->refs == 0)
+        layout_free(l);
+}
+
+static int layout_state(const csm_layout *l, int state)
+{
+    return state >= 0 && state < l->nstates;
+}
+
+static int layout_event(const csm_layout *l, int event)
+{
+    return event >= 0 && event < l->nevents;
+}
+
+int csm_layout_set_transition(csm_layout *l, int from, int event, int to, int guarded)
+{
+    if (!layout_state(l, from) || !layout_event(l, event) || !layout_state(l, to))
+        return CSM_EINDEX;
+    size_t i = (size_t)from * (size_t)l->nevents + (size_t)event;
+    if (l->cells[i] < 0) {
+        if (l->nedges == l->edges_cap) {
+            size_t cap = l->edges_cap ? l->edges_cap * 2 : 8;
+            csm_edge *edges = realloc(l->edges, cap * sizeof *edges);
+            if (edges == NULL)
+                return CSM_ENOMEM;
+            l->edges = edges;
+            l->edges_cap = cap;
+        }
+        l->cells[i] = (int32_t)l->nedges++;
+    }
+    l->edges[l->cells[i]] = (csm_edge){to, guarded ? 1 : 0};
+    return CSM_OK;
+}
+
+int csm_layout_clear_transition(csm_layout *l, int from, int event)
+{
+    if (!layout_state(l, from) || !layout_event(l, event))
+        return CSM_EINDEX;
+    int32_t e = l->cells[(size_t)from * (size_t)l->nevents + (size_t)event];
+    if (e >= 0)
+        l->edges[e] = (csm_edge){-1, 0};
+    return CSM_OK;
+}
+
+int csm_layout_set_timeout(csm_layout *l, int state, double seconds, int event)
+{
+    if (!layout_state(l, state) || (event != -1 && !layout_event(l, event)))
+        return CSM_EINDEX;
+    l->timeouts[state] = seconds;
+    l->timeout_events[state] = event;
+    return CSM_OK;
+}
+
+/* ---- machines ---- */
+
+/* Makes room in taken for every edge of m's layout. */
+static int fit_taken(csm_machine *m)
+{
+    size_t n = m->layout->nedges;
+    if (n <= m->ntaken)
+        return CSM_OK;
+    uint64_t *taken = realloc(m->taken, n * sizeof *taken);
+    if (taken == NULL)
+        return CSM_ENOMEM;
+    memset(taken + m->ntaken, 0, (n - m->ntaken) * sizeof *taken);
+    m->taken = taken;
+    m->ntaken = n;
+    return CSM_OK;
+}
+
+int csm_machine_init_shared(csm_machine *m, csm_scheduler *s, csm_layout *layout,
+                            const csm_limits *limits, csm_task_cb drive)
+{
+    memset(m, 0, sizeof *m);
     m->scheduler = s;
-    m->nstates = nstates;
-    m->nevents = nevents;
+    m->layout = layout;
+    layout->refs++;
+    m->nstates = layout->nstates;
+    m->nevents = layout->nevents;
     m->limits = limits ? *limits : csm_default_limits;
     m->task.cb = drive;
     m->state = CSM_STOPPED;
     m->entered = csm_scheduler_now(s);
     csm_timer_init(s, &m->timeout, on_timeout);
     csm_ledger_init(&m->ledger, m->limits.peers_per_rank);
-
-    size_t cells = (size_t)nstates * (size_t)nevents;
-    m->table = malloc(cells * sizeof *m->table);
-    m->guarded = calloc(cells, 1);
-    m->timeouts = calloc((size_t)nstates, sizeof *m->timeouts);
-    m->timeout_events = malloc((size_t)nstates * sizeof *m->timeout_events);
     m->queue_cap = 8;
     m->queue = malloc(m->queue_cap * sizeof *m->queue);
-    if (!m->table || !m->guarded || !m->timeouts || !m->timeout_events || !m->queue) {
+    if (m->queue == NULL || fit_taken(m) != CSM_OK) {
         csm_machine_free(m, NULL, NULL);
         return CSM_ENOMEM;
-    }
-    for (size_t i = 0; i < cells; i++)
-        m->table[i] = -1;
-    for (int i = 0; i < nstates; i++) {
-        m->timeouts[i] = i < CSM_NSTATES ? csm_builtin_timeouts[i] : 0;
-        m->timeout_events[i] = i < CSM_NSTATES ? csm_builtin_timeout_events[i] : -1;
-    }
-    for (size_t i = 0; i < csm_builtin_ntransitions; i++) {
-        const csm_transition *t = &csm_builtin_transitions[i];
-        csm_machine_set_transition(m, t->from, t->event, t->to, 0);
     }
     m->receive_events[CSM_LIVENESS] = CSM_EV_LIVENESS_CHECK_RECEIVED;
     m->receive_events[CSM_PROPOSALS] = CSM_EV_PROPOSAL_RECEIVED;
@@ -133,61 +260,102 @@ int csm_machine_init(csm_machine *m, csm_scheduler *s, int nstates, int nevents,
     return CSM_OK;
 }
 
+int csm_machine_init(csm_machine *m, csm_scheduler *s, int nstates, int nevents,
+                     const csm_limits *limits, csm_task_cb drive)
+{
+    csm_layout *layout = csm_layout_new(nstates, nevents);
+    if (layout == NULL) {
+        memset(m, 0, sizeof *m);
+        return CSM_ENOMEM;
+    }
+    int rc = csm_machine_init_shared(m, s, layout, limits, drive);
+    csm_layout_release(layout); /* the machine's reference is the only one */
+    return rc;
+}
+
 void csm_machine_free(csm_machine *m, csm_release_fn release, void *ud)
 {
     csm_machine_close(m);
     csm_timer_close(&m->timeout);
     csm_ledger_clear(&m->ledger, release, ud);
-    free(m->table);
-    free(m->guarded);
-    free(m->timeouts);
-    free(m->timeout_events);
+    csm_layout_release(m->layout);
+    free(m->taken);
     free(m->queue);
-    m->table = NULL;
-    m->guarded = NULL;
-    m->timeouts = NULL;
-    m->timeout_events = NULL;
+    m->layout = NULL;
+    m->taken = NULL;
+    m->ntaken = 0;
     m->queue = NULL;
     m->queue_cap = 0;
 }
 
+/* Makes m's layout its own before a change. */
+static int own_layout(csm_machine *m)
+{
+    if (m->layout->refs == 1)
+        return CSM_OK;
+    csm_layout *copy = layout_copy(m->layout);
+    if (copy == NULL)
+        return CSM_ENOMEM;
+    csm_layout_release(m->layout);
+    m->layout = copy;
+    return CSM_OK;
+}
+
 static int valid_state(const csm_machine *m, int state)
 {
-    return state >= 0 && state < m->nstates;
+    return layout_state(m->layout, state);
 }
 
 static int valid_event(const csm_machine *m, int event)
 {
-    return event >= 0 && event < m->nevents;
+    return layout_event(m->layout, event);
 }
 
 int csm_machine_set_transition(csm_machine *m, int from, int event, int to, int guarded)
 {
     if (!valid_state(m, from) || !valid_event(m, event) || !valid_state(m, to))
         return CSM_EINDEX;
-    size_t i = (size_t)from * (size_t)m->nevents + (size_t)event;
-    m->table[i] = (int16_t)to;
-    m->guarded[i] = guarded ? 1 : 0;
-    return CSM_OK;
+    int rc = own_layout(m);
+    if (rc == CSM_OK)
+        rc = csm_layout_set_transition(m->layout, from, event, to, guarded);
+    if (rc == CSM_OK)
+        rc = fit_taken(m);
+    return rc;
 }
 
 int csm_machine_clear_transition(csm_machine *m, int from, int event)
 {
     if (!valid_state(m, from) || !valid_event(m, event))
         return CSM_EINDEX;
-    size_t i = (size_t)from * (size_t)m->nevents + (size_t)event;
-    m->table[i] = -1;
-    m->guarded[i] = 0;
-    return CSM_OK;
+    int rc = own_layout(m);
+    return rc == CSM_OK ? csm_layout_clear_transition(m->layout, from, event) : rc;
 }
 
 int csm_machine_set_timeout(csm_machine *m, int state, double seconds, int event)
 {
     if (!valid_state(m, state) || (event != -1 && !valid_event(m, event)))
         return CSM_EINDEX;
-    m->timeouts[state] = seconds;
-    m->timeout_events[state] = event;
-    return CSM_OK;
+    int rc = own_layout(m);
+    return rc == CSM_OK ? csm_layout_set_timeout(m->layout, state, seconds, event) : rc;
+}
+
+int csm_machine_target(const csm_machine *m, int from, int event)
+{
+    int e = csm_layout_edge(m->layout, from, event);
+    return e < 0 ? -1 : m->layout->edges[e].to;
+}
+
+void csm_machine_count(csm_machine *m, int from, int event)
+{
+    int e = csm_layout_edge(m->layout, from, event);
+    if (e >= 0 && (size_t)e < m->ntaken)
+        m->taken[e]++;
+}
+
+uint64_t csm_machine_taken(const csm_machine *m, int from, int event)
+{
+    int32_t e = m->layout->cells[(size_t)from * (size_t)m->nevents + (size_t)event];
+    return e >= 0 && (size_t)e < m->ntaken ? m->taken[e] : 0;
 }
 
 static void post(csm_machine *m)
@@ -238,7 +406,7 @@ int csm_machine_stop(csm_machine *m)
     /* stopped, or on its way there, the stop is dropped as before; any other
      * state must have a stop transition */
     if (m->state != CSM_STOPPED && m->state != CSM_STOPPING &&
-        m->table[(size_t)m->state * (size_t)m->nevents + CSM_EV_STOP] < 0) {
+        csm_machine_target(m, m->state, CSM_EV_STOP) < 0) {
         snprintf(m->error, sizeof m->error, "no stop transition from the current state");
         return CSM_ESTATE;
     }
@@ -274,14 +442,14 @@ int csm_machine_next(csm_machine *m, int *event, int *to, int *guarded)
 {
     while (m->queue_len > 0 && !m->closed) {
         int ev = pop(m);
-        size_t i = (size_t)m->state * (size_t)m->nevents + (size_t)ev;
-        if (m->table[i] < 0) {
+        int e = csm_layout_edge(m->layout, m->state, ev);
+        if (e < 0) {
             m->dropped++;
             continue;
         }
         *event = ev;
-        *to = m->table[i];
-        *guarded = m->guarded[i];
+        *to = m->layout->edges[e].to;
+        *guarded = m->layout->edges[e].guarded;
         csm_scheduler_count_step(m->scheduler);
         return 1;
     }
@@ -301,8 +469,8 @@ int csm_machine_enter(csm_machine *m, int to)
     m->state = to;
     m->entered = csm_scheduler_now(m->scheduler);
     m->transitions++;
-    if (m->timeouts[to] > 0 && m->timeout_events[to] >= 0)
-        return csm_timer_start(&m->timeout, m->timeouts[to]);
+    if (m->layout->timeouts[to] > 0 && m->layout->timeout_events[to] >= 0)
+        return csm_timer_start(&m->timeout, m->layout->timeouts[to]);
     return CSM_OK;
 }
 

@@ -92,15 +92,61 @@ typedef struct csm_limits {
 /* The defaults: 64, 4096, 256, 1024. */
 extern const csm_limits csm_default_limits;
 
+/* A transition of a layout: its target (-1 once cleared) and whether a
+ * guard must approve it. */
+typedef struct csm_edge {
+    int to;
+    int guarded;
+} csm_edge;
+
+/* A layout: the states, events, transition table and timeouts of a
+ * machine. Machines of one shape share one (counted references); a
+ * machine whose layout changes while shared gets its own copy first. */
+typedef struct csm_layout {
+    size_t refs;
+    int nstates, nevents;
+    int32_t *cells;           /* [from * nevents + event] -> edge, or -1 if never set */
+    csm_edge *edges;          /* one per cell ever set, in the order they were */
+    size_t nedges, edges_cap;
+    double *timeouts;         /* per state, seconds; <= 0 for none */
+    int *timeout_events;
+    uint8_t *flags;           /* per state, for the binding (its hooks) */
+} csm_layout;
+
+/* A new layout (one reference) of nstates states and nevents events (at
+ * least the built-in ones), with the built-in table and timeouts; NULL
+ * when out of memory. */
+csm_layout *csm_layout_new(int nstates, int nevents);
+
+/* Drops a reference; the last frees the layout. NULL is ignored. */
+void csm_layout_release(csm_layout *l);
+
+/* Adds or replaces from --event--> to. Returns CSM_OK, CSM_EINDEX for a
+ * state or event id out of range (nothing changes), or CSM_ENOMEM. */
+int csm_layout_set_transition(csm_layout *l, int from, int event, int to, int guarded);
+
+/* Removes from --event-->. Returns CSM_OK or CSM_EINDEX. */
+int csm_layout_clear_transition(csm_layout *l, int from, int event);
+
+/* Sets a state's timeout (seconds, <= 0 for none) and the event it sends
+ * (-1: none). Returns CSM_OK or CSM_EINDEX. */
+int csm_layout_set_timeout(csm_layout *l, int state, double seconds, int event);
+
+/* The edge of from --event--> (an index into edges), or -1. Ids must be in range. */
+static inline int csm_layout_edge(const csm_layout *l, int from, int event)
+{
+    int32_t e = l->cells[(size_t)from * (size_t)l->nevents + (size_t)event];
+    return e >= 0 && l->edges[e].to >= 0 ? e : -1;
+}
+
 typedef struct csm_machine {
     csm_scheduler *scheduler;
     csm_task task;            /* posted while events wait or a wake is due */
     csm_timer timeout;        /* the current state's timeout */
-    int nstates, nevents;
-    int16_t *table;           /* [from * nevents + event] -> to, or -1 */
-    uint8_t *guarded;         /* same index: a guard must approve */
-    double *timeouts;         /* per state, seconds; <= 0 for none */
-    int *timeout_events;
+    int nstates, nevents;     /* the layout's */
+    csm_layout *layout;
+    uint64_t *taken;          /* per edge of the layout: transitions made */
+    size_t ntaken;
     int state;
     double entered;           /* scheduler time of the last transition */
     int *queue;               /* a ring of event ids */
@@ -124,19 +170,37 @@ typedef struct csm_machine {
 int csm_machine_init(csm_machine *m, csm_scheduler *s, int nstates, int nevents,
                      const csm_limits *limits, csm_task_cb drive);
 
+/* Sets up m on layout, which it shares (taking a reference). Returns
+ * CSM_OK or CSM_ENOMEM. */
+int csm_machine_init_shared(csm_machine *m, csm_scheduler *s, csm_layout *layout,
+                            const csm_limits *limits, csm_task_cb drive);
+
 /* Frees what init made. The values the ledger holds are released. */
 void csm_machine_free(csm_machine *m, csm_release_fn release, void *ud);
 
-/* Adds or replaces from --event--> to. Returns CSM_OK, or CSM_EINDEX for a
- * state or event id out of range (nothing changes). */
+/* Adds or replaces from --event--> to in m's layout (copied first when
+ * shared). Returns CSM_OK, CSM_EINDEX for a state or event id out of range
+ * (nothing changes), or CSM_ENOMEM. */
 int csm_machine_set_transition(csm_machine *m, int from, int event, int to, int guarded);
 
-/* Removes the transition from --event-->. Returns CSM_OK or CSM_EINDEX. */
+/* Removes the transition from --event-->. Returns CSM_OK, CSM_EINDEX or
+ * CSM_ENOMEM (the layout was shared and could not be copied). */
 int csm_machine_clear_transition(csm_machine *m, int from, int event);
 
 /* Sets a state's timeout (seconds, <= 0 for none) and the event it sends
- * (-1: none). Returns CSM_OK or CSM_EINDEX. */
+ * (-1: none). Returns CSM_OK, CSM_EINDEX or CSM_ENOMEM, as above. */
 int csm_machine_set_timeout(csm_machine *m, int state, double seconds, int event);
+
+/* Where from --event--> leads, or -1 when there is no such transition. Ids
+ * must be in range. */
+int csm_machine_target(const csm_machine *m, int from, int event);
+
+/* Counts a transition made along from --event--> (csm_machine_enter
+ * switches state; the driver counts the edge it took). */
+void csm_machine_count(csm_machine *m, int from, int event);
+
+/* Transitions made along from --event--> so far. Ids must be in range. */
+uint64_t csm_machine_taken(const csm_machine *m, int from, int event);
 
 /* Queues event. Returns CSM_OK, CSM_ECLOSED, CSM_EQUEUE, or CSM_EINDEX for
  * an id out of range. */

@@ -572,7 +572,7 @@ static int next(fz_machine *fm, int refuse, int hooks)
     if (!got)
         return 0;
     FZ_CHECK(event >= 0 && event < m->nevents && to >= 0 && to < m->nstates);
-    FZ_CHECK(m->table[from * m->nevents + event] == to);
+    FZ_CHECK(csm_machine_target(m, from, event) == to);
     if (guarded && refuse) {
         csm_machine_drop(m);
         fm->dropped++;
@@ -597,7 +597,7 @@ static int next(fz_machine *fm, int refuse, int hooks)
             to < CSM_NSTATES ? csm_state_names[to] : "extra");
 #endif
     FZ_CHECK(m->state == to);
-    if (m->timeouts[to] > 0 && m->timeout_events[to] >= 0)
+    if (m->layout->timeouts[to] > 0 && m->layout->timeout_events[to] >= 0)
         FZ_CHECK(m->timeout.active && m->timeout.due >= m->scheduler->now);
     else
         FZ_CHECK(!m->timeout.active);
@@ -644,6 +644,17 @@ static void on_sleep(csm_timer *timer)
 
 /* ---- set-up ---- */
 
+/* Another live machine than fm; with layout, one on that layout. */
+static fz_machine *sharer(fz *z, fz_machine *fm, const csm_layout *layout)
+{
+    for (int i = 0; i < FZ_MACHINES; i++) {
+        fz_machine *o = &z->fm[i];
+        if (o != fm && o->live && (layout == NULL || o->m.layout == layout))
+            return o;
+    }
+    return NULL;
+}
+
 static void init_machine(fz *z, fz_machine *fm, uint8_t config)
 {
     csm_limits limits = pick_limits(config, z);
@@ -654,10 +665,14 @@ static void init_machine(fz *z, fz_machine *fm, uint8_t config)
     fm->z = z;
     fm->index = (int)(fm - z->fm);
     unsigned long failures = fz_failures;
-    int rc = csm_machine_init(&fm->m, &z->s, nstates, nevents, &limits, drive);
+    /* 0x40: share the layout of another live machine, as machines of one
+     * shape do */
+    fz_machine *other = (config & 0x40) ? sharer(z, fm, NULL) : NULL;
+    int rc = other ? csm_machine_init_shared(&fm->m, &z->s, other->m.layout, &limits, drive)
+                   : csm_machine_init(&fm->m, &z->s, nstates, nevents, &limits, drive);
     if (rc != CSM_OK) { /* init has freed what it made; the machine stays unused */
         FZ_CHECK(rc == CSM_ENOMEM && fz_failures != failures);
-        FZ_CHECK(!fm->m.task.queued && !fm->m.timeout.active && fm->m.table == NULL);
+        FZ_CHECK(!fm->m.task.queued && !fm->m.timeout.active && fm->m.layout == NULL);
         return;
     }
     csm_timer_init(&z->s, &fm->sleep, on_sleep);
@@ -917,7 +932,7 @@ static void run_op(fz *z, uint8_t op)
     case FZ_STOP: {
         int closed = m->closed, full = m->limits.queue == 0;
         int no_stop = m->state != CSM_STOPPED && m->state != CSM_STOPPING &&
-                      m->table[(size_t)m->state * (size_t)m->nevents + CSM_EV_STOP] < 0;
+                      csm_machine_target(m, m->state, CSM_EV_STOP) < 0;
         size_t qlen = m->queue_len;
         int rc = csm_machine_stop(m);
         FZ_CHECK(rc == (closed ? CSM_ECLOSED : no_stop ? CSM_ESTATE : full ? CSM_EQUEUE : CSM_OK));
@@ -943,12 +958,20 @@ static void run_op(fz *z, uint8_t op)
         uint8_t flags = get8(z);
         if (flags & 4) /* an id out of range: refused, nothing changes */
             to = (flags & 8) ? -1 - (flags >> 4) : m->nstates + (flags >> 4);
-        if (flags & 1) {
-            FZ_CHECK(csm_machine_clear_transition(m, from, event) == CSM_OK);
-        } else {
-            int rc = csm_machine_set_transition(m, from, event, to, flags & 2);
-            FZ_CHECK(rc == ((flags & 4) ? CSM_EINDEX : CSM_OK));
-        }
+        /* a machine sharing the layout keeps its table: the change copies it */
+        fz_machine *other = sharer(z, fm, m->layout);
+        int before = other ? csm_machine_target(&other->m, from, event) : 0;
+        unsigned long failures = fz_failures;
+        int rc = (flags & 1) ? csm_machine_clear_transition(m, from, event)
+                             : csm_machine_set_transition(m, from, event, to, flags & 2);
+        if (rc == CSM_ENOMEM) /* copying or growing the layout failed: nothing changes */
+            FZ_CHECK(fz_failures != failures);
+        else
+            FZ_CHECK(rc == ((flags & 5) == 4 ? CSM_EINDEX : CSM_OK));
+        if (rc == CSM_OK)
+            FZ_CHECK(csm_machine_target(m, from, event) == ((flags & 1) ? -1 : to));
+        if (other)
+            FZ_CHECK(csm_machine_target(&other->m, from, event) == before);
         break;
     }
     case FZ_SET_TIMEOUT: {
