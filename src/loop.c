@@ -2,6 +2,7 @@
  * virtual-time worlds; csm.timer: what loop:after returns. */
 #include <math.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "private.h"
@@ -14,6 +15,7 @@ typedef struct csm_ltimer {
     csm_timer timer;
     csm_loop *loop;
     int anchored;         /* the world holds the timer while it is armed */
+    int slot;             /* where: W.timers[2 * slot - 1], its function at [2 * slot] */
     const void *owner;    /* the machine whose behaviour armed it, or NULL */
 } csm_ltimer;
 
@@ -21,7 +23,9 @@ typedef struct csm_ltimer {
  *   [1] head, [2] tail, [3..] the FIFO of functions loop:_post queued;
  *   W.error     the first error a callback raised;
  *   W.machines  its machines (weak keys), for loop:close;
- *   W[light(p)] an armed timer's or a busy machine's userdata, p its address.
+ *   W.timers    each armed timer and its function, in slots the loop
+ *               recycles (an array: cheaper than a key per timer);
+ *   W[light(p)] a busy machine's userdata, p its address.
  * Nothing of a sim world's is anchored in the registry, so a world dropped
  * with timers armed and machines busy is collected whole. The registry's
  * weak map (worlds_key) finds W from the loop's address while it lives. */
@@ -230,6 +234,8 @@ static csm_loop *new_loop(lua_State *L)
     lua_setfield(L, -2, "__mode");
     lua_setmetatable(L, -2);
     lua_setfield(L, -2, "machines");
+    lua_newtable(L);
+    lua_setfield(L, -2, "timers");
     /* the weak map: loop address -> world table */
     lua_pushlightuserdata(L, &worlds_key);
     lua_rawget(L, LUA_REGISTRYINDEX);
@@ -559,6 +565,7 @@ static int loop_gc(lua_State *L)
         csm_scheduler_close(&loop->scheduler);
         csm_unanchor(L, &loop->luv_ref);
     }
+    csm_slots_clear(&loop->timer_slots);
     return 0;
 }
 
@@ -652,28 +659,66 @@ static double check_seconds(lua_State *L, int n, const char *fname, const char *
     return lua_tonumber(L, n + 1);
 }
 
+/* Pushes W.timers (nil once the loop is being collected). */
+static void push_timers(lua_State *L, csm_loop *loop)
+{
+    csm_loop_push_world(L, loop);
+    if (lua_istable(L, -1)) {
+        lua_pushliteral(L, "timers");
+        lua_rawget(L, -2);
+        lua_remove(L, -2);
+    }
+}
+
+/* Empties slot of the timers table at idx and gives it back. */
+static void free_timer_slot(lua_State *L, csm_loop *loop, int timers, int slot)
+{
+    lua_pushnil(L);
+    lua_rawseti(L, timers, 2 * slot - 1);
+    lua_pushnil(L);
+    lua_rawseti(L, timers, 2 * slot);
+    csm_slots_give(&loop->timer_slots, slot);
+}
+
+/* The world lets go of an armed timer t (and its function). */
+static void unhold_timer(lua_State *L, csm_ltimer *t)
+{
+    if (!t->anchored)
+        return;
+    t->anchored = 0;
+    push_timers(L, t->loop);
+    if (lua_istable(L, -1))
+        free_timer_slot(L, t->loop, lua_gettop(L), t->slot);
+    lua_pop(L, 1);
+}
+
 static void on_ltimer(csm_timer *timer)
 {
     csm_ltimer *t = (csm_ltimer *)timer;
     csm_binding *b = t->loop->binding;
     lua_State *T = csm_callback_state(b);
-    if (!t->anchored || !csm_loop_push_held(T, t->loop, t)) {
+    if (!t->anchored)
+        return;
+    push_timers(T, t->loop);
+    if (!lua_istable(T, -1)) {
         lua_pop(T, 1);
         return;
     }
+    int timers = lua_gettop(T);
     t->anchored = 0;
     t->loop->last_owner = t->owner;
-    csm_loop_hold(T, t->loop, t, 0);
-    csm_getuservalue(T, -1);
-    lua_rawgeti(T, -1, 2);
-    lua_remove(T, -2);
-    lua_remove(T, -2);
+    /* the timer stays on the stack until its function returned */
+    lua_rawgeti(T, timers, 2 * t->slot - 1);
+    lua_rawgeti(T, timers, 2 * t->slot);
+    free_timer_slot(T, t->loop, timers, t->slot);
     if (csm_pcall(b, 0, 0) != 0)
         csm_loop_fail(t->loop, T);
+    lua_settop(T, timers - 1);
 }
 
-/* Arms a timer of loop's calling the function at index fn after seconds;
- * owner is the machine whose behaviour arms it (NULL: none). Pushes it. */
+/* Arms a timer of loop's (the loop at index 1) calling the function at
+ * index fn after seconds; owner is the machine whose behaviour arms it
+ * (NULL: none). Pushes it. */
 static int arm_timer(lua_State *L, csm_loop *loop, const char *fname, double seconds, int fn,
                      const void *owner)
 {
@@ -685,16 +730,23 @@ static int arm_timer(lua_State *L, csm_loop *loop, const char *fname, double sec
     t->anchored = 0;
     t->owner = owner;
     luaL_setmetatable(L, CSM_TIMER_MT);
-    lua_createtable(L, 2, 0);
-    lua_pushvalue(L, 1);
-    lua_rawseti(L, -2, 1);
-    lua_pushvalue(L, fn);
-    lua_rawseti(L, -2, 2);
+    lua_pushvalue(L, 1); /* the loop lives while its timer does */
     csm_setuservalue(L, -2);
+    int self = lua_gettop(L);
     if (csm_timer_start(&t->timer, seconds) != CSM_OK)
         return csm_error(L, "%s: %s", fname, csm_strerror(CSM_ENOMEM));
-    csm_loop_hold(L, loop, t, -1);
+    csm_getuservalue(L, 1);
+    lua_pushliteral(L, "timers");
+    lua_rawget(L, -2);
+    if (!lua_istable(L, -1))
+        return csm_error(L, "%s: the loop is closed", fname);
+    t->slot = csm_slots_take(&loop->timer_slots);
+    lua_pushvalue(L, self);
+    lua_rawseti(L, -2, 2 * t->slot - 1);
+    lua_pushvalue(L, fn);
+    lua_rawseti(L, -2, 2 * t->slot);
     t->anchored = 1;
+    lua_settop(L, self);
     return 1;
 }
 
@@ -911,15 +963,26 @@ static int loop_close(lua_State *L)
     lua_settop(L, world);
     loop->closed = 1;
     csm_scheduler_stop(&loop->scheduler);
-    /* then whatever else it holds: timers (and machines being collected) */
+    /* then whatever else it holds: timers, and machines being collected */
+    lua_getfield(L, world, "timers");
+    int timers = lua_gettop(L);
+    for (int slot = 1; lua_istable(L, timers) && slot <= loop->timer_slots.next; slot++) {
+        lua_rawgeti(L, timers, 2 * slot - 1);
+        csm_ltimer *t = luaL_testudata(L, -1, CSM_TIMER_MT);
+        if (t != NULL) {
+            csm_timer_stop(&t->timer);
+            t->anchored = 0;
+        }
+        lua_pop(L, 1);
+    }
+    lua_newtable(L);
+    lua_setfield(L, world, "timers");
+    loop->timer_slots.nfree = 0;
+    loop->timer_slots.next = 0;
+    lua_settop(L, world);
     lua_pushnil(L);
     while (lua_next(L, world) != 0) {
         if (lua_type(L, -2) == LUA_TLIGHTUSERDATA) {
-            csm_ltimer *t = luaL_testudata(L, -1, CSM_TIMER_MT);
-            if (t != NULL) {
-                csm_timer_stop(&t->timer);
-                t->anchored = 0;
-            }
             lua_pushvalue(L, -2);
             lua_pushnil(L);
             lua_rawset(L, world); /* clearing a field during next is allowed */
@@ -964,10 +1027,7 @@ static int timer_cancel(lua_State *L)
 {
     csm_ltimer *t = check_timer(L, "timer:cancel");
     csm_timer_stop(&t->timer);
-    if (t->anchored) {
-        t->anchored = 0;
-        csm_loop_hold(L, t->loop, t, 0);
-    }
+    unhold_timer(L, t);
     return 0;
 }
 

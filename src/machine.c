@@ -21,9 +21,7 @@ typedef struct csm_lmachine {
     int anchored;     /* its world holds a busy machine */
     int freed;
     int listened;         /* listeners are told of every transition */
-    int *free_slots;      /* slots of the refs table released, for reuse */
-    size_t nfree, free_cap;
-    int next_slot;        /* the highest slot used so far */
+    csm_slots slots;      /* of the refs table */
 } csm_lmachine;
 
 /* The user value is a box of two tables: [1] the Lua half's fields (what
@@ -60,22 +58,13 @@ typedef struct release_ctx {
 /* A free slot of m's refs table (not yet filled). */
 static int take_slot(csm_lmachine *m)
 {
-    return m->nfree > 0 ? m->free_slots[--m->nfree] : ++m->next_slot;
+    return csm_slots_take(&m->slots);
 }
 
-/* Gives slot back, empty. Under memory pressure it is not reused: the
- * table's array keeps one more nil. */
+/* Gives slot back, empty. */
 static void give_slot(csm_lmachine *m, int slot)
 {
-    if (m->nfree == m->free_cap) {
-        size_t cap = m->free_cap ? m->free_cap * 2 : 16;
-        int *slots = realloc(m->free_slots, cap * sizeof *slots);
-        if (slots == NULL)
-            return;
-        m->free_slots = slots;
-        m->free_cap = cap;
-    }
-    m->free_slots[m->nfree++] = slot;
+    csm_slots_give(&m->slots, slot);
 }
 
 /* Keeps the value at idx in slot of the refs table at refs. */
@@ -580,9 +569,7 @@ static int machine_free(lua_State *L)
     push_box(L, 1, BOX_REFS);
     release_ctx r = {L, lua_gettop(L), m};
     csm_machine_free(&m->core, release, &r);
-    free(m->free_slots);
-    m->free_slots = NULL;
-    m->nfree = m->free_cap = 0;
+    csm_slots_clear(&m->slots);
     if (m->anchored) {
         m->anchored = 0;
         csm_loop_hold(L, m->loop, m, 0);

@@ -69,6 +69,7 @@ typedef struct csm_loop {
     int runs;            /* csm run functions driving luv's loop now */
     int luv_gone;        /* Lua is closing and luv's handles are finalized */
     const void *last_owner; /* the machine whose timer fired last, or NULL */
+    csm_slots timer_slots; /* of W.timers */
 } csm_loop;
 
 /* Adds loop and sim to the module table on top and the loop's internal

@@ -4,6 +4,7 @@
 #include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
+#include <stdlib.h>
 
 #include "core/err.h"
 
@@ -144,4 +145,25 @@ void csm_push_rank(lua_State *L, uint64_t rank)
 #else
     lua_pushnumber(L, (lua_Number)rank);
 #endif
+}
+
+void csm_slots_give(csm_slots *s, int slot)
+{
+    if (s->nfree == s->cap) {
+        size_t cap = s->cap ? s->cap * 2 : 16;
+        int *slots = realloc(s->free, cap * sizeof *slots);
+        if (slots == NULL)
+            return;
+        s->free = slots;
+        s->cap = cap;
+    }
+    s->free[s->nfree++] = slot;
+}
+
+void csm_slots_clear(csm_slots *s)
+{
+    free(s->free);
+    s->free = NULL;
+    s->nfree = s->cap = 0;
+    s->next = 0;
 }

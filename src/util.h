@@ -109,6 +109,28 @@ static inline void csm_unanchor(lua_State *L, int *field)
     *field = LUA_NOREF;
 }
 
+/* Integer slots of a Lua table that C code recycles itself: a value kept
+ * from C goes in slot n of a table of its owner's (cheaper than a key, or
+ * luaL_ref's free list kept in the table). */
+typedef struct csm_slots {
+    int *free;           /* slots given back */
+    size_t nfree, cap;
+    int next;            /* the highest slot used so far */
+} csm_slots;
+
+/* A slot to fill: one given back, or the next never used. */
+static inline int csm_slots_take(csm_slots *s)
+{
+    return s->nfree > 0 ? s->free[--s->nfree] : ++s->next;
+}
+
+/* Gives slot back (its owner emptied it). Under memory pressure it is not
+ * reused: the table keeps one more nil. */
+void csm_slots_give(csm_slots *s, int slot);
+
+/* Forgets every slot and frees what s holds. */
+void csm_slots_clear(csm_slots *s);
+
 /* Raises the error on top of L (every raise of csm's goes through it). */
 int csm_raise(lua_State *L);
 

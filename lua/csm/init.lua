@@ -197,7 +197,9 @@ function csm.new(opts)
   local core_layout = shape.core
   if core_layout == nil then
     core_layout = internal.layout(#shape.state_names, shape.nevents)
-    for _, row in ipairs(shape.rows) do internal.set_transition(core_layout, row[1], row[2], row[3], row[4]) end
+    for _, row in ipairs(shape.rows) do
+      internal.set_transition(core_layout, row[1], row[2], row[3], row[4])
+    end
     for i, t in ipairs(shape.timeouts) do internal.set_timeout(core_layout, i - 1, t[1], t[2]) end
     for i, config in ipairs(shape.configs) do
       internal.set_state(core_layout, i - 1, config.on_exit ~= nil, config.on_enter ~= nil,
