@@ -2,9 +2,10 @@
 # Runs the spec suite against csm.core built with AddressSanitizer and
 # UndefinedBehaviorSanitizer (build/asan-5.4 and build/asan-luajit, under
 # Lua 5.4 and LuaJIT), then under valgrind's memcheck with the ordinary Lua
-# 5.4 build (all but the #sweep specs: many lab runs each, which reach
-# nothing of the core's the rest does not, and under memcheck take most of
-# its time); fails on any finding. "rocks" installs csm with LuaRocks for
+# 5.4 build (all but the #sweep and #cli specs: many lab runs each, or
+# csm commands run as processes, which reach nothing of the core's the
+# rest does not, and under memcheck take most of its time); fails on any
+# finding. "rocks" installs csm with LuaRocks for
 # Lua 5.4 and for LuaJIT into temporary trees and runs the installed csm
 # command.
 # Usage: scripts/check.sh [asan|valgrind|rocks]   (all when no argument)
@@ -36,7 +37,7 @@ if [ "$what" = all ] || [ "$what" = valgrind ]; then
   log=$(mktemp)
   temporaries+=("$log")
   valgrind --leak-check=full --errors-for-leak-kinds=definite --error-exitcode=3 --log-file="$log" \
-    lua5.4 /usr/bin/busted --cpath="build/5.4/?.so" --exclude-tags=sweep -o TAP spec | tail -n 3 \
+    lua5.4 /usr/bin/busted --cpath="build/5.4/?.so" --exclude-tags=sweep,cli -o TAP spec | tail -n 3 \
     || { grep -E "definitely|ERROR SUMMARY" "$log"; exit 1; }
   grep -E "ERROR SUMMARY|definitely lost|All heap blocks" "$log"
 fi

@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
-# Runs every spec (under pause 0 on Lua 5.4, all but the #sweep ones, many
-# lab runs that take minutes each there) with an aggressive Lua collector (spec/gc_stress.lua), so that a value
+# Runs the specs (all but the #sweep ones, many lab runs each, and the #cli
+# ones, csm commands run as processes and the documentation's examples:
+# minutes each under these collectors, and nothing of the core's the rest
+# does not reach) with an aggressive Lua collector (spec/gc_stress.lua), so that a value
 # the C core still uses after Lua dropped it is collected at once and the
 # misuse shows: Lua 5.4 incremental with pause 0 (a full cycle
 # at nearly every allocation), Lua 5.4 generational with a minor collection
@@ -30,11 +32,10 @@ for mode in "${modes[@]}"; do
   echo "== busted under $interpreter, CSM_GC=$gc"
   start=$(date +%s)
   rc=0
-  # specs tagged #sweep run many lab experiments: under pause 0 on Lua 5.4
-  # (a full cycle at nearly every allocation) they take half an hour, and
-  # reach nothing of the core's the rest does not; the other modes run them
-  exclude=()
-  [ "$mode" = pause0-5.4 ] && exclude=(--exclude-tags=sweep)
+  # specs tagged #sweep run many lab experiments (under pause 0 on Lua 5.4,
+  # a full cycle at nearly every allocation, half an hour) and #cli ones run
+  # csm commands as processes the collector settings do not reach
+  exclude=(--exclude-tags=sweep,cli)
   CSM_GC=$gc $interpreter /usr/bin/busted --cpath="build/$lua/?.so" --helper=spec/gc_stress.lua \
     "${exclude[@]}" -o TAP "$@" spec >"$log" 2>&1 || rc=$?
   grep -E '^not ok' -A 4 "$log" || true

@@ -39,7 +39,7 @@ local function usage_error(command, args, ...)
   return out
 end
 
-describe("the csm command", function()
+describe("the csm command #cli", function()
   after_each(function()
     for _, path in ipairs(temporaries) do os.remove(path) end
     temporaries = {}
@@ -389,7 +389,7 @@ describe("the csm command", function()
   end)
 end)
 
-describe("the developer tools and examples", function()
+describe("the developer tools and examples #cli", function()
   it("tools/bench.lua refuses unknown options and workloads", function()
     usage_error("tools/bench.lua", "--quik", "unknown option '--quik'")
     usage_error("tools/bench.lua", "--only bogus", "--only 'bogus' matches no workload")

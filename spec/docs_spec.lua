@@ -29,7 +29,7 @@ local function run(source, name)
   return table.concat(printed, "\n")
 end
 
-describe("the documentation", function()
+describe("the documentation #cli", function()
   it("README: the example runs and prints what it says", function()
     local code = blocks("README.md", "lua")
     assert.are.equal(1, #code)
