@@ -2,7 +2,6 @@
  * virtual-time worlds; csm.timer: what loop:after returns. */
 #include <math.h>
 #include <stdio.h>
-#include <stdlib.h>
 #include <string.h>
 
 #include "private.h"
@@ -977,8 +976,7 @@ static int loop_close(lua_State *L)
     }
     lua_newtable(L);
     lua_setfield(L, world, "timers");
-    loop->timer_slots.nfree = 0;
-    loop->timer_slots.next = 0;
+    csm_slots_clear(&loop->timer_slots);
     lua_settop(L, world);
     lua_pushnil(L);
     while (lua_next(L, world) != 0) {

@@ -55,18 +55,6 @@ typedef struct release_ctx {
     struct csm_lmachine *m;
 } release_ctx;
 
-/* A free slot of m's refs table (not yet filled). */
-static int take_slot(csm_lmachine *m)
-{
-    return csm_slots_take(&m->slots);
-}
-
-/* Gives slot back, empty. */
-static void give_slot(csm_lmachine *m, int slot)
-{
-    csm_slots_give(&m->slots, slot);
-}
-
 /* Keeps the value at idx in slot of the refs table at refs. */
 static void fill_slot(lua_State *L, int refs, int slot, int idx)
 {
@@ -79,7 +67,7 @@ static void release(void *ud, int handle)
     release_ctx *r = ud;
     lua_pushnil(r->L);
     lua_rawseti(r->L, r->refs, handle);
-    give_slot(r->m, handle);
+    csm_slots_give(&r->m->slots, handle);
 }
 
 static csm_lmachine *check_machine(lua_State *L, const char *fname)
@@ -127,20 +115,19 @@ static int result(lua_State *L, csm_lmachine *m, int rc)
  * (lua/csm/driver.lua) up to the behaviour's start. What the driver needs
  * of lua/csm/ctx.lua and lua/csm/driver.lua is in its kit, its upvalue. */
 
-/* The drive closure's upvalues: the kit's items (tasks.kit of
- * lua/csm/ctx.lua, then two of lua/csm/driver.lua), the keys the driver
- * sets and reads (pushed from here, they need no interning), and a spare
- * coroutine: the last one whose behaviour returned at once, taken before
- * the pool. */
 /* A ctx's array part (lua/csm/ctx.lua): its machine, its coroutine (false
  * once its behaviour returned) and whether it is cancelled. */
 enum { CTX_SM = 1, CTX_CO, CTX_CANCELLED };
 
+/* The drive closure's upvalues: the kit's items (tasks.kit of
+ * lua/csm/ctx.lua, then two of lua/csm/driver.lua), the keys the driver
+ * reads (pushed from here, they need no interning), and a spare
+ * coroutine: the last one whose behaviour returned at once, taken before
+ * the pool. */
 enum {
     UP_CTX_MT = 1, /* the ctx metatable */
     UP_DONE,       /* what a pooled coroutine yields when its job returned */
     UP_IDLE,       /* the pool of idle coroutines, a sequence */
-    UP_IDLE_MAX,   /* the most it keeps */
     UP_BODY,       /* a pooled coroutine's function */
     UP_FINISH,     /* finish(task, ok, first): a resume that did not end in DONE */
     UP_CANCEL,     /* cancel(ctx): a ctx with blocked or spawned tasks */
@@ -784,7 +771,7 @@ static int machine_transition_count(lua_State *L)
 static int receive_checked(lua_State *L, csm_lmachine *m, int kind, const char *key,
                            size_t keylen, csm_value *v, int value_idx)
 {
-    int slot = take_slot(m);
+    int slot = csm_slots_take(&m->slots);
     int stored;
     int rc = csm_machine_receive(&m->core, kind, key, keylen, v, slot, &stored, NULL, NULL);
     if (stored) {
@@ -792,7 +779,7 @@ static int receive_checked(lua_State *L, csm_lmachine *m, int kind, const char *
         fill_slot(L, lua_gettop(L), slot, value_idx);
         lua_pop(L, 1);
     } else {
-        give_slot(m, slot);
+        csm_slots_give(&m->slots, slot);
     }
     return result(L, m, rc);
 }
@@ -1004,13 +991,13 @@ static int machine_store(lua_State *L)
     csm_value *v = csm_check_value(L, 5, "sm:store", 4, "value");
     push_box(L, 1, BOX_REFS);
     int refs = lua_gettop(L);
-    int slot = take_slot(m);
+    int slot = csm_slots_take(&m->slots);
     release_ctx r = {L, refs, m};
     int rc = csm_machine_store(&m->core, kind, rank, key, keylen, v, slot, release, &r);
     if (rc == CSM_OK)
         fill_slot(L, refs, slot, 5);
     else
-        give_slot(m, slot);
+        csm_slots_give(&m->slots, slot);
     return result(L, m, rc);
 }
 
@@ -1160,10 +1147,9 @@ static int set_drive(lua_State *L)
     if (lua_type(L, 1) != LUA_TTABLE)
         return csm_argerror(L, 1, "set_drive", 1, "kit", "table expected");
     static const int types[] = {
-        [UP_CTX_MT] = LUA_TTABLE,   [UP_DONE] = LUA_TTABLE,      [UP_IDLE] = LUA_TTABLE,
-        [UP_IDLE_MAX] = LUA_TNUMBER, [UP_BODY] = LUA_TFUNCTION,  [UP_FINISH] = LUA_TFUNCTION,
-        [UP_CANCEL] = LUA_TFUNCTION, [UP_WAKE] = LUA_TFUNCTION,  [UP_SLOW] = LUA_TFUNCTION,
-        [UP_FATAL] = LUA_TFUNCTION,
+        [UP_CTX_MT] = LUA_TTABLE,     [UP_DONE] = LUA_TTABLE,      [UP_IDLE] = LUA_TTABLE,
+        [UP_BODY] = LUA_TFUNCTION,    [UP_FINISH] = LUA_TFUNCTION, [UP_CANCEL] = LUA_TFUNCTION,
+        [UP_WAKE] = LUA_TFUNCTION,    [UP_SLOW] = LUA_TFUNCTION,   [UP_FATAL] = LUA_TFUNCTION,
     };
     csm_binding *b = csm_binding_get(L);
     for (int i = UP_CTX_MT; i <= UP_KIT_N; i++) {

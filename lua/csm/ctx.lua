@@ -347,10 +347,10 @@ function Ctx:spawn(fn, ...)
 end
 
 --- What the core's driver needs to start behaviours: [1] the ctx
--- metatable, [2] DONE, [3] the pool of idle coroutines, [4] IDLE_MAX, [5]
--- the pooled coroutines' body, [6] finish(task, ok, first) for a first
--- resume that did not end in DONE, [7] cancel(ctx), [8] wake(ctx).
+-- metatable, [2] DONE, [3] the pool of idle coroutines, [4] the pooled
+-- coroutines' body, [5] finish(task, ok, first) for a first resume that
+-- did not end in DONE, [6] cancel(ctx), [7] wake(ctx).
 -- @local
-tasks.kit = { Ctx, DONE, idle, IDLE_MAX, body, finish, tasks.cancel, Ctx._wake }
+tasks.kit = { Ctx, DONE, idle, body, finish, tasks.cancel, Ctx._wake }
 
 return tasks

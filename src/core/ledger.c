@@ -49,11 +49,17 @@ size_t csm_ledger_count(csm_ledger *l, int kind, uint64_t rank)
 #define CHUNK_FIRST 512
 #define CHUNK_MOST 16384
 
+/* n rounded up to the alignment of every entry in a chunk. */
+static size_t aligned(size_t n)
+{
+    return (n + _Alignof(max_align_t) - 1) & ~(size_t)(_Alignof(max_align_t) - 1);
+}
+
 /* n bytes for an entry of page, from its newest chunk or a new one (each
  * twice the last, up to CHUNK_MOST, or as big as one entry needs). */
 static void *carve(csm_page *page, size_t n)
 {
-    n = (n + _Alignof(max_align_t) - 1) & ~(size_t)(_Alignof(max_align_t) - 1);
+    n = aligned(n);
     csm_chunk *c = page->chunks;
     if (c == NULL || c->cap - c->used < n) {
         size_t cap = c == NULL ? CHUNK_FIRST : c->cap * 2;
@@ -78,18 +84,13 @@ static void *carve(csm_page *page, size_t n)
 /* Gives back the last n bytes carve handed out (an entry uthash refused). */
 static void uncarve(csm_page *page, size_t n)
 {
-    n = (n + _Alignof(max_align_t) - 1) & ~(size_t)(_Alignof(max_align_t) - 1);
-    page->chunks->used -= n;
+    page->chunks->used -= aligned(n);
 }
 
-/* The page of rank, made when there is none (*made says so). */
-static csm_page *page_for(csm_ledger *l, uint64_t rank, int *made)
+/* A new, empty page of rank, or NULL. */
+static csm_page *new_page(csm_ledger *l, uint64_t rank)
 {
-    *made = 0;
-    csm_page *page = csm_ledger_page(l, rank);
-    if (page != NULL)
-        return page;
-    page = calloc(1, sizeof *page);
+    csm_page *page = calloc(1, sizeof *page);
     if (page == NULL)
         return NULL;
     page->rank = rank;
@@ -100,7 +101,6 @@ static csm_page *page_for(csm_ledger *l, uint64_t rank, int *made)
     }
     l->npages++;
     l->last = page;
-    *made = 1;
     return page;
 }
 
@@ -117,10 +117,8 @@ static void drop_page(csm_ledger *l, csm_page *page)
     free(page);
 }
 
-/* Finds key in kind at rank, hashing it once; adds value when it is absent
- * (*held NULL) unless the map is full. */
-static int find_or_add(csm_ledger *l, int kind, uint64_t rank, const char *key, size_t keylen,
-                       const csm_value *value, int handle, csm_entry **held)
+int csm_ledger_add(csm_ledger *l, int kind, uint64_t rank, const char *key, size_t keylen,
+                   const csm_value *value, int handle, csm_entry **held)
 {
     *held = NULL;
     unsigned hashv;
@@ -133,9 +131,8 @@ static int find_or_add(csm_ledger *l, int kind, uint64_t rank, const char *key, 
         if (page->sizes[kind] >= l->max_entries)
             return CSM_EFULL;
     }
-    int made;
-    page = page_for(l, rank, &made);
-    if (page == NULL)
+    int made = page == NULL;
+    if (made && (page = new_page(l, rank)) == NULL)
         return CSM_ENOMEM;
     csm_entry *entry = carve(page, sizeof *entry + keylen);
     if (entry == NULL)
@@ -159,18 +156,12 @@ err_after_page:
     return CSM_ENOMEM;
 }
 
-int csm_ledger_add(csm_ledger *l, int kind, uint64_t rank, const char *key, size_t keylen,
-                   const csm_value *value, int handle, csm_entry **held)
-{
-    return find_or_add(l, kind, rank, key, keylen, value, handle, held);
-}
-
 int csm_ledger_put(csm_ledger *l, int kind, uint64_t rank, const char *key,
                    size_t keylen, const csm_value *value, int handle, int *old)
 {
     *old = -1;
     csm_entry *held;
-    int rc = find_or_add(l, kind, rank, key, keylen, value, handle, &held);
+    int rc = csm_ledger_add(l, kind, rank, key, keylen, value, handle, &held);
     if (rc == CSM_OK && held != NULL) {
         *old = held->handle;
         held->value = value;
