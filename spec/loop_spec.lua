@@ -13,6 +13,9 @@ local error_of = support.error_of
 local function guarded(seconds, fn)
   local fired = false
   local guard = uv.new_timer()
+  -- luv's timers count from the loop's cached time, which is as old as the
+  -- loop's last run: bring it to now, or the guard fires early
+  uv.update_time()
   guard:start(math.floor(seconds * 1000), 0, function()
     fired = true
     uv.stop()
@@ -383,6 +386,22 @@ describe("csm loop", function()
       local fired = false
       loop:after(0.001, function() fired = true end)
       assert.is_true(loop:run_until(function() return fired end, 5))
+    end)
+
+    it("returns as soon as a timer due before the step began made the predicate hold", function()
+      -- the timer is due when uv.run("once") starts, so it fires before the
+      -- poll; the step must not then wait in the poll for the deadline
+      local loop = csm.loop()
+      local fired = false
+      loop:after(0.001, function() fired = true end)
+      local start = uv.hrtime()
+      while uv.hrtime() - start < 3e6 do end
+      local calls = 0
+      assert.is_true(loop:run_until(function()
+        calls = calls + 1
+        return fired
+      end, 30))
+      assert.are.equal(2, calls)
     end)
 
     it("returns false on the real loop on timeout", function()

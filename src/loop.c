@@ -410,8 +410,11 @@ static int after_drive(lua_State *L, csm_loop *loop)
     csm_scheduler *s = &loop->scheduler;
     sync_wake(loop);
     if (loop->runs > 0) {
-        /* a callback's error stopped the scheduler too */
-        if (s->stopped) {
+        /* a callback's error stopped the scheduler too; a step of a run
+         * returns once csm did something: uv.run("once") would otherwise
+         * poll, blocking until the next timer (a run's deadline, say),
+         * after timers that were due as it started ran */
+        if (s->stopped || loop->stepping) {
             push_uv(L, loop, "stop");
             lua_call(L, 0, 0);
         }
@@ -848,7 +851,10 @@ static int step_real(lua_State *L, csm_loop *loop, const char *fname)
 {
     if (loop->scheduler.kind != CSM_REAL)
         return 1;
-    return luv_run(L, loop, "once", fname);
+    loop->stepping = 1; /* runs do not nest: check_runnable */
+    int more = luv_run(L, loop, "once", fname);
+    loop->stepping = 0;
+    return more;
 }
 
 /*** Runs for seconds: in a sim world, no timer past the limit fires and

@@ -67,6 +67,7 @@ typedef struct csm_loop {
     double kick_at;      /* when the kick timer is armed for (HUGE_VAL: not armed) */
     int spin_on;         /* the spin idle handle is started */
     int runs;            /* csm run functions driving luv's loop now */
+    int stepping;        /* a step of run_for or run_until is in uv.run("once") */
     int luv_gone;        /* Lua is closing and luv's handles are finalized */
     const void *last_owner; /* the machine whose timer fired last, or NULL */
     csm_slots timer_slots; /* of W.timers */
