@@ -40,7 +40,9 @@ CSM_EXPORT int luaopen_csm_core(lua_State *L)
         /* the upvalues every csm function carries (csm_setfuncs) */
         luaL_newmetatable(L, CSM_VALUE_MT);
         luaL_newmetatable(L, CSM_MACHINE_MT);
-        lua_pop(L, 2);
+        luaL_newmetatable(L, CSM_LOOP_MT);
+        luaL_newmetatable(L, CSM_TIMER_MT);
+        lua_pop(L, 4);
     }
     lua_newtable(L);
     lua_newtable(L); /* the internal functions */

@@ -14,7 +14,7 @@ typedef struct csm_ltimer {
     csm_timer timer;
     csm_loop *loop;
     int anchored;         /* the world holds the timer while it is armed */
-    int slot;             /* where: W.timers[2 * slot - 1], its function at [2 * slot] */
+    int slot;             /* where: W[0][2 * slot - 1], its function at [2 * slot] */
     const void *owner;    /* the machine whose behaviour armed it, or NULL */
 } csm_ltimer;
 
@@ -22,13 +22,15 @@ typedef struct csm_ltimer {
  *   [1] head, [2] tail, [3..] the FIFO of functions loop:_post queued;
  *   W.error     the first error a callback raised;
  *   W.machines  its machines (weak keys), for loop:close;
- *   W.timers    each armed timer and its function, in slots the loop
- *               recycles (an array: cheaper than a key per timer);
+ *   W[0]        the timers table: each armed timer and its function, in
+ *               slots the loop recycles (an array: cheaper than a key per
+ *               timer; and an integer key costs less to find than a name);
  *   W[light(p)] a busy machine's userdata, p its address.
  * Nothing of a sim world's is anchored in the registry, so a world dropped
  * with timers armed and machines busy is collected whole. The registry's
  * weak map (worlds_key) finds W from the loop's address while it lives. */
 static char worlds_key;
+#define W_TIMERS 0
 
 void csm_loop_push_world(lua_State *L, csm_loop *loop)
 {
@@ -68,7 +70,7 @@ int csm_loop_push_held(lua_State *L, csm_loop *loop, const void *key)
 
 csm_loop *csm_test_loop(lua_State *L, int idx)
 {
-    return luaL_testudata(L, idx, CSM_LOOP_MT);
+    return csm_testudata(L, idx, CSM_UP_LOOP_MT, CSM_LOOP_MT);
 }
 
 static csm_loop *check_loop(lua_State *L, const char *fname)
@@ -234,7 +236,7 @@ static csm_loop *new_loop(lua_State *L)
     lua_setmetatable(L, -2);
     lua_setfield(L, -2, "machines");
     lua_newtable(L);
-    lua_setfield(L, -2, "timers");
+    lua_rawseti(L, -2, W_TIMERS);
     /* the weak map: loop address -> world table */
     lua_pushlightuserdata(L, &worlds_key);
     lua_rawget(L, LUA_REGISTRYINDEX);
@@ -661,13 +663,12 @@ static double check_seconds(lua_State *L, int n, const char *fname, const char *
     return lua_tonumber(L, n + 1);
 }
 
-/* Pushes W.timers (nil once the loop is being collected). */
+/* Pushes the timers table (nil once the loop is being collected). */
 static void push_timers(lua_State *L, csm_loop *loop)
 {
     csm_loop_push_world(L, loop);
     if (lua_istable(L, -1)) {
-        lua_pushliteral(L, "timers");
-        lua_rawget(L, -2);
+        lua_rawgeti(L, -1, W_TIMERS);
         lua_remove(L, -2);
     }
 }
@@ -731,15 +732,14 @@ static int arm_timer(lua_State *L, csm_loop *loop, const char *fname, double sec
     t->loop = loop;
     t->anchored = 0;
     t->owner = owner;
-    luaL_setmetatable(L, CSM_TIMER_MT);
+    csm_setmetatable(L, CSM_UP_TIMER_MT, CSM_TIMER_MT);
     lua_pushvalue(L, 1); /* the loop lives while its timer does */
     csm_setuservalue(L, -2);
     int self = lua_gettop(L);
     if (csm_timer_start(&t->timer, seconds) != CSM_OK)
         return csm_error(L, "%s: %s", fname, csm_strerror(CSM_ENOMEM));
     csm_getuservalue(L, 1);
-    lua_pushliteral(L, "timers");
-    lua_rawget(L, -2);
+    lua_rawgeti(L, -1, W_TIMERS);
     if (!lua_istable(L, -1))
         return csm_error(L, "%s: the loop is closed", fname);
     t->slot = csm_slots_take(&loop->timer_slots);
@@ -969,11 +969,11 @@ static int loop_close(lua_State *L)
     loop->closed = 1;
     csm_scheduler_stop(&loop->scheduler);
     /* then whatever else it holds: timers, and machines being collected */
-    lua_getfield(L, world, "timers");
+    lua_rawgeti(L, world, W_TIMERS);
     int timers = lua_gettop(L);
     for (int slot = 1; lua_istable(L, timers) && slot <= loop->timer_slots.next; slot++) {
         lua_rawgeti(L, timers, 2 * slot - 1);
-        csm_ltimer *t = luaL_testudata(L, -1, CSM_TIMER_MT);
+        csm_ltimer *t = csm_testudata(L, -1, CSM_UP_TIMER_MT, CSM_TIMER_MT);
         if (t != NULL) {
             csm_timer_stop(&t->timer);
             t->anchored = 0;
@@ -981,7 +981,7 @@ static int loop_close(lua_State *L)
         lua_pop(L, 1);
     }
     lua_newtable(L);
-    lua_setfield(L, world, "timers");
+    lua_rawseti(L, world, W_TIMERS);
     csm_slots_clear(&loop->timer_slots);
     lua_settop(L, world);
     lua_pushnil(L);
@@ -1014,7 +1014,7 @@ static int loop_close(lua_State *L)
 
 static csm_ltimer *check_timer(lua_State *L, const char *fname)
 {
-    csm_ltimer *t = luaL_testudata(L, 1, CSM_TIMER_MT);
+    csm_ltimer *t = csm_testudata(L, 1, CSM_UP_TIMER_MT, CSM_TIMER_MT);
     if (t == NULL)
         csm_selferror(L, 1, fname, "csm timer expected");
     return t;

@@ -70,7 +70,7 @@ typedef struct csm_loop {
     int stepping;        /* a step of run_for or run_until is in uv.run("once") */
     int luv_gone;        /* Lua is closing and luv's handles are finalized */
     const void *last_owner; /* the machine whose timer fired last, or NULL */
-    csm_slots timer_slots; /* of W.timers */
+    csm_slots timer_slots; /* of the timers table (loop.c) */
 } csm_loop;
 
 /* Adds loop and sim to the module table on top and the loop's internal

@@ -41,6 +41,8 @@ void csm_setfuncs(lua_State *L, const luaL_Reg *l)
 {
     luaL_getmetatable(L, CSM_VALUE_MT);
     luaL_getmetatable(L, CSM_MACHINE_MT);
+    luaL_getmetatable(L, CSM_LOOP_MT);
+    luaL_getmetatable(L, CSM_TIMER_MT);
     luaL_setfuncs(L, l, CSM_NUPVALUES);
 }
 

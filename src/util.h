@@ -15,11 +15,13 @@
 #define CSM_LAYOUT_MT "csm.layout"
 #define CSM_BINDING_KEY "csm.binding"
 
-/* Every function csm registers has these two upvalues, so checking a value
- * or a machine compares metatables without a registry lookup. */
+/* Every function csm registers has these upvalues, so checking a value, a
+ * machine, a loop or a timer compares metatables without a registry lookup. */
 #define CSM_UP_VALUE_MT 1
 #define CSM_UP_MACHINE_MT 2
-#define CSM_NUPVALUES 2
+#define CSM_UP_LOOP_MT 3
+#define CSM_UP_TIMER_MT 4
+#define CSM_NUPVALUES 4
 
 /* The module's context, one per Lua state, kept in the registry. */
 typedef struct csm_binding {

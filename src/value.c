@@ -267,7 +267,9 @@ void csm_open_value(lua_State *L, int first)
     /* csm's upvalues, then the methods */
     luaL_getmetatable(L, CSM_VALUE_MT);
     luaL_getmetatable(L, CSM_MACHINE_MT);
-    lua_pushvalue(L, -3);
+    luaL_getmetatable(L, CSM_LOOP_MT);
+    luaL_getmetatable(L, CSM_TIMER_MT);
+    lua_pushvalue(L, -1 - CSM_NUPVALUES);
     lua_pushcclosure(L, value_index, CSM_NUPVALUES + 1);
     lua_remove(L, -2);
     lua_setfield(L, -2, "__index");
