@@ -2,18 +2,22 @@
 # Runs the spec suite against csm.core built with AddressSanitizer and
 # UndefinedBehaviorSanitizer (build/asan-5.4 and build/asan-luajit, under
 # Lua 5.4 and LuaJIT), then under valgrind's memcheck with the ordinary Lua
-# 5.4 build (all but the #sweep and #cli specs: many lab runs each, or
-# csm commands run as processes, which reach nothing of the core's the
-# rest does not, and under memcheck take most of its time); fails on any
-# finding. "rocks" installs csm with LuaRocks for
-# Lua 5.4 and for LuaJIT into temporary trees and runs the installed csm
-# command.
-# Usage: scripts/check.sh [asan|valgrind|rocks]   (all when no argument)
+# 5.4 build (all but the #sweep, #cli and #heavy specs: many lab runs each,
+# csm commands run as processes, or floods and long cluster runs, which
+# reach nothing of the core's the rest does not, and under memcheck take
+# most of its time; "valgrind-full" runs the #heavy ones too); fails on
+# any finding. "rocks" installs csm with LuaRocks for Lua 5.4 and for
+# LuaJIT into temporary trees and runs the installed csm command.
+# Usage: scripts/check.sh [asan|valgrind|valgrind-full|rocks]   (all when no argument:
+#   asan, valgrind and rocks)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
 what=${1:-all}
-case "$what" in all|asan|valgrind|rocks) ;; *) echo "usage: scripts/check.sh [asan|valgrind|rocks]" >&2; exit 2 ;; esac
+case "$what" in
+  all|asan|valgrind|valgrind-full|rocks) ;;
+  *) echo "usage: scripts/check.sh [asan|valgrind|valgrind-full|rocks]" >&2; exit 2 ;;
+esac
 temporaries=()
 trap 'rm -rf "${temporaries[@]}"' EXIT
 
@@ -32,12 +36,14 @@ if [ "$what" = all ] || [ "$what" = asan ]; then
   done
 fi
 
-if [ "$what" = all ] || [ "$what" = valgrind ]; then
-  echo "== specs under valgrind --leak-check=full"
+if [ "$what" = all ] || [ "$what" = valgrind ] || [ "$what" = valgrind-full ]; then
+  exclude=sweep,cli,heavy
+  [ "$what" = valgrind-full ] && exclude=sweep,cli
+  echo "== specs under valgrind --leak-check=full (all but #${exclude//,/, #})"
   log=$(mktemp)
   temporaries+=("$log")
   valgrind --leak-check=full --errors-for-leak-kinds=definite --error-exitcode=3 --log-file="$log" \
-    lua5.4 /usr/bin/busted --cpath="build/5.4/?.so" --exclude-tags=sweep,cli -o TAP spec | tail -n 3 \
+    lua5.4 /usr/bin/busted --cpath="build/5.4/?.so" --exclude-tags="$exclude" -o TAP spec | tail -n 3 \
     || { grep -E "definitely|ERROR SUMMARY" "$log"; exit 1; }
   grep -E "ERROR SUMMARY|definitely lost|All heap blocks" "$log"
 fi
