@@ -450,10 +450,7 @@ static const luaL_Reg functions[] = {
 void csm_open_codec(lua_State *L)
 {
     for (const luaL_Reg *f = functions; f->name != NULL; f++) {
-        luaL_getmetatable(L, CSM_VALUE_MT);
-        luaL_getmetatable(L, CSM_MACHINE_MT);
-        luaL_getmetatable(L, CSM_LOOP_MT);
-        luaL_getmetatable(L, CSM_TIMER_MT);
+        csm_push_upvalues(L);
         new_state(L);
         lua_pushcclosure(L, f->func, CSM_NUPVALUES + 1);
         lua_setfield(L, -2, f->name);

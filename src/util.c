@@ -37,12 +37,17 @@ int csm_pcall(csm_binding *b, int nargs, int nresults)
     return status;
 }
 
-void csm_setfuncs(lua_State *L, const luaL_Reg *l)
+void csm_push_upvalues(lua_State *L)
 {
     luaL_getmetatable(L, CSM_VALUE_MT);
     luaL_getmetatable(L, CSM_MACHINE_MT);
     luaL_getmetatable(L, CSM_LOOP_MT);
     luaL_getmetatable(L, CSM_TIMER_MT);
+}
+
+void csm_setfuncs(lua_State *L, const luaL_Reg *l)
+{
+    csm_push_upvalues(L);
     luaL_setfuncs(L, l, CSM_NUPVALUES);
 }
 

@@ -46,8 +46,11 @@ static inline lua_State *csm_callback_state(csm_binding *b)
  * traceback) is left on the callback thread's stack. */
 int csm_pcall(csm_binding *b, int nargs, int nresults);
 
-/* Registers the functions of l into the table on top, with csm's upvalues
- * (the value and machine metatables, which must exist). */
+/* Pushes csm's CSM_NUPVALUES upvalues, in CSM_UP_ order (the metatables,
+ * which must exist): for a closure with upvalues of its own after them. */
+void csm_push_upvalues(lua_State *L);
+
+/* Registers the functions of l into the table on top, with csm's upvalues. */
 void csm_setfuncs(lua_State *L, const luaL_Reg *l);
 
 /* Sets the metatable of the value on top: the one at upvalue up or, from a

@@ -265,10 +265,7 @@ void csm_open_value(lua_State *L, int first)
     lua_newtable(L);
     csm_setfuncs(L, methods);
     /* csm's upvalues, then the methods */
-    luaL_getmetatable(L, CSM_VALUE_MT);
-    luaL_getmetatable(L, CSM_MACHINE_MT);
-    luaL_getmetatable(L, CSM_LOOP_MT);
-    luaL_getmetatable(L, CSM_TIMER_MT);
+    csm_push_upvalues(L);
     lua_pushvalue(L, -1 - CSM_NUPVALUES);
     lua_pushcclosure(L, value_index, CSM_NUPVALUES + 1);
     lua_remove(L, -2);
